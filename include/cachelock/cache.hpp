@@ -1,0 +1,160 @@
+// The cache interface locks are built on: the subset of Django's BaseCache
+// that a lock needs, plus two compare operations that make release and
+// extend safe for the owner.
+//
+// Keys given to a Cache are *user keys*. Every operation first turns them
+// into the stored key with Django's key function, `KEY_PREFIX:VERSION:key`
+// (":1:key" by default), then checks the stored key against memcached's rules
+// (at most 250 bytes, no space, no control character) on every backend, so a
+// key that works on one backend works on all of them and a Django process
+// using the same alias contends for the same entry.
+//
+// Writing a backend: subclass Cache and implement get_(), set_() and erase_().
+// Those three are enough for locks to work, but then add_(), touch_(),
+// incr_(), erase_if_equals_() and replace_if_equals_() fall back to a get
+// followed by a write, which is NOT atomic: two processes can both see a key
+// free and both "acquire" it. Override them with atomic versions (a single
+// server-side operation, or one critical section) for real mutual exclusion.
+// Hooks receive stored keys (already prefixed and validated) and a resolved
+// timeout (never standard()).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace cachelock {
+
+/// How long an entry lives, with Django's three states: the alias default
+/// (`TIMEOUT`), never, or a duration (zero or negative: already expired).
+class Timeout {
+ public:
+  /// The cache's configured default (`TIMEOUT`, 300 s unless configured).
+  static constexpr Timeout standard() noexcept { return Timeout{Kind::standard}; }
+  /// Never expires (Django's `TIMEOUT: None`).
+  static constexpr Timeout never() noexcept { return Timeout{Kind::never}; }
+
+  /// A duration from now, rounded up to whole milliseconds. Zero or less means
+  /// already expired: the write is visible to nobody.
+  template <class Rep, class Period>
+  constexpr Timeout(std::chrono::duration<Rep, Period> d) noexcept  // NOLINT: implicit on purpose
+      : kind_{Kind::duration}, duration_{std::chrono::ceil<std::chrono::milliseconds>(d)} {}
+
+  constexpr bool is_standard() const noexcept { return kind_ == Kind::standard; }
+  constexpr bool is_never() const noexcept { return kind_ == Kind::never; }
+  /// A duration of zero or less.
+  constexpr bool is_expired() const noexcept {
+    return kind_ == Kind::duration && duration_.count() <= 0;
+  }
+  /// The duration; zero for standard() and never().
+  constexpr std::chrono::milliseconds duration() const noexcept { return duration_; }
+
+  friend constexpr bool operator==(const Timeout&, const Timeout&) = default;
+
+ private:
+  enum class Kind : unsigned char { standard, never, duration };
+  constexpr explicit Timeout(Kind kind) noexcept : kind_{kind} {}
+
+  Kind kind_;
+  std::chrono::milliseconds duration_{0};
+};
+
+/// Settings every backend shares (Django's TIMEOUT, KEY_PREFIX, VERSION,
+/// OPTIONS.MAX_ENTRIES and OPTIONS.CULL_FREQUENCY).
+struct CacheOptions {
+  /// Default lifetime of entries and locks (`TIMEOUT`). Timeout::never() for
+  /// `TIMEOUT: null`: locks taken without a ttl then never expire.
+  Timeout timeout = std::chrono::seconds{300};
+  /// First part of every stored key (`KEY_PREFIX`).
+  std::string key_prefix{};
+  /// Second part of every stored key (`VERSION`).
+  int version = 1;
+  /// Memory and file backends: evict entries beyond this many (`MAX_ENTRIES`).
+  /// Unset (the default) means no limit. Eviction can drop a held lock, so
+  /// only set it for caches that hold no locks.
+  std::optional<std::size_t> max_entries{};
+  /// When `max_entries` is reached, evict 1/cull_frequency of the entries;
+  /// 0 evicts them all (`CULL_FREQUENCY`, Django's default 3).
+  unsigned cull_frequency = 3;
+};
+
+/// A cache that locks can live in.
+///
+/// Thread safety: the built-in backends are safe to share between threads;
+/// a custom backend must make its hooks thread-safe if it is shared.
+class Cache {
+ public:
+  explicit Cache(CacheOptions options = {});
+  virtual ~Cache();
+  Cache(const Cache&) = delete;
+  Cache& operator=(const Cache&) = delete;
+
+  /// Stores `value` only if `key` is absent; true if stored. The lock acquire.
+  /// Throws: InvalidKeyError, CacheError.
+  bool add(std::string_view key, std::string_view value, Timeout timeout = Timeout::standard());
+  /// The value, or nullopt if absent or expired. Throws: InvalidKeyError, CacheError.
+  std::optional<std::string> get(std::string_view key);
+  /// Stores `value` unconditionally. Throws: InvalidKeyError, CacheError.
+  void set(std::string_view key, std::string_view value, Timeout timeout = Timeout::standard());
+  /// Removes `key`; true if it was present. Throws: InvalidKeyError, CacheError.
+  bool erase(std::string_view key);
+  /// Gives a present key a new lifetime; true if it was present.
+  /// Throws: InvalidKeyError, CacheError.
+  bool touch(std::string_view key, Timeout timeout = Timeout::standard());
+  /// Adds `delta` to an integer value and returns the result, keeping the
+  /// entry's lifetime; nullopt if the key is absent. memcached cannot go below
+  /// zero (a decrement stops at 0). Throws: CacheError if the value is not an
+  /// integer, InvalidKeyError.
+  std::optional<std::int64_t> incr(std::string_view key, std::int64_t delta = 1);
+  /// Removes `key` only if it holds `expected`; true if removed. The lock release.
+  /// Throws: InvalidKeyError, CacheError.
+  bool erase_if_equals(std::string_view key, std::string_view expected);
+  /// Replaces the value and lifetime of `key` only if it holds `expected`;
+  /// true if replaced. The lock extend. Throws: InvalidKeyError, CacheError.
+  bool replace_if_equals(std::string_view key, std::string_view expected, std::string_view value,
+                         Timeout timeout = Timeout::standard());
+  /// Removes every entry of this cache (Django's clear()).
+  /// Throws: CacheError, also when the backend cannot clear.
+  void clear();
+
+  /// The stored key for `key`: `KEY_PREFIX:VERSION:key`, checked.
+  /// Throws: InvalidKeyError.
+  std::string make_key(std::string_view key) const;
+  /// The longest stored key any backend accepts (memcached's limit).
+  static constexpr std::size_t max_key_size = 250;
+  /// Resolves Timeout::standard() to this cache's default.
+  Timeout resolve(Timeout timeout) const noexcept;
+  const CacheOptions& options() const noexcept { return options_; }
+
+ protected:
+  // Required hooks. `key` is the stored key, already checked (at most 250
+  // bytes); `timeout` is never standard().
+  virtual std::optional<std::string> get_(std::string_view key) = 0;
+  virtual void set_(std::string_view key, std::string_view value, Timeout timeout) = 0;
+  virtual bool erase_(std::string_view key) = 0;
+
+  // Optional hooks. The defaults combine the required ones and are NOT atomic.
+  virtual bool add_(std::string_view key, std::string_view value, Timeout timeout);
+  virtual bool touch_(std::string_view key, Timeout timeout);
+  /// The default writes the result back with the cache's default timeout.
+  virtual std::optional<std::int64_t> incr_(std::string_view key, std::int64_t delta);
+  virtual bool erase_if_equals_(std::string_view key, std::string_view expected);
+  virtual bool replace_if_equals_(std::string_view key, std::string_view expected,
+                                  std::string_view value, Timeout timeout);
+  /// The default throws CacheError: a get/set/erase cache cannot enumerate.
+  virtual void clear_();
+  /// Throws InvalidKeyError for stored keys this backend cannot hold. The
+  /// default applies memcached's rules (see the file comment).
+  virtual void validate_key_(std::string_view key) const;
+
+ private:
+  class StoredKey;
+  StoredKey stored_key(std::string_view key) const;
+
+  CacheOptions options_;
+  std::string key_head_;  // "KEY_PREFIX:VERSION:"
+};
+
+}  // namespace cachelock

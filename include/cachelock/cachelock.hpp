@@ -1,0 +1,11 @@
+// cachelock: locks that live in a cache. The umbrella header.
+#pragma once
+
+#include "cachelock/cache.hpp"
+#include "cachelock/dummy_cache.hpp"
+#include "cachelock/errors.hpp"
+#include "cachelock/lock.hpp"
+#include "cachelock/memory_cache.hpp"
+#include "cachelock/once.hpp"
+#include "cachelock/options.hpp"
+#include "cachelock/registry.hpp"

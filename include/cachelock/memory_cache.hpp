@@ -1,0 +1,48 @@
+// In-process cache, the counterpart of Django's LocMemCache.
+#pragma once
+
+#include <memory>
+
+#include "cachelock/cache.hpp"
+
+namespace cachelock {
+
+/// Entries in this process's memory, shared by every thread that holds the
+/// same MemoryCache. Locks in it exclude threads of one process only.
+///
+/// Every operation is atomic (one critical section). Expiry runs on the
+/// monotonic clock, so wall-clock jumps do not shorten or stretch a lock; it
+/// is read at the kernel tick's resolution, so an entry lives at least its
+/// timeout and at most two ticks (2-8 ms) longer.
+/// Expired entries are dropped when touched and swept as the table grows, so
+/// abandoned keys do not pile up. The table is split into independently locked
+/// shards, so threads working on distinct keys rarely wait for each other.
+/// `max_entries` is honoured only when set (eviction can drop held locks).
+///
+/// Thread safety: safe to share between threads.
+class MemoryCache final : public Cache {
+ public:
+  explicit MemoryCache(CacheOptions options = {});
+  ~MemoryCache() override;
+
+  /// Entries held in memory, expired ones not yet swept included. O(shards).
+  std::size_t size() const;
+
+ protected:
+  std::optional<std::string> get_(std::string_view key) override;
+  void set_(std::string_view key, std::string_view value, Timeout timeout) override;
+  bool erase_(std::string_view key) override;
+  bool add_(std::string_view key, std::string_view value, Timeout timeout) override;
+  bool touch_(std::string_view key, Timeout timeout) override;
+  std::optional<std::int64_t> incr_(std::string_view key, std::int64_t delta) override;
+  bool erase_if_equals_(std::string_view key, std::string_view expected) override;
+  bool replace_if_equals_(std::string_view key, std::string_view expected, std::string_view value,
+                          Timeout timeout) override;
+  void clear_() override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cachelock

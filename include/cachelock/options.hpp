@@ -1,0 +1,51 @@
+// Options of Lock, Mutex and once: aggregates meant for designated
+// initializers, e.g. `{.alias = "locks", .ttl = 30s, .wait = 5s}`.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cachelock {
+
+class Cache;
+
+/// How a Lock or Mutex takes its key.
+struct LockOptions {
+  /// Registry alias the lock lives in; empty means the default alias
+  /// (`DEFAULT_CACHELOCK_ALIAS`, else `default`). Resolved when the lock is
+  /// taken, not when the Lock is made.
+  std::string alias{};
+  /// A cache to use instead of an alias.
+  std::shared_ptr<Cache> cache{};
+  /// Lifetime of the lock: a holder that crashes blocks the key this long at
+  /// most. Unset means the cache's `TIMEOUT` (300 s unless configured; an
+  /// alias with `TIMEOUT: null` makes locks that never expire). Must be
+  /// positive. memcached counts whole seconds: a ttl is rounded up to one.
+  std::optional<std::chrono::milliseconds> ttl{};
+  /// Lock only: how long to keep trying while the key is held, with
+  /// exponential backoff and jitter. Zero (the default) fails at once.
+  std::chrono::milliseconds wait{0};
+};
+
+/// How a `once` wrapper builds its key and takes its lock.
+struct OnceOptions {
+  /// Names of the wrapped function's parameters, in order, so the key
+  /// template can use `{day}` for the first argument, and so on. Positional
+  /// fields (`{0}`, `{}`) work without names.
+  std::vector<std::string> params{};
+  /// As LockOptions::alias.
+  std::string alias{};
+  /// As LockOptions::cache.
+  std::shared_ptr<Cache> cache{};
+  /// As LockOptions::ttl.
+  std::optional<std::chrono::milliseconds> ttl{};
+  /// How long a call waits for the key before giving up. Zero: at once.
+  std::chrono::milliseconds wait{0};
+  /// When the key is held: throw LockError instead of skipping the call.
+  bool raise_if_lock = false;
+};
+
+}  // namespace cachelock

@@ -1,0 +1,227 @@
+#include "cachelock/lock.hpp"
+
+#include <algorithm>
+#include <random>
+#include <thread>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "cachelock/cache.hpp"
+#include "cachelock/errors.hpp"
+#include "cachelock/registry.hpp"
+#include "text.hpp"
+#include "token.hpp"
+
+namespace cachelock {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+using std::chrono::microseconds;
+
+// Exponential backoff with jitter between attempts on a held key: waiters
+// spread out instead of hitting the backend in step, and a long wait polls
+// at most every `cap`.
+class Backoff {
+ public:
+  // Sleeps before the next attempt; false if `deadline` has passed.
+  bool sleep_before_retry(Clock::time_point deadline) {
+    auto now = Clock::now();
+    if (now >= deadline) return false;
+    thread_local std::minstd_rand random{std::random_device{}()};
+    std::uniform_int_distribution<long long> spread{next_.count() / 2, next_.count()};
+    auto pause = std::min<Clock::duration>(microseconds{spread(random)}, deadline - now);
+    std::this_thread::sleep_for(pause);
+    next_ = std::min(next_ * 2, cap);
+    return true;
+  }
+
+ private:
+  static constexpr microseconds cap{50'000};
+  microseconds next_{500};
+};
+
+void check_ttl(std::optional<milliseconds> ttl, std::string_view key) {
+  if (ttl && ttl->count() <= 0) {
+    throw ConfigError(fmt::format("lock {}: ttl must be positive, got {} ms", detail::quote(key),
+                                  ttl->count()));
+  }
+}
+
+}  // namespace
+
+Lock::Lock(std::string key, LockOptions options) : Lock{std::move(key), std::defer_lock, std::move(options)} {
+  acquire();
+}
+
+Lock::Lock(std::string key, std::defer_lock_t, LockOptions options)
+    : key_{std::move(key)}, options_{std::move(options)} {
+  check_ttl(options_.ttl, key_);
+}
+
+Lock::~Lock() { release_quietly(); }
+
+Lock::Lock(Lock&& other) noexcept
+    : key_{std::move(other.key_)},
+      options_{std::move(other.options_)},
+      leased_{std::move(other.leased_)},
+      lease_version_{other.lease_version_},
+      token_{std::move(other.token_)},
+      fork_generation_{other.fork_generation_},
+      owns_{std::exchange(other.owns_, false)} {}
+
+Lock& Lock::operator=(Lock&& other) noexcept {
+  if (this != &other) {
+    release_quietly();
+    key_ = std::move(other.key_);
+    options_ = std::move(other.options_);
+    leased_ = std::move(other.leased_);
+    lease_version_ = other.lease_version_;
+    token_ = std::move(other.token_);
+    fork_generation_ = other.fork_generation_;
+    owns_ = std::exchange(other.owns_, false);
+  }
+  return *this;
+}
+
+void Lock::acquire() {
+  if (!try_acquire()) throw_held(options_.wait.count() > 0);
+}
+
+bool Lock::try_acquire() {
+  auto deadline = options_.wait.count() > 0 ? Clock::now() + options_.wait : Clock::time_point::min();
+  return try_acquire_until(deadline);
+}
+
+bool Lock::try_acquire_until(Clock::time_point deadline) {
+  if (owns_) {
+    throw LockError(fmt::format("lock {} is already owned by this guard", detail::quote(key_)));
+  }
+  if (!options_.cache) {
+    auto lease = CacheRegistry::global().borrow(options_.alias);
+    leased_ = std::move(lease.cache);
+    lease_version_ = lease.version;
+  }
+  token_ = detail::new_token();
+  Timeout ttl = options_.ttl ? Timeout{*options_.ttl} : Timeout::standard();
+  Backoff backoff;
+  try {
+    do {
+      if (cache().add(key_, token_, ttl)) {
+        fork_generation_ = detail::fork_generation();
+        owns_ = true;
+        return true;
+      }
+    } while (backoff.sleep_before_retry(deadline));
+  } catch (...) {
+    return_lease();
+    throw;
+  }
+  return_lease();
+  return false;
+}
+
+void Lock::return_lease() noexcept {
+  if (leased_) {
+    CacheRegistry::global().give_back(options_.alias, {std::move(leased_), lease_version_});
+  }
+}
+
+void Lock::throw_held(bool waited) const {
+  std::string where;
+  if (!options_.cache) {
+    auto alias = options_.alias.empty() ? CacheRegistry::global().default_alias() : options_.alias;
+    where = fmt::format(" on alias {}", detail::quote(alias));
+  }
+  if (waited) {
+    throw LockError(fmt::format("lock {}{} is still held after waiting {} ms",
+                                detail::quote(key_), where, options_.wait.count()));
+  }
+  throw LockError(fmt::format("lock {}{} is already held", detail::quote(key_), where));
+}
+
+bool Lock::release() {
+  if (!owns_) return false;
+  owns_ = false;
+  // After fork() the child holds a copy of this guard, but the lock is the parent's.
+  if (fork_generation_ != detail::fork_generation()) {
+    leased_.reset();
+    return false;
+  }
+  struct ReturnLease {
+    Lock& lock;
+    ~ReturnLease() { lock.return_lease(); }
+  } on_exit{*this};
+  return cache().erase_if_equals(key_, token_);
+}
+
+void Lock::release_quietly() noexcept {
+  try {
+    release();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): the key frees itself at its ttl
+  }
+}
+
+bool Lock::extend(std::optional<milliseconds> ttl) {
+  if (!owns_ || fork_generation_ != detail::fork_generation()) return false;
+  check_ttl(ttl, key_);
+  auto lifetime = ttl ? ttl : options_.ttl;
+  Timeout timeout = lifetime ? Timeout{*lifetime} : Timeout::standard();
+  if (!cache().replace_if_equals(key_, token_, token_, timeout)) {
+    owns_ = false;
+    return_lease();
+  }
+  return owns_;
+}
+
+Mutex::Mutex(std::string key, LockOptions options)
+    : lock_{std::move(key), std::defer_lock, std::move(options)} {}
+
+Mutex::~Mutex() = default;
+
+bool Mutex::enter_until(Clock::time_point deadline) {
+  auto free = [this] { return !local_busy_; };
+  std::unique_lock guard{local_mutex_};
+  if (deadline == Clock::time_point::max()) {
+    local_free_.wait(guard, free);
+  } else if (!free() && (deadline <= Clock::now() || !local_free_.wait_until(guard, deadline, free))) {
+    return false;
+  }
+  local_busy_ = true;
+  return true;
+}
+
+void Mutex::leave() noexcept {
+  {
+    std::lock_guard guard{local_mutex_};
+    local_busy_ = false;
+  }
+  local_free_.notify_one();
+}
+
+void Mutex::lock() { try_lock_until_steady(Clock::time_point::max()); }
+
+bool Mutex::try_lock() { return try_lock_until_steady(Clock::time_point::min()); }
+
+bool Mutex::try_lock_until_steady(Clock::time_point deadline) {
+  if (!enter_until(deadline)) return false;
+  try {
+    if (lock_.try_acquire_until(deadline)) return true;
+  } catch (...) {
+    leave();
+    throw;
+  }
+  leave();
+  return false;
+}
+
+void Mutex::unlock() noexcept {
+  lock_.release_quietly();
+  leave();
+}
+
+bool Mutex::extend(std::optional<milliseconds> ttl) { return lock_.extend(ttl); }
+
+}  // namespace cachelock

@@ -1,0 +1,195 @@
+#include "cachelock/registry.hpp"
+
+#include <map>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "cachelock/errors.hpp"
+#include "cachelock/memory_cache.hpp"
+#include "text.hpp"
+
+namespace cachelock {
+
+// One alias: a cache, or a factory that builds it once on first use.
+struct CacheRegistry::Slot {
+  explicit Slot(std::shared_ptr<Cache> built) : cache_{std::move(built)}, built_{true} {}
+  explicit Slot(Factory make) : factory_{std::move(make)} {}
+
+  std::shared_ptr<Cache> get() {
+    if (built_.load(std::memory_order_acquire)) return cache_;
+    // Not std::call_once: a factory that throws must leave the slot ready
+    // for another attempt, which call_once does not do reliably everywhere.
+    std::lock_guard lock{mutex_};
+    if (!built_.load(std::memory_order_relaxed)) {
+      auto made = factory_();
+      if (!made) throw ConfigError("cache factory returned no cache");
+      cache_ = std::move(made);
+      built_.store(true, std::memory_order_release);
+    }
+    return cache_;
+  }
+
+ private:
+  Factory factory_;
+  std::mutex mutex_;             // serializes building
+  std::shared_ptr<Cache> cache_;  // written once, before built_ is set
+  std::atomic<bool> built_{false};
+};
+
+// An immutable configuration; changes publish a new one.
+struct CacheRegistry::Config {
+  std::map<std::string, std::shared_ptr<Slot>, std::less<>> slots;
+  std::string default_alias = "default";
+
+  static std::shared_ptr<const Config> built_in() {
+    auto config = std::make_shared<Config>();
+    config->slots.emplace("default", std::make_shared<Slot>(std::make_shared<MemoryCache>()));
+    return config;
+  }
+
+  std::string known() const {
+    std::vector<std::string> names;
+    for (const auto& [name, slot] : slots) names.push_back(detail::quote(name));
+    return fmt::format("{}", fmt::join(names, ", "));
+  }
+};
+
+CacheRegistry& CacheRegistry::global() {
+  static CacheRegistry registry;
+  return registry;
+}
+
+namespace {
+std::atomic<std::uint64_t> next_registry_id{1};
+
+// The calling thread's spare cache reference (see CacheRegistry::borrow).
+struct Spare {
+  std::uint64_t registry = 0;
+  std::uint64_t version = 0;
+  std::string alias;
+  std::shared_ptr<Cache> cache;
+};
+thread_local Spare spare;
+}  // namespace
+
+CacheRegistry::CacheRegistry() : id_{next_registry_id.fetch_add(1)}, config_{Config::built_in()} {}
+
+CacheRegistry::~CacheRegistry() = default;
+
+std::shared_ptr<const CacheRegistry::Config> CacheRegistry::snapshot() const {
+  std::lock_guard lock{mutex_};
+  return config_;
+}
+
+void CacheRegistry::publish(std::shared_ptr<const Config> config) {
+  config_ = std::move(config);
+  // After the pointer: a reader that sees the new version also sees the new config.
+  version_.fetch_add(1, std::memory_order_release);
+}
+
+CacheRegistry::Lease CacheRegistry::borrow(std::string_view alias) const {
+  // Read the version before the configuration: a lease is never tagged newer
+  // than the configuration it came from.
+  auto version = version_.load(std::memory_order_acquire);
+  if (spare.cache && spare.registry == id_ && spare.version == version && spare.alias == alias) {
+    return {std::move(spare.cache), version};
+  }
+  return {get(alias), version};
+}
+
+void CacheRegistry::give_back(std::string_view alias, Lease lease) const noexcept {
+  if (lease.version != version_.load(std::memory_order_acquire)) return;  // stale: drop it
+  try {
+    spare.alias.assign(alias);
+  } catch (...) {
+    return;  // no room for the name: simply do not keep a spare
+  }
+  spare.registry = id_;
+  spare.version = lease.version;
+  spare.cache = std::move(lease.cache);
+}
+
+namespace {
+void check_alias_name(std::string_view alias) {
+  if (alias.empty()) throw ConfigError("cache alias names must not be empty");
+}
+}  // namespace
+
+void CacheRegistry::add(std::string alias, std::shared_ptr<Cache> cache) {
+  check_alias_name(alias);
+  if (!cache) throw ConfigError(fmt::format("alias {}: the cache is null", detail::quote(alias)));
+  std::lock_guard lock{mutex_};
+  auto next = std::make_shared<Config>(*config_);
+  next->slots.insert_or_assign(std::move(alias), std::make_shared<Slot>(std::move(cache)));
+  publish(std::move(next));
+}
+
+void CacheRegistry::add(std::string alias, Factory factory) {
+  check_alias_name(alias);
+  if (!factory) throw ConfigError(fmt::format("alias {}: the factory is empty", detail::quote(alias)));
+  std::lock_guard lock{mutex_};
+  auto next = std::make_shared<Config>(*config_);
+  next->slots.insert_or_assign(std::move(alias), std::make_shared<Slot>(std::move(factory)));
+  publish(std::move(next));
+}
+
+void CacheRegistry::remove(std::string_view alias) {
+  std::lock_guard lock{mutex_};
+  auto it = config_->slots.find(alias);
+  if (it == config_->slots.end()) {
+    throw ConfigError(fmt::format("unknown cache alias {} (known: {})", detail::quote(alias),
+                                  config_->known()));
+  }
+  if (alias == config_->default_alias) {
+    throw ConfigError(fmt::format("cannot remove alias {}: it is the default alias; "
+                                  "set another default first",
+                                  detail::quote(alias)));
+  }
+  auto next = std::make_shared<Config>(*config_);
+  next->slots.erase(std::string{alias});
+  publish(std::move(next));
+}
+
+std::shared_ptr<Cache> CacheRegistry::get(std::string_view alias) const {
+  auto config = snapshot();
+  auto name = alias.empty() ? std::string_view{config->default_alias} : alias;
+  auto it = config->slots.find(name);
+  if (it == config->slots.end()) {
+    throw ConfigError(fmt::format("unknown cache alias {} (known: {})", detail::quote(name),
+                                  config->known()));
+  }
+  return it->second->get();
+}
+
+bool CacheRegistry::contains(std::string_view alias) const {
+  auto config = snapshot();
+  return config->slots.find(alias) != config->slots.end();
+}
+
+std::vector<std::string> CacheRegistry::aliases() const {
+  auto config = snapshot();
+  std::vector<std::string> names;
+  for (const auto& [name, slot] : config->slots) names.push_back(name);
+  return names;
+}
+
+std::string CacheRegistry::default_alias() const { return snapshot()->default_alias; }
+
+void CacheRegistry::set_default_alias(std::string alias) {
+  std::lock_guard lock{mutex_};
+  if (config_->slots.find(alias) == config_->slots.end()) {
+    throw ConfigError(fmt::format("cannot make {} the default alias: unknown cache alias (known: {})",
+                                  detail::quote(alias), config_->known()));
+  }
+  auto next = std::make_shared<Config>(*config_);
+  next->default_alias = std::move(alias);
+  publish(std::move(next));
+}
+
+void CacheRegistry::reset() {
+  std::lock_guard lock{mutex_};
+  publish(Config::built_in());
+}
+
+}  // namespace cachelock

@@ -1,0 +1,95 @@
+#include "text.hpp"
+
+#include <charconv>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "cachelock/errors.hpp"
+
+namespace cachelock::detail {
+
+namespace {
+constexpr std::size_t max_key_length = 250;  // memcached's limit, which Django enforces
+
+bool is_bad_key_byte(unsigned char c) noexcept { return (c <= 0x20) | (c == 0x7f); }
+}  // namespace
+
+std::string quote(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '\'';
+  for (unsigned char c : s) {
+    switch (c) {
+      case '\'': out += "\\'"; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\0': out += "\\0"; break;
+      default:
+        if (c < 0x20 || c >= 0x7f) {
+          out += fmt::format("\\x{:02x}", c);
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += '\'';
+  return out;
+}
+
+std::size_t find_bad_key_byte(std::string_view key) noexcept {
+  // Every stored key passes through here, so test eight bytes at a time
+  // (bytes below 0x21, and 0x7f) and look for the position only on failure.
+  constexpr std::uint64_t ones = 0x0101010101010101;
+  constexpr std::uint64_t highs = 0x8080808080808080;
+  bool any = false;
+  std::size_t i = 0;
+  for (; i + 8 <= key.size(); i += 8) {
+    std::uint64_t v;
+    std::memcpy(&v, key.data() + i, 8);
+    std::uint64_t below = (v - ones * 0x21) & ~v;  // high bit set where a byte < 0x21 (for bytes < 0x80)
+    std::uint64_t del = v ^ (ones * 0x7f);
+    std::uint64_t is_del = (del - ones) & ~del;     // high bit set where a byte == 0x7f
+    any |= ((below | is_del) & highs) != 0;
+  }
+  for (; i < key.size(); ++i) any |= is_bad_key_byte(static_cast<unsigned char>(key[i]));
+  if (!any) return std::string_view::npos;
+  for (std::size_t j = 0; j < key.size(); ++j) {
+    if (is_bad_key_byte(static_cast<unsigned char>(key[j]))) return j;
+  }
+  return std::string_view::npos;
+}
+
+std::string describe_key_byte(unsigned char c) {
+  if (c == ' ') return "a space";
+  return fmt::format("control character \\x{:02x}", c);
+}
+
+void check_stored_key(std::string_view key) {
+  if (key.size() > max_key_length) {
+    throw InvalidKeyError(fmt::format("key {} is {} bytes long; keys may have at most {} bytes",
+                                      quote(key), key.size(), max_key_length));
+  }
+  if (auto at = find_bad_key_byte(key); at != std::string_view::npos) {
+    throw InvalidKeyError(fmt::format(
+        "key {} contains {} at byte {}; keys may not contain spaces or control characters",
+        quote(key), describe_key_byte(static_cast<unsigned char>(key[at])), at));
+  }
+}
+
+std::int64_t incremented(std::string_view key, std::string_view value, std::int64_t delta) {
+  std::int64_t number = 0;
+  auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), number);
+  if (ec != std::errc{} || end != value.data() + value.size()) {
+    throw CacheError(fmt::format("incr {}: the stored value is not an integer", quote(key)));
+  }
+  std::int64_t sum = 0;
+  if (__builtin_add_overflow(number, delta, &sum)) {
+    throw CacheError(fmt::format("incr {}: {} + {} overflows a 64-bit integer", quote(key), number, delta));
+  }
+  return sum;
+}
+
+}  // namespace cachelock::detail
