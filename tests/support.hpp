@@ -1,0 +1,72 @@
+// Helpers shared by the test suites.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include <cachelock/cachelock.hpp>
+
+namespace test {
+
+using namespace std::chrono_literals;
+
+/// A key nobody else in this process has used: "stem-N".
+inline std::string unique(std::string_view stem) {
+  static std::atomic<int> next{0};
+  return std::string{stem} + "-" + std::to_string(next.fetch_add(1));
+}
+
+/// Puts the global registry back to the built-in default on entry and exit,
+/// so each test starts from the same state (as spdlog's tests do).
+struct FreshRegistry {
+  FreshRegistry() { cachelock::CacheRegistry::global().reset(); }
+  ~FreshRegistry() { cachelock::CacheRegistry::global().reset(); }
+  FreshRegistry(const FreshRegistry&) = delete;
+  FreshRegistry& operator=(const FreshRegistry&) = delete;
+};
+
+/// A user's own cache with only the three required operations, on a map.
+/// Counts the calls so tests can see which path a lock took.
+class MapCache : public cachelock::Cache {
+ public:
+  using Cache::Cache;
+  std::atomic<int> gets{0}, sets{0}, erases{0};
+
+ protected:
+  std::optional<std::string> get_(std::string_view key) override {
+    ++gets;
+    std::lock_guard lock{mutex_};
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return std::nullopt;
+    if (it->second.second <= std::chrono::steady_clock::now()) {
+      entries_.erase(it);
+      return std::nullopt;
+    }
+    return it->second.first;
+  }
+  void set_(std::string_view key, std::string_view value, cachelock::Timeout timeout) override {
+    ++sets;
+    std::lock_guard lock{mutex_};
+    auto expires = timeout.is_never() ? std::chrono::steady_clock::time_point::max()
+                                      : std::chrono::steady_clock::now() + timeout.duration();
+    entries_.insert_or_assign(std::string{key}, std::pair{std::string{value}, expires});
+  }
+  bool erase_(std::string_view key) override {
+    ++erases;
+    std::lock_guard lock{mutex_};
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return false;
+    entries_.erase(it);
+    return true;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, std::pair<std::string, std::chrono::steady_clock::time_point>, std::less<>>
+      entries_;
+};
+
+}  // namespace test

@@ -1,0 +1,126 @@
+// MemoryCache: the conformance suite, plus what only the memory backend does.
+#include <doctest/doctest.h>
+
+#include <thread>
+#include <vector>
+
+#include "cache_conformance.hpp"
+
+using namespace std::chrono_literals;
+
+namespace {
+
+struct MemoryBackend {
+  static constexpr const char* name = "memory";
+  static std::shared_ptr<cachelock::Cache> make(cachelock::CacheOptions options) {
+    // Two caches built with the same prefix must share entries, as two
+    // clients of one server do; memory caches share them through this table.
+    static std::mutex mutex;
+    static std::map<std::pair<std::string, int>, std::weak_ptr<cachelock::Cache>> shared;
+    std::lock_guard lock{mutex};
+    auto& slot = shared[{options.key_prefix, options.version}];
+    if (auto existing = slot.lock(); existing && existing->options().timeout == options.timeout) {
+      return existing;
+    }
+    auto cache = std::make_shared<cachelock::MemoryCache>(std::move(options));
+    slot = cache;
+    return cache;
+  }
+  static constexpr auto short_ttl = 200ms;
+  static constexpr auto expired_after = 400ms;
+};
+
+}  // namespace
+
+TYPE_TO_STRING(MemoryBackend);
+CACHELOCK_CONFORMANCE(MemoryBackend);
+
+TEST_CASE("memory: two MemoryCache objects do not share entries") {
+  cachelock::MemoryCache a, b;
+  a.set("foo", "1");
+  b.set("foo", "2");
+  CHECK(a.get("foo") == "1");
+  a.erase("foo");
+  CHECK(b.get("foo") == "2");
+}
+
+TEST_CASE("memory: expired entries are swept as the table grows") {
+  cachelock::MemoryCache cache;
+  for (int i = 0; i < 10'000; ++i) cache.set("old-" + std::to_string(i), "v", 50ms);
+  CHECK(cache.size() == 10'000);
+  std::this_thread::sleep_for(100ms);
+  for (int i = 0; i < 10'000; ++i) cache.set("new-" + std::to_string(i), "v");
+  // Every shard doubled at least once while the new keys went in, and each
+  // doubling swept the expired old keys.
+  CHECK(cache.size() < 12'000);
+  CHECK(cache.size() >= 10'000);
+}
+
+TEST_CASE("memory: without max_entries nothing is evicted") {
+  cachelock::MemoryCache cache;
+  for (int i = 0; i < 5'000; ++i) CHECK(cache.add("lock-" + std::to_string(i), "v"));
+  CHECK(cache.size() == 5'000);
+  CHECK(cache.get("lock-0") == "v");
+}
+
+TEST_CASE("memory: max_entries culls as Django's LocMemCache does") {
+  SUBCASE("cull_frequency 3 drops about a third when full") {
+    cachelock::MemoryCache cache{{.max_entries = 300}};
+    for (int i = 0; i < 1'000; ++i) cache.set("k-" + std::to_string(i), "v");
+    CHECK(cache.size() <= 300);
+    CHECK(cache.size() >= 150);
+  }
+  SUBCASE("cull_frequency 0 empties the cache when full") {
+    cachelock::MemoryCache cache{{.max_entries = 10, .cull_frequency = 0}};
+    for (int i = 0; i < 10; ++i) cache.set("k-" + std::to_string(i), "v");
+    CHECK(cache.size() == 10);
+    cache.set("one-more", "v");
+    CHECK(cache.size() == 1);
+    CHECK(cache.get("one-more") == "v");
+  }
+  SUBCASE("expired entries go first") {
+    cachelock::MemoryCache cache{{.max_entries = 10}};
+    for (int i = 0; i < 5; ++i) cache.set("short-" + std::to_string(i), "v", 20ms);
+    for (int i = 0; i < 5; ++i) cache.set("long-" + std::to_string(i), "v");
+    std::this_thread::sleep_for(50ms);
+    cache.set("trigger", "v");
+    for (int i = 0; i < 5; ++i) CHECK(cache.get("long-" + std::to_string(i)) == "v");
+  }
+}
+
+TEST_CASE("memory: incr keeps the entry's lifetime and refuses overflow") {
+  cachelock::MemoryCache cache;
+  cache.set("n", "1", 100ms);
+  CHECK(cache.incr("n") == 2);
+  std::this_thread::sleep_for(200ms);
+  CHECK_FALSE(cache.get("n").has_value());
+  cache.set("max", std::to_string(INT64_MAX));
+  CHECK_THROWS_WITH_AS(cache.incr("max"),
+                       "incr ':1:max': 9223372036854775807 + 1 overflows a 64-bit integer",
+                       cachelock::CacheError);
+}
+
+TEST_CASE("memory: a cache whose default timeout is standard() is refused") {
+  CHECK_THROWS_WITH_AS(cachelock::MemoryCache({.timeout = cachelock::Timeout::standard()}),
+                       "cache options: timeout must be a duration or never, not standard()",
+                       cachelock::ConfigError);
+}
+
+TEST_CASE("memory: keys may hold any byte above 0x20 but 0x7f") {
+  cachelock::MemoryCache cache;
+  const std::string fine[] = {"café-ü", "a:b/c.d", std::string(40, '~'), "\x80\xff", "k\x21"};
+  for (const auto& key : fine) {
+    CAPTURE(key);
+    CHECK_NOTHROW(cache.set(key, "v"));
+    CHECK(cache.get(key) == "v");
+  }
+  // Bad bytes at every position of a long key, so each 8-byte lane is checked.
+  for (std::size_t at = 0; at < 40; ++at) {
+    for (char bad : {' ', '\0', '\x1f', '\x7f', '\n'}) {
+      std::string key(40, 'k');
+      key[at] = bad;
+      CAPTURE(at);
+      CHECK_THROWS_AS(cache.set(key, "v"), cachelock::InvalidKeyError);
+    }
+  }
+}
