@@ -7,6 +7,7 @@
 
 #include "cachelock/errors.hpp"
 #include "cachelock/memory_cache.hpp"
+#include "settings.hpp"
 #include "text.hpp"
 
 namespace cachelock {
@@ -42,6 +43,15 @@ struct CacheRegistry::Config {
   std::map<std::string, std::shared_ptr<Slot>, std::less<>> slots;
   std::string default_alias = "default";
 
+  static std::shared_ptr<const Config> from(detail::Settings settings) {
+    auto config = std::make_shared<Config>();
+    for (auto& alias : settings.aliases) {
+      config->slots.emplace(std::move(alias.name), std::make_shared<Slot>(std::move(alias.factory)));
+    }
+    config->default_alias = std::move(settings.default_alias);
+    return config;
+  }
+
   static std::shared_ptr<const Config> built_in() {
     auto config = std::make_shared<Config>();
     config->slots.emplace("default", std::make_shared<Slot>(std::make_shared<MemoryCache>()));
@@ -56,7 +66,7 @@ struct CacheRegistry::Config {
 };
 
 CacheRegistry& CacheRegistry::global() {
-  static CacheRegistry registry;
+  static CacheRegistry registry{Environment{}};
   return registry;
 }
 
@@ -75,9 +85,53 @@ thread_local Spare spare;
 
 CacheRegistry::CacheRegistry() : id_{next_registry_id.fetch_add(1)}, config_{Config::built_in()} {}
 
+CacheRegistry::CacheRegistry(Environment) : CacheRegistry{} {
+  const char* path = std::getenv("CACHELOCK_SETTINGS");
+  environment_pending_ = path != nullptr && *path != '\0';
+}
+
+void CacheRegistry::load_from_environment() const {
+  if (!environment_pending_.load(std::memory_order_acquire)) return;
+  std::lock_guard lock{mutex_};
+  if (!environment_pending_.load(std::memory_order_relaxed)) return;  // another thread did it
+  const char* path = std::getenv("CACHELOCK_SETTINGS");
+  if (path == nullptr || *path == '\0') {
+    environment_pending_ = false;
+    return;
+  }
+  try {
+    auto settings = detail::read_settings_file(path);
+    // Loading the environment's settings completes the registry's
+    // construction, deferred to its first use; it is not a visible change.
+    const_cast<CacheRegistry*>(this)->publish(Config::from(std::move(settings)));
+  } catch (const ConfigError& e) {
+    throw ConfigError(fmt::format("$CACHELOCK_SETTINGS: {}", e.what()));
+  }
+  environment_pending_.store(false, std::memory_order_release);
+}
+
+void CacheRegistry::configured_explicitly() {
+  environment_pending_.store(false, std::memory_order_release);
+}
+
+void CacheRegistry::load_file(const std::string& path) {
+  auto config = Config::from(detail::read_settings_file(path));
+  std::lock_guard lock{mutex_};
+  configured_explicitly();
+  publish(std::move(config));
+}
+
+void CacheRegistry::load_yaml(std::string_view yaml, std::string_view source) {
+  auto config = Config::from(detail::parse_settings(yaml, source));
+  std::lock_guard lock{mutex_};
+  configured_explicitly();
+  publish(std::move(config));
+}
+
 CacheRegistry::~CacheRegistry() = default;
 
 std::shared_ptr<const CacheRegistry::Config> CacheRegistry::snapshot() const {
+  load_from_environment();
   std::lock_guard lock{mutex_};
   return config_;
 }
@@ -89,6 +143,7 @@ void CacheRegistry::publish(std::shared_ptr<const Config> config) {
 }
 
 CacheRegistry::Lease CacheRegistry::borrow(std::string_view alias) const {
+  load_from_environment();
   // Read the version before the configuration: a lease is never tagged newer
   // than the configuration it came from.
   auto version = version_.load(std::memory_order_acquire);
@@ -119,6 +174,7 @@ void check_alias_name(std::string_view alias) {
 void CacheRegistry::add(std::string alias, std::shared_ptr<Cache> cache) {
   check_alias_name(alias);
   if (!cache) throw ConfigError(fmt::format("alias {}: the cache is null", detail::quote(alias)));
+  load_from_environment();  // adds to the configuration in effect
   std::lock_guard lock{mutex_};
   auto next = std::make_shared<Config>(*config_);
   next->slots.insert_or_assign(std::move(alias), std::make_shared<Slot>(std::move(cache)));
@@ -128,6 +184,7 @@ void CacheRegistry::add(std::string alias, std::shared_ptr<Cache> cache) {
 void CacheRegistry::add(std::string alias, Factory factory) {
   check_alias_name(alias);
   if (!factory) throw ConfigError(fmt::format("alias {}: the factory is empty", detail::quote(alias)));
+  load_from_environment();  // adds to the configuration in effect
   std::lock_guard lock{mutex_};
   auto next = std::make_shared<Config>(*config_);
   next->slots.insert_or_assign(std::move(alias), std::make_shared<Slot>(std::move(factory)));
@@ -135,6 +192,7 @@ void CacheRegistry::add(std::string alias, Factory factory) {
 }
 
 void CacheRegistry::remove(std::string_view alias) {
+  load_from_environment();
   std::lock_guard lock{mutex_};
   auto it = config_->slots.find(alias);
   if (it == config_->slots.end()) {
@@ -177,6 +235,7 @@ std::vector<std::string> CacheRegistry::aliases() const {
 std::string CacheRegistry::default_alias() const { return snapshot()->default_alias; }
 
 void CacheRegistry::set_default_alias(std::string alias) {
+  load_from_environment();
   std::lock_guard lock{mutex_};
   if (config_->slots.find(alias) == config_->slots.end()) {
     throw ConfigError(fmt::format("cannot make {} the default alias: unknown cache alias (known: {})",
@@ -189,6 +248,7 @@ void CacheRegistry::set_default_alias(std::string alias) {
 
 void CacheRegistry::reset() {
   std::lock_guard lock{mutex_};
+  configured_explicitly();
   publish(Config::built_in());
 }
 

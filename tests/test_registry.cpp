@@ -132,11 +132,13 @@ TEST_CASE("readers and writers of one registry can race safely") {
       }
     });
   }
-  for (int i = 0; i < 200; ++i) {
+  // Keep writing until the readers have overlapped many writes, however the
+  // threads happen to be scheduled.
+  for (int i = 0; i < 200 || reads.load() < 2'000; ++i) {
     registry.add("default", std::make_shared<cachelock::MemoryCache>());
     registry.add("x" + std::to_string(i % 5), std::make_shared<cachelock::MemoryCache>());
   }
   stop = true;
   for (auto& reader : readers) reader.join();
-  CHECK(reads.load() > 0);
+  CHECK(reads.load() >= 2'000);
 }

@@ -2,10 +2,14 @@
 #pragma once
 
 #include "cachelock/cache.hpp"
+#include "cachelock/config.hpp"
 #include "cachelock/dummy_cache.hpp"
 #include "cachelock/errors.hpp"
 #include "cachelock/lock.hpp"
 #include "cachelock/memory_cache.hpp"
+#if CACHELOCK_HAS_MEMCACHED
+#include "cachelock/memcached_cache.hpp"
+#endif
 #include "cachelock/once.hpp"
 #include "cachelock/options.hpp"
 #include "cachelock/registry.hpp"

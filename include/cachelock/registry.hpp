@@ -17,7 +17,11 @@ class Cache;
 /// Maps alias names to caches, with a default alias.
 ///
 /// Out of the box a registry holds one MemoryCache alias, `default`, which is
-/// also the default alias. Aliases can be added in code, each either a cache
+/// also the default alias. Settings files shaped like Django's CACHES replace
+/// that with load_file() or load_yaml(); the global registry also loads the
+/// file named by $CACHELOCK_SETTINGS at its first use, unless it was
+/// configured explicitly before (explicit file > $CACHELOCK_SETTINGS >
+/// built-in default). Aliases can be added in code, each either a cache
 /// or a factory that builds one on first use (once, even when many threads
 /// ask at the same time). Changes replace the configuration as a whole:
 /// readers see the old one or the new one, never a mix, and caches already
@@ -70,6 +74,16 @@ class CacheRegistry {
   /// Throws: ConfigError if `alias` is not configured.
   void set_default_alias(std::string alias);
 
+  /// Replaces the whole configuration with a settings file (YAML, shaped
+  /// like Django's CACHES; see README). Aliases are checked now and their
+  /// caches built on first use. Throws: ConfigError naming the file, line,
+  /// column and setting, e.g.
+  /// "settings.yaml:7:14: CACHES.locks.TIMEOUT: expected a number of seconds or null, got \"soon\"";
+  /// the configuration is then unchanged.
+  void load_file(const std::string& path);
+  /// As load_file(), from text; `source` names it in messages.
+  void load_yaml(std::string_view yaml, std::string_view source = "<settings>");
+
   /// Back to the built-in default configuration.
   void reset();
 
@@ -89,13 +103,23 @@ class CacheRegistry {
   /// Keeps `lease` as the calling thread's spare, if it is still current.
   void give_back(std::string_view alias, Lease lease) const noexcept;
 
+  struct Environment {};
+  /// The global registry: consults $CACHELOCK_SETTINGS at its first read.
+  explicit CacheRegistry(Environment);
+
   std::shared_ptr<const Config> snapshot() const;
   void publish(std::shared_ptr<const Config> config);  // caller holds mutex_
+  void configured_explicitly();                        // caller holds mutex_
+  void load_from_environment() const;
 
   const std::uint64_t id_;  // tells registries apart in the per-thread spare
   mutable std::mutex mutex_;  // guards config_ (the pointer, not the Config)
   std::shared_ptr<const Config> config_;
   std::atomic<std::uint64_t> version_{1};  // bumped after every change of config_
+  // Set until $CACHELOCK_SETTINGS was loaded, or load_file(), load_yaml() or
+  // reset() replaced the configuration. A settings file named there that fails to load keeps it set: every
+  // use then reports the error, rather than quietly locking in memory.
+  mutable std::atomic<bool> environment_pending_{false};
 };
 
 }  // namespace cachelock

@@ -1,0 +1,114 @@
+// memcached through libmemcached: locks shared by many hosts, and by Django
+// processes using PyMemcacheCache or PyLibMCCache on the same servers.
+//
+// Available when cachelock is built with the `memcached` feature
+// (CACHELOCK_HAS_MEMCACHED is then 1).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cachelock/cache.hpp"
+
+namespace cachelock {
+
+/// One memcached server, parsed from Django's LOCATION syntax.
+struct MemcachedServer {
+  /// Host name, IPv4 or IPv6 address (without brackets), or a socket path.
+  std::string host;
+  /// TCP port; 0 for a unix socket.
+  std::uint16_t port = 11211;
+
+  bool is_socket() const noexcept { return port == 0; }
+  /// Back in LOCATION syntax: "host:port", "[v6]:port" or "unix:/path".
+  std::string to_string() const;
+
+  /// Parses "host", "host:port", "[v6]:port", "unix:/path" or "/path"; the
+  /// port defaults to 11211. Throws: ConfigError saying what is wrong, e.g.
+  /// "port '99999' is not a number from 1 to 65535".
+  static MemcachedServer parse(std::string_view location);
+};
+
+/// How keys are spread over several servers.
+enum class MemcachedDistribution {
+  modula,  ///< hash modulo server count: libmemcached's default, as Django's PyLibMCCache
+  ketama,  ///< consistent hashing: fewer keys move when a server is added or removed
+};
+
+/// Connection settings (Django's LOCATION and OPTIONS for memcached).
+struct MemcachedOptions {
+  /// At least one server.
+  std::vector<MemcachedServer> servers{};
+  /// Binary protocol instead of text (needed for SASL).
+  bool binary = false;
+  /// TCP_NODELAY on server sockets.
+  bool tcp_nodelay = true;
+  /// Limit on connecting to a server.
+  std::chrono::milliseconds connect_timeout{1000};
+  /// Limit on each send, receive and wait for a reply.
+  std::chrono::milliseconds timeout{1000};
+  /// How long a server that failed is skipped before it is tried again
+  /// (libmemcached counts whole seconds: rounded up).
+  std::chrono::milliseconds retry_timeout{2000};
+  /// Consecutive connection failures (counted per pooled connection) after
+  /// which a server is skipped, its calls failing at once, until
+  /// retry_timeout has passed; 0 acts as 1.
+  unsigned server_failure_limit = 2;
+  MemcachedDistribution distribution = MemcachedDistribution::modula;
+  /// Connections kept for concurrent use; a call waits up to `timeout` for one.
+  std::size_t pool_size = 8;
+  /// SASL credentials (binary protocol only); empty: no authentication.
+  std::string username{};
+  std::string password{};
+};
+
+/// A cache on memcached servers, through a pool of libmemcached handles: a
+/// handle is never used by two threads at once, and a child process made by
+/// fork() opens its own connections instead of sharing its parent's.
+///
+/// Round trips: add, get, set, erase, touch and incr are one each. The
+/// compare operations take two: `gets` reads the value with its CAS id, then
+/// `cas` writes only if nobody wrote since. So a lock acquire is 1 round trip,
+/// a release 2 (the `cas` stores an expiry in the past, which the server
+/// treats as deleted in both protocols), an extend 2.
+///
+/// Timeouts follow Django's memcached backends: never is 0, an already
+/// expired timeout is a time in the past, durations count whole seconds
+/// (rounded up) and those past 30 days are sent as an absolute time.
+///
+/// Every libmemcached failure becomes a CacheError naming the operation, the
+/// key, the server and libmemcached's text; a server that is down or silent
+/// fails the call within connect_timeout + timeout (plus up to timeout
+/// waiting for a free connection when all pool_size are busy).
+///
+/// Thread safety: safe to share between threads.
+class MemcachedCache final : public Cache {
+ public:
+  /// Connects lazily, on first use. Throws: ConfigError for bad options.
+  explicit MemcachedCache(MemcachedOptions memcached, CacheOptions options = {});
+  ~MemcachedCache() override;
+
+  const MemcachedOptions& memcached_options() const noexcept;
+
+ protected:
+  std::optional<std::string> get_(std::string_view key) override;
+  void set_(std::string_view key, std::string_view value, Timeout timeout) override;
+  bool erase_(std::string_view key) override;
+  bool add_(std::string_view key, std::string_view value, Timeout timeout) override;
+  bool touch_(std::string_view key, Timeout timeout) override;
+  std::optional<std::int64_t> incr_(std::string_view key, std::int64_t delta) override;
+  bool erase_if_equals_(std::string_view key, std::string_view expected) override;
+  bool replace_if_equals_(std::string_view key, std::string_view expected, std::string_view value,
+                          Timeout timeout) override;
+  void clear_() override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cachelock

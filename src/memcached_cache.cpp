@@ -1,0 +1,551 @@
+#include "cachelock/memcached_cache.hpp"
+
+#include <libmemcached/memcached.h>
+#include <libmemcached/util.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <condition_variable>
+#include <cstdlib>
+#include <ctime>
+#include <limits>
+#include <mutex>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "cachelock/errors.hpp"
+#include "text.hpp"
+#include "token.hpp"
+
+namespace cachelock {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr std::uint16_t default_port = 11211;
+// memcached reads an expiration above 30 days as a Unix time, as Django does.
+constexpr std::int64_t relative_limit = 60 * 60 * 24 * 30;
+// 1970-01-31: an absolute time the server sees as past, so the entry is
+// already expired. Not -1: libmemcached sends the binary protocol's
+// expiration as an unsigned 32-bit number, where -1 means "never expires".
+constexpr time_t already_expired = relative_limit + 1;
+
+time_t expiration(Timeout timeout) noexcept {
+  if (timeout.is_never()) return 0;
+  if (timeout.is_expired()) return already_expired;
+  // Whole seconds, rounded up: a ttl of 1 ms is sent as one second, never
+  // as zero (which would mean "never expires").
+  auto seconds = (timeout.duration().count() + 999) / 1000;
+  if (seconds > relative_limit) seconds += std::time(nullptr);
+  return static_cast<time_t>(std::min<std::int64_t>(seconds, std::numeric_limits<std::uint32_t>::max()));
+}
+
+std::string location_error(std::string_view location, std::string_view problem) {
+  return fmt::format("memcached location {}: {}", detail::quote(location), problem);
+}
+
+std::uint16_t parse_port(std::string_view location, std::string_view text) {
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc{} || end != text.data() + text.size() || value == 0 ||
+      value > 65535) {
+    throw ConfigError(location_error(
+        location, fmt::format("port {} is not a number from 1 to 65535", detail::quote(text))));
+  }
+  return static_cast<std::uint16_t>(value);
+}
+
+std::string name_of(const memcached_instance_st* instance) {
+  MemcachedServer server{memcached_server_name(instance), memcached_server_port(instance)};
+  if (std::string_view{memcached_server_type(instance)} == "SOCKET") server.port = 0;
+  return server.to_string();
+}
+
+// Every server of `handle`, in LOCATION syntax: "a:11211, b:11211".
+std::string all_servers(const memcached_st* handle) {
+  std::string names;
+  for (std::uint32_t i = 0; i < memcached_server_count(handle); ++i) {
+    names += (i ? ", " : "") + name_of(memcached_server_instance_by_position(handle, i));
+  }
+  return names;
+}
+
+// The server that owns `key` (all of them for an operation without a key).
+std::string server_of(memcached_st* handle, std::string_view key) {
+  if (key.empty()) return all_servers(handle);
+  memcached_return_t rc;
+  const memcached_instance_st* instance = memcached_server_by_key(handle, key.data(), key.size(), &rc);
+  return instance ? name_of(instance) : all_servers(handle);
+}
+
+// "add ':1:job'", or "flush_all" for an operation without a key.
+std::string operation(std::string_view op, std::string_view key) {
+  return key.empty() ? std::string{op} : fmt::format("{} {}", op, detail::quote(key));
+}
+
+// libmemcached's description of the failure `rc` of the last call on
+// `handle`: its message without the handle address, the host (we name the
+// server ourselves) and the source location, e.g.
+// "CONNECTION FAILURE(Connection refused)" or "CLIENT ERROR: cannot increment
+// or decrement non-numeric value".
+std::string describe(const memcached_st* handle, memcached_return_t rc) {
+  std::string code = memcached_strerror(handle, rc);
+  if (memcached_last_error(handle) != rc) return code;
+  std::string_view text = memcached_last_error_message(handle);
+  if (text.starts_with("(0x") || text.starts_with("(nil)")) {
+    if (auto close = text.find(") "); close != text.npos) text.remove_prefix(close + 2);
+  }
+  if (auto at = text.rfind(" -> "); at != text.npos) text = text.substr(0, at);
+  for (std::string_view where : {" host: ", " socket: "}) {
+    if (auto at = text.rfind(where); at != text.npos) text = text.substr(0, at);
+  }
+  while (!text.empty() && (text.back() == ' ' || text.back() == ',')) text.remove_suffix(1);
+  if (text.empty() || text == code) return code;
+  if (text.starts_with(code)) return std::string{text};
+  return fmt::format("{}: {}", code, text);
+}
+
+[[noreturn]] void throw_failure(memcached_st* handle, memcached_return_t rc, std::string_view op,
+                                std::string_view key) {
+  auto text = describe(handle, rc);  // before server_of(), which clears the handle's error
+  throw CacheError(
+      fmt::format("memcached {}: {} failed: {}", server_of(handle, key), operation(op, key), text));
+}
+
+void check_options(const MemcachedOptions& o) {
+  if (o.servers.empty()) {
+    throw ConfigError("memcached options: no servers; give at least one in LOCATION");
+  }
+  for (std::size_t i = 0; i < o.servers.size(); ++i) {
+    if (o.servers[i].host.empty()) {
+      throw ConfigError(fmt::format("memcached options: server {} has an empty host", i + 1));
+    }
+  }
+  if (o.pool_size == 0) throw ConfigError("memcached options: pool_size must be at least 1");
+  if (o.pool_size > std::numeric_limits<std::uint32_t>::max()) {
+    throw ConfigError(fmt::format("memcached options: pool_size {} is too large", o.pool_size));
+  }
+  // libmemcached keeps the send and receive limits as 32-bit microseconds.
+  constexpr auto longest = milliseconds{std::numeric_limits<std::int32_t>::max() / 1000};
+  auto check_positive = [&](std::string_view name, milliseconds value) {
+    if (value.count() <= 0) {
+      throw ConfigError(fmt::format("memcached options: {} must be positive, got {} ms", name,
+                                    value.count()));
+    }
+    if (value > longest) {
+      throw ConfigError(fmt::format("memcached options: {} must be at most {} ms, got {} ms", name,
+                                    longest.count(), value.count()));
+    }
+  };
+  check_positive("connect_timeout", o.connect_timeout);
+  check_positive("timeout", o.timeout);
+  if (o.retry_timeout.count() < 0) {
+    throw ConfigError(fmt::format("memcached options: retry_timeout must not be negative, got {} ms",
+                                  o.retry_timeout.count()));
+  }
+  if (!o.username.empty() && !o.binary) {
+    throw ConfigError(fmt::format(
+        "memcached options: username {} needs the binary protocol (binary: true); SASL has no text protocol",
+        detail::quote(o.username)));
+  }
+  if (o.username.empty() && !o.password.empty()) {
+    throw ConfigError("memcached options: password given without username");
+  }
+}
+
+// One handle configured from the options: the template the pool clones.
+memcached_st* make_master(const MemcachedOptions& o) {
+  memcached_st* master = memcached_create(nullptr);
+  if (master == nullptr) throw CacheError("memcached: cannot allocate a libmemcached handle");
+  auto fail = [&](std::string what, memcached_return_t rc) {
+    std::string text = memcached_strerror(master, rc);
+    memcached_free(master);
+    throw ConfigError(fmt::format("memcached options: {}: {}", what, text));
+  };
+  for (const auto& server : o.servers) {
+    auto rc = server.is_socket() ? memcached_server_add_unix_socket(master, server.host.c_str())
+                                 : memcached_server_add(master, server.host.c_str(), server.port);
+    if (rc != MEMCACHED_SUCCESS) fail(fmt::format("cannot add server {}", detail::quote(server.to_string())), rc);
+  }
+  auto set = [&](memcached_behavior_t behavior, std::uint64_t value, std::string_view name) {
+    if (auto rc = memcached_behavior_set(master, behavior, value); rc != MEMCACHED_SUCCESS) {
+      fail(fmt::format("cannot set {}", name), rc);
+    }
+  };
+  auto ms = [](milliseconds d) { return static_cast<std::uint64_t>(d.count()); };
+  set(MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, o.binary, "binary");
+  set(MEMCACHED_BEHAVIOR_TCP_NODELAY, o.tcp_nodelay, "tcp_nodelay");
+  // `gets` in the text protocol; the binary protocol always returns CAS ids.
+  set(MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1, "CAS support");
+  set(MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, ms(o.connect_timeout), "connect_timeout");
+  set(MEMCACHED_BEHAVIOR_POLL_TIMEOUT, ms(o.timeout), "timeout");
+  set(MEMCACHED_BEHAVIOR_SND_TIMEOUT, ms(o.timeout) * 1000, "timeout");  // microseconds
+  set(MEMCACHED_BEHAVIOR_RCV_TIMEOUT, ms(o.timeout) * 1000, "timeout");
+  auto retry_seconds = std::min<std::uint64_t>((ms(o.retry_timeout) + 999) / 1000,
+                                                std::numeric_limits<std::int32_t>::max());
+  set(MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, retry_seconds, "retry_timeout");
+  // libmemcached 1.1 skips a server after SERVER_TIMEOUT_LIMIT consecutive
+  // connection failures (0 counts as 1); SERVER_FAILURE_LIMIT only matters
+  // when failed servers are ejected, which is never done here. Both get the
+  // option, which pylibmc calls failure_limit.
+  set(MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, o.server_failure_limit, "server_failure_limit");
+  set(MEMCACHED_BEHAVIOR_SERVER_TIMEOUT_LIMIT, o.server_failure_limit, "server_failure_limit");
+  // A failed server is never removed from the list: its keys would move to
+  // another server, where a second owner could take a lock that is held.
+  set(MEMCACHED_BEHAVIOR_DISTRIBUTION,
+      o.distribution == MemcachedDistribution::ketama ? MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA
+                                                      : MEMCACHED_DISTRIBUTION_MODULA,
+      "distribution");
+  if (!o.username.empty()) {
+    if (auto rc = memcached_set_sasl_auth_data(master, o.username.c_str(), o.password.c_str());
+        rc != MEMCACHED_SUCCESS) {
+      fail(fmt::format("cannot set SASL credentials for {}", detail::quote(o.username)), rc);
+    }
+  }
+  return master;
+}
+
+// The handles of one process. A child made by fork() must not use them:
+// their sockets are shared with the parent.
+struct Connections {
+  Connections(const MemcachedOptions& options, std::uint64_t generation_)
+      : generation{generation_}, size{options.pool_size}, available{options.pool_size},
+        wait{options.timeout} {
+    master = make_master(options);
+    locator = memcached_clone(nullptr, master);
+    pool = locator ? memcached_pool_create(master, 1, static_cast<std::uint32_t>(options.pool_size))
+                   : nullptr;
+    if (pool == nullptr) {
+      if (locator) memcached_free(locator);
+      memcached_free(master);
+      throw CacheError("memcached: cannot create a pool of libmemcached handles");
+    }
+  }
+
+  // Only in the process that made them: memcached_free() sends "quit".
+  ~Connections() {
+    memcached_pool_destroy(pool);
+    memcached_free(locator);
+    memcached_free(master);
+  }
+
+  Connections(const Connections&) = delete;
+  Connections& operator=(const Connections&) = delete;
+
+  // A free handle, waiting up to `wait` for one. libmemcached's own wait in
+  // memcached_pool_fetch() counts from time(NULL), whole seconds, so it may
+  // give up at once or late; the count of free handles is kept here instead,
+  // and the pool is asked only when it surely has one.
+  memcached_st* fetch(std::string_view op, std::string_view key) {
+    {
+      std::unique_lock lock{mutex};
+      if (!freed.wait_until(lock, std::chrono::steady_clock::now() + wait, [&] { return available > 0; })) {
+        // The locator names the key's server; it is only used under `mutex`.
+        throw CacheError(fmt::format(
+            "memcached {}: {} failed: no free connection within {} ms (all {} in use)",
+            server_of(locator, key), operation(op, key), wait.count(), size));
+      }
+      --available;
+    }
+    memcached_return_t rc = MEMCACHED_SUCCESS;
+    timespec now{0, 0};
+    memcached_st* handle = memcached_pool_fetch(pool, &now, &rc);
+    if (handle == nullptr) {
+      release_slot();
+      throw CacheError(fmt::format("memcached {}: {} failed: cannot take a connection from the pool: {}",
+                                   all_servers(master), operation(op, key), memcached_strerror(nullptr, rc)));
+    }
+    return handle;
+  }
+
+  void release(memcached_st* handle) noexcept {
+    memcached_pool_release(pool, handle);
+    release_slot();
+  }
+
+  void release_slot() noexcept {
+    {
+      std::lock_guard lock{mutex};
+      ++available;
+    }
+    freed.notify_one();
+  }
+
+  const std::uint64_t generation;
+  const std::size_t size;
+  memcached_st* master = nullptr;
+  memcached_st* locator = nullptr;
+  memcached_pool_st* pool = nullptr;
+  std::mutex mutex;
+  std::condition_variable freed;
+  std::size_t available;  // guarded by mutex
+  const milliseconds wait;
+  Connections* next_abandoned = nullptr;
+};
+
+// Connections a child inherited from its parent. Never freed, never used:
+// kept reachable so that leak checkers do not report them. A lock-free list,
+// since a fork can leave any mutex locked in the child.
+std::atomic<Connections*> abandoned{nullptr};
+
+void abandon(Connections* connections) noexcept {
+  auto* head = abandoned.load(std::memory_order_relaxed);
+  do {
+    connections->next_abandoned = head;
+  } while (!abandoned.compare_exchange_weak(head, connections, std::memory_order_release,
+                                            std::memory_order_relaxed));
+}
+
+}  // namespace
+
+std::string MemcachedServer::to_string() const {
+  if (is_socket()) return "unix:" + host;
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+MemcachedServer MemcachedServer::parse(std::string_view location) {
+  constexpr std::string_view expected = "expected 'host', 'host:port', '[v6]:port', 'unix:/path' or '/path'";
+  if (location.empty()) throw ConfigError(fmt::format("empty memcached location; {}", expected));
+  if (location.starts_with("unix:")) {
+    auto path = location.substr(5);
+    if (path.empty()) throw ConfigError(location_error(location, "no socket path after 'unix:'"));
+    return {std::string{path}, 0};
+  }
+  if (location.front() == '/') return {std::string{location}, 0};
+
+  std::string_view host;
+  std::string_view rest;  // ":port" or empty
+  if (location.front() == '[') {
+    auto close = location.find(']');
+    if (close == location.npos) throw ConfigError(location_error(location, "no ']' after the IPv6 address"));
+    host = location.substr(1, close - 1);
+    rest = location.substr(close + 1);
+    if (!rest.empty() && rest.front() != ':') {
+      throw ConfigError(location_error(location, fmt::format("expected ':port' after ']', got {}",
+                                                             detail::quote(rest))));
+    }
+  } else {
+    auto colon = location.find(':');
+    if (colon != location.npos && location.find(':', colon + 1) != location.npos) {
+      throw ConfigError(location_error(
+          location, fmt::format("an IPv6 address needs brackets, as in '[{}]:{}'", location, default_port)));
+    }
+    host = location.substr(0, colon);
+    if (colon != location.npos) rest = location.substr(colon);
+  }
+  if (host.empty()) throw ConfigError(location_error(location, "empty host"));
+  if (auto at = detail::find_bad_key_byte(host); at != host.npos) {
+    throw ConfigError(location_error(
+        location, fmt::format("the host contains {}", detail::describe_key_byte(static_cast<unsigned char>(host[at])))));
+  }
+  std::uint16_t port = rest.empty() ? default_port : parse_port(location, rest.substr(1));
+  return {std::string{host}, port};
+}
+
+struct MemcachedCache::Impl {
+  explicit Impl(MemcachedOptions o) : options{std::move(o)} {
+    check_options(options);
+    // Builds the handles (no connection yet) so that libmemcached refuses
+    // bad settings here rather than at the first lock.
+    connections.store(new Connections{options, detail::fork_generation()});
+  }
+
+  ~Impl() {
+    auto* current = connections.load();
+    if (current->generation == detail::fork_generation()) {
+      delete current;
+    } else {
+      abandon(current);  // the parent's sockets: closing them would disturb the parent
+    }
+  }
+
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  // This process's handles; after a fork, new ones for the child.
+  Connections& current() {
+    auto generation = detail::fork_generation();
+    auto* seen = connections.load(std::memory_order_acquire);
+    while (seen->generation != generation) [[unlikely]] {
+      auto fresh = std::make_unique<Connections>(options, generation);
+      if (connections.compare_exchange_strong(seen, fresh.get(), std::memory_order_acq_rel)) {
+        abandon(seen);
+        return *fresh.release();
+      }
+    }
+    return *seen;
+  }
+
+  // A handle for one operation, back to the pool at scope exit.
+  class Handle {
+   public:
+    Handle(Impl& impl, std::string_view op, std::string_view key)
+        : connections_{impl.current()}, handle_{connections_.fetch(op, key)} {}
+    ~Handle() { connections_.release(handle_); }
+    Handle(const Handle&) = delete;
+    Handle& operator=(const Handle&) = delete;
+    memcached_st* get() const noexcept { return handle_; }
+
+   private:
+    Connections& connections_;
+    memcached_st* handle_;
+  };
+
+  struct Fetched {
+    std::string value;
+    std::uint64_t cas;
+  };
+
+  // One `get` (or `gets`: the handles ask for CAS ids) of `key`.
+  static std::optional<Fetched> fetch(memcached_st* handle, std::string_view key, std::string_view op) {
+    const char* keys[] = {key.data()};
+    const std::size_t lengths[] = {key.size()};
+    auto rc = memcached_mget(handle, keys, lengths, 1);
+    if (rc != MEMCACHED_SUCCESS) throw_failure(handle, rc, op, key);
+    memcached_result_st result;
+    if (memcached_result_create(handle, &result) == nullptr) {
+      throw CacheError(fmt::format("memcached: {} {} failed: out of memory", op, detail::quote(key)));
+    }
+    struct FreeResult {
+      memcached_result_st* result;
+      ~FreeResult() { memcached_result_free(result); }
+    } free_result{&result};
+    std::optional<Fetched> found;
+    // Read up to the end marker, so the connection is ready for the next call.
+    while (memcached_fetch_result(handle, &result, &rc) != nullptr) {
+      std::string_view got{memcached_result_key_value(&result), memcached_result_key_length(&result)};
+      if (got == key) {
+        found = Fetched{{memcached_result_value(&result), memcached_result_length(&result)},
+                        memcached_result_cas(&result)};
+      }
+    }
+    if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND) throw_failure(handle, rc, op, key);
+    return found;
+  }
+
+  MemcachedOptions options;
+  std::atomic<Connections*> connections{nullptr};
+};
+
+MemcachedCache::MemcachedCache(MemcachedOptions memcached, CacheOptions options)
+    : Cache{std::move(options)}, impl_{std::make_unique<Impl>(std::move(memcached))} {}
+
+MemcachedCache::~MemcachedCache() = default;
+
+const MemcachedOptions& MemcachedCache::memcached_options() const noexcept { return impl_->options; }
+
+std::optional<std::string> MemcachedCache::get_(std::string_view key) {
+  // memcached_get() rather than fetch(): in the binary protocol a one-key
+  // mget goes out as two packets (a quiet get, then a no-op), a get as one.
+  Impl::Handle handle{*impl_, "get", key};
+  std::size_t length = 0;
+  std::uint32_t flags = 0;
+  memcached_return_t rc;
+  std::unique_ptr<char, decltype(&std::free)> value{
+      memcached_get(handle.get(), key.data(), key.size(), &length, &flags, &rc), &std::free};
+  if (rc == MEMCACHED_NOTFOUND) return std::nullopt;
+  if (rc != MEMCACHED_SUCCESS) throw_failure(handle.get(), rc, "get", key);
+  if (!value) return std::string{};  // an empty value comes back as a null pointer
+  return std::string{value.get(), length};
+}
+
+void MemcachedCache::set_(std::string_view key, std::string_view value, Timeout timeout) {
+  Impl::Handle handle{*impl_, "set", key};
+  auto rc = memcached_set(handle.get(), key.data(), key.size(), value.data(), value.size(),
+                          expiration(timeout), 0);
+  if (rc != MEMCACHED_SUCCESS) throw_failure(handle.get(), rc, "set", key);
+}
+
+bool MemcachedCache::erase_(std::string_view key) {
+  Impl::Handle handle{*impl_, "delete", key};
+  auto rc = memcached_delete(handle.get(), key.data(), key.size(), 0);
+  if (rc == MEMCACHED_SUCCESS) return true;
+  if (rc == MEMCACHED_NOTFOUND) return false;
+  throw_failure(handle.get(), rc, "delete", key);
+}
+
+bool MemcachedCache::add_(std::string_view key, std::string_view value, Timeout timeout) {
+  Impl::Handle handle{*impl_, "add", key};
+  auto rc = memcached_add(handle.get(), key.data(), key.size(), value.data(), value.size(),
+                          expiration(timeout), 0);
+  // The lock acquire: only the server's own answers count. NOTSTORED is the
+  // text protocol's "exists", DATA_EXISTS the binary protocol's.
+  if (rc == MEMCACHED_SUCCESS) return true;
+  if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS) return false;
+  throw_failure(handle.get(), rc, "add", key);
+}
+
+bool MemcachedCache::touch_(std::string_view key, Timeout timeout) {
+  Impl::Handle handle{*impl_, "touch", key};
+  auto rc = memcached_touch(handle.get(), key.data(), key.size(), expiration(timeout));
+  if (rc == MEMCACHED_SUCCESS) return true;
+  if (rc == MEMCACHED_NOTFOUND) return false;
+  throw_failure(handle.get(), rc, "touch", key);
+}
+
+std::optional<std::int64_t> MemcachedCache::incr_(std::string_view key, std::int64_t delta) {
+  const bool up = delta >= 0;
+  const char* op = up ? "incr" : "decr";
+  // |delta| without overflow for INT64_MIN.
+  std::uint64_t offset = up ? static_cast<std::uint64_t>(delta) : ~static_cast<std::uint64_t>(delta) + 1;
+  Impl::Handle handle{*impl_, op, key};
+  std::uint64_t value = 0;
+  auto rc = up ? memcached_increment_by_key(handle.get(), key.data(), key.size(), key.data(), key.size(),
+                                            offset, &value)
+               : memcached_decrement_by_key(handle.get(), key.data(), key.size(), key.data(), key.size(),
+                                            offset, &value);
+  if (rc == MEMCACHED_NOTFOUND) return std::nullopt;
+  if (rc != MEMCACHED_SUCCESS) throw_failure(handle.get(), rc, op, key);
+  if (value > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+    throw CacheError(fmt::format("memcached {}: {} {}: the result {} does not fit a 64-bit signed integer",
+                                 server_of(handle.get(), key), op, detail::quote(key), value));
+  }
+  return static_cast<std::int64_t>(value);
+}
+
+bool MemcachedCache::erase_if_equals_(std::string_view key, std::string_view expected) {
+  Impl::Handle handle{*impl_, "gets", key};
+  auto found = Impl::fetch(handle.get(), key, "gets");
+  if (!found || found->value != expected) return false;
+  // Not `delete`, which has no CAS in the text protocol: a `cas` that stores
+  // an entry the server sees as already expired, only if nobody wrote since.
+  auto rc = memcached_cas(handle.get(), key.data(), key.size(), expected.data(), expected.size(),
+                          already_expired, 0, found->cas);
+  if (rc == MEMCACHED_SUCCESS) return true;
+  if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND) return false;
+  throw_failure(handle.get(), rc, "cas", key);
+}
+
+bool MemcachedCache::replace_if_equals_(std::string_view key, std::string_view expected,
+                                        std::string_view value, Timeout timeout) {
+  Impl::Handle handle{*impl_, "gets", key};
+  auto found = Impl::fetch(handle.get(), key, "gets");
+  if (!found || found->value != expected) return false;
+  auto rc = memcached_cas(handle.get(), key.data(), key.size(), value.data(), value.size(),
+                          expiration(timeout), 0, found->cas);
+  if (rc == MEMCACHED_SUCCESS) return true;
+  if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND) return false;
+  throw_failure(handle.get(), rc, "cas", key);
+}
+
+void MemcachedCache::clear_() {
+  Impl::Handle handle{*impl_, "flush_all", ""};
+  auto rc = memcached_flush(handle.get(), 0);
+  if (rc == MEMCACHED_SUCCESS) return;
+  auto text = describe(handle.get(), rc);
+  // flush_all goes to every server: name those that failed.
+  std::string failed;
+  for (std::uint32_t i = 0; i < memcached_server_count(handle.get()); ++i) {
+    auto* instance = memcached_server_instance_by_position(handle.get(), i);
+    if (memcached_server_error_return(instance) == MEMCACHED_SUCCESS) continue;
+    failed += (failed.empty() ? "" : ", ") + name_of(instance);
+  }
+  if (failed.empty()) failed = all_servers(handle.get());
+  throw CacheError(fmt::format("memcached {}: flush_all failed: {}", failed, text));
+}
+
+}  // namespace cachelock

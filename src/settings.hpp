@@ -1,0 +1,33 @@
+// The settings file: Django-shaped CACHES in YAML (internal).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cachelock/registry.hpp"
+
+namespace cachelock::detail {
+
+/// One configured alias, checked, with a factory that builds its cache.
+struct AliasSettings {
+  std::string name;
+  CacheRegistry::Factory factory;
+};
+
+/// A whole settings file, checked.
+struct Settings {
+  std::vector<AliasSettings> aliases;
+  std::string default_alias;
+};
+
+/// Parses and checks settings. `source` names the text in messages (a file
+/// name). Nothing is connected: factories build caches on first use.
+/// Throws: ConfigError "SOURCE:LINE:COLUMN: CACHES.alias.FIELD: what is wrong".
+Settings parse_settings(std::string_view yaml, std::string_view source);
+
+/// Reads and parses a settings file. Throws: ConfigError.
+Settings read_settings_file(const std::string& path);
+
+}  // namespace cachelock::detail

@@ -1,0 +1,291 @@
+// A real memcached for tests and benchmarks: started on a free loopback
+// port, stopped by pid.
+//
+//   test::MemcachedProcess& server = test::shared_memcached();  // one per program
+//   test::MemcachedProcess small{{"-m", "1"}};                  // an extra one
+//   cachelock::MemcachedCache cache{{.servers = {server.server()}}};
+//
+// The binary is $CACHELOCK_MEMCACHED (meson sets it), else /usr/bin/memcached.
+// If it is missing, starting a server throws, saying how to install it: a
+// test that needs memcached fails, it is never skipped.
+#pragma once
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <cachelock/memcached_cache.hpp>
+
+extern char** environ;
+
+namespace test {
+
+/// The memcached binary to run.
+inline std::string memcached_binary() {
+  const char* configured = std::getenv("CACHELOCK_MEMCACHED");
+  return configured && *configured ? configured : "/usr/bin/memcached";
+}
+
+/// A loopback TCP port nobody listens on right now (the kernel's choice).
+inline int free_loopback_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error(std::string{"socket: "} + std::strerror(errno));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    ::close(fd);
+    throw std::runtime_error(std::string{"bind to a free port: "} + std::strerror(errno));
+  }
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+/// A connection to 127.0.0.1:`port`, or to the unix socket `path` if not
+/// empty, with 5 s send/receive limits; -1 if refused.
+inline int connect_loopback(int port, const std::string& path = {}) {
+  int fd = ::socket(path.empty() ? AF_INET : AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  timeval limit{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
+  int rc = -1;
+  if (path.empty()) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    address.sin_port = htons(static_cast<std::uint16_t>(port));
+    rc = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  } else {
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    path.copy(address.sun_path, sizeof address.sun_path - 1);
+    rc = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  }
+  if (rc != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+/// An entry read from the server directly, bypassing libmemcached.
+struct RawItem {
+  std::string value;
+  std::uint32_t flags = 0;
+};
+
+/// A memcached process on 127.0.0.1 and a free port (or on a unix socket),
+/// running from construction to destruction (or between start() and stop()).
+class MemcachedProcess {
+ public:
+  /// Starts memcached with `extra_args` (e.g. {"-m", "1"}) after the usual
+  /// `-l 127.0.0.1 -p PORT -U 0`, or `-s SOCKET_PATH` if that is given.
+  /// Throws std::runtime_error if it cannot.
+  explicit MemcachedProcess(std::vector<std::string> extra_args = {}, std::string socket_path = {})
+      : extra_args_{std::move(extra_args)}, socket_path_{std::move(socket_path)} {
+    start();
+  }
+  ~MemcachedProcess() { stop(); }
+  MemcachedProcess(const MemcachedProcess&) = delete;
+  MemcachedProcess& operator=(const MemcachedProcess&) = delete;
+
+  /// Starts the server (again), on the same port as before if it ran already.
+  void start() {
+    if (pid_ > 0) return;
+    auto binary = memcached_binary();
+    if (::access(binary.c_str(), X_OK) != 0) {
+      throw std::runtime_error("memcached is not installed (no executable " + binary +
+                               "): install it with 'apt-get install memcached' (scripts/setup test does)");
+    }
+    std::string last_error;
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      int port = port_ ? port_ : socket_path_.empty() ? free_loopback_port() : 0;
+      if (launch(binary, port, last_error)) {
+        port_ = port;
+        return;
+      }
+      if (port_ && attempt >= 4) break;  // a restart keeps its port; try a few times only
+    }
+    throw std::runtime_error("cannot start memcached: " + last_error);
+  }
+
+  /// Stops the server: SIGTERM, then SIGKILL if it lingers; waits for it.
+  void stop() {
+    if (pid_ <= 0) return;
+    if (::getpid() != owner_) return;  // a forked child leaves its parent's server alone
+    ::kill(pid_, SIGTERM);
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds{3};
+    int status = 0;
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > until) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{5});
+    }
+    pid_ = -1;
+  }
+
+  bool running() const noexcept { return pid_ > 0; }
+  pid_t pid() const noexcept { return pid_; }
+  int port() const noexcept { return port_; }
+  /// "127.0.0.1:PORT" or "unix:/path", as in Django's LOCATION.
+  std::string location() const {
+    return socket_path_.empty() ? "127.0.0.1:" + std::to_string(port_) : "unix:" + socket_path_;
+  }
+  cachelock::MemcachedServer server() const {
+    if (!socket_path_.empty()) return {socket_path_, 0};
+    return {"127.0.0.1", static_cast<std::uint16_t>(port_)};
+  }
+
+  /// Sends one text-protocol command (with its "\r\n") on a new connection
+  /// and returns the reply: up to "END\r\n" if `until_end`, else one line.
+  std::string command(std::string_view text, bool until_end = false) const {
+    int fd = connect_loopback(port_, socket_path_);
+    if (fd < 0) throw std::runtime_error("cannot connect to memcached at " + location());
+    std::string reply;
+    if (::send(fd, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size())) {
+      char buffer[65536];
+      while (true) {
+        auto n = ::recv(fd, buffer, sizeof buffer, 0);
+        if (n <= 0) break;
+        reply.append(buffer, static_cast<std::size_t>(n));
+        if (until_end ? reply.ends_with("END\r\n") || reply.starts_with("ERROR") ||
+                            reply.starts_with("CLIENT_ERROR") || reply.starts_with("SERVER_ERROR")
+                      : reply.ends_with("\r\n")) {
+          break;
+        }
+      }
+    }
+    ::close(fd);
+    return reply;
+  }
+
+  /// The server's `stats`, as name -> value.
+  std::map<std::string, std::string> stats() const {
+    std::map<std::string, std::string> out;
+    auto reply = command("stats\r\n", true);
+    std::size_t at = 0;
+    while (at < reply.size()) {
+      auto end = reply.find("\r\n", at);
+      if (end == std::string::npos) break;
+      std::string_view line{reply.data() + at, end - at};
+      at = end + 2;
+      if (!line.starts_with("STAT ")) continue;
+      line.remove_prefix(5);
+      auto space = line.find(' ');
+      out.emplace(std::string{line.substr(0, space)}, std::string{line.substr(space + 1)});
+    }
+    return out;
+  }
+
+  /// One counter of `stats`, e.g. "cmd_get" or "total_connections".
+  long long stat(const std::string& name) const {
+    auto all = stats();
+    auto it = all.find(name);
+    if (it == all.end()) throw std::runtime_error("memcached has no stat '" + name + "'");
+    return std::stoll(it->second);
+  }
+
+  /// The entry stored under `stored_key` on this server only, read directly.
+  std::optional<RawItem> raw_get(std::string_view stored_key) const {
+    auto reply = command("get " + std::string{stored_key} + "\r\n", true);
+    if (!reply.starts_with("VALUE ")) {
+      if (reply != "END\r\n") throw std::runtime_error("unexpected reply to get: " + reply);
+      return std::nullopt;
+    }
+    auto header_end = reply.find("\r\n");
+    std::string header = reply.substr(6, header_end - 6);  // "key flags bytes"
+    auto first = header.find(' ');
+    auto second = header.find(' ', first + 1);
+    RawItem item;
+    item.flags = static_cast<std::uint32_t>(std::stoul(header.substr(first + 1, second - first - 1)));
+    auto bytes = std::stoul(header.substr(second + 1));
+    item.value = reply.substr(header_end + 2, bytes);
+    return item;
+  }
+
+  /// Removes every entry (flush_all).
+  void flush() const {
+    if (command("flush_all\r\n") != "OK\r\n") throw std::runtime_error("flush_all failed on " + location());
+  }
+
+ private:
+  bool launch(const std::string& binary, int port, std::string& error) {
+    std::vector<std::string> args{binary};
+    if (socket_path_.empty()) {
+      args.insert(args.end(), {"-l", "127.0.0.1", "-p", std::to_string(port), "-U", "0"});
+    } else {
+      args.insert(args.end(), {"-s", socket_path_, "-a", "0700"});
+    }
+    if (::geteuid() == 0) args.insert(args.end(), {"-u", "root"});  // memcached refuses root otherwise
+    args.insert(args.end(), extra_args_.begin(), extra_args_.end());
+    std::vector<char*> argv;
+    for (auto& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    if (int rc = ::posix_spawn(&pid, binary.c_str(), nullptr, nullptr, argv.data(), environ); rc != 0) {
+      error = binary + ": " + std::strerror(rc);
+      return false;
+    }
+    // Ready when it accepts a connection; gone if it could not bind the port.
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds{10};
+    while (std::chrono::steady_clock::now() < until) {
+      int status = 0;
+      if (::waitpid(pid, &status, WNOHANG) == pid) {
+        error = "memcached exited at start on " + where(port) + " (status " + std::to_string(status) + ")";
+        return false;
+      }
+      if (int fd = connect_loopback(port, socket_path_); fd >= 0) {
+        ::close(fd);
+        pid_ = pid;
+        owner_ = ::getpid();
+        return true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    }
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    error = "memcached did not accept connections on " + where(port) + " within 10 s";
+    return false;
+  }
+
+  std::string where(int port) const {
+    return socket_path_.empty() ? "port " + std::to_string(port) : "socket " + socket_path_;
+  }
+
+  std::vector<std::string> extra_args_;
+  std::string socket_path_;
+  pid_t pid_ = -1;
+  pid_t owner_ = -1;
+  int port_ = 0;
+};
+
+/// The memcached of this test program, started at first use and stopped at exit.
+inline MemcachedProcess& shared_memcached() {
+  static MemcachedProcess server;
+  return server;
+}
+
+}  // namespace test

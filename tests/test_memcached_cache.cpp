@@ -1,0 +1,703 @@
+// MemcachedCache: the conformance suite on a real memcached (text protocol,
+// binary protocol, two servers), then what only this backend does: LOCATION
+// parsing, the expiry mapping, failures (dead, silent, late, restarted
+// servers), the pool of handles, and fork().
+#include <doctest/doctest.h>
+
+#include <libmemcached/memcached.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <ctime>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "cache_conformance.hpp"
+#include "fake_memcached.hpp"
+#include "memcached_server.hpp"
+
+using namespace std::chrono_literals;
+using cachelock::CacheError;
+using cachelock::ConfigError;
+using cachelock::MemcachedCache;
+using cachelock::MemcachedOptions;
+using cachelock::MemcachedServer;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+test::MemcachedProcess& second_memcached() {
+  static test::MemcachedProcess server;
+  return server;
+}
+
+std::shared_ptr<MemcachedCache> cache_on(std::vector<MemcachedServer> servers, bool binary = false,
+                                         cachelock::CacheOptions options = {}) {
+  return std::make_shared<MemcachedCache>(MemcachedOptions{.servers = std::move(servers), .binary = binary},
+                                          std::move(options));
+}
+
+// memcached's clock ticks once a second, so an entry with a 2 s lifetime
+// lives between 1 and 2 s: 2 s is the shortest lifetime that is surely still
+// there right after the write, and 3.5 s surely past it.
+struct TextBackend {
+  static std::shared_ptr<cachelock::Cache> make(cachelock::CacheOptions options) {
+    return cache_on({test::shared_memcached().server()}, false, std::move(options));
+  }
+  static constexpr auto short_ttl = 2s;
+  static constexpr auto expired_after = 3500ms;
+};
+
+struct BinaryBackend {
+  static std::shared_ptr<cachelock::Cache> make(cachelock::CacheOptions options) {
+    return cache_on({test::shared_memcached().server()}, true, std::move(options));
+  }
+  static constexpr auto short_ttl = 2s;
+  static constexpr auto expired_after = 3500ms;
+};
+
+struct TwoServersBackend {
+  static std::shared_ptr<cachelock::Cache> make(cachelock::CacheOptions options) {
+    return cache_on({test::shared_memcached().server(), second_memcached().server()}, false,
+                    std::move(options));
+  }
+  static constexpr auto short_ttl = 2s;
+  static constexpr auto expired_after = 3500ms;
+};
+
+long long elapsed_ms(Clock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since).count();
+}
+
+// The message of the CacheError that `f` throws (fails the test if none).
+template <class F>
+std::string cache_error_of(F&& f) {
+  try {
+    f();
+  } catch (const CacheError& e) {
+    return e.what();
+  }
+  FAIL("no CacheError was thrown");
+  return {};
+}
+
+}  // namespace
+
+TYPE_TO_STRING(TextBackend);
+TYPE_TO_STRING(BinaryBackend);
+TYPE_TO_STRING(TwoServersBackend);
+CACHELOCK_CONFORMANCE(TextBackend, BinaryBackend, TwoServersBackend);
+
+TEST_CASE("memcached: the fixture runs a real memcached") {
+  auto& server = test::shared_memcached();
+  REQUIRE(server.running());
+  CHECK(server.stats().at("pid") == std::to_string(server.pid()));
+  CHECK(server.command("version\r\n").starts_with("VERSION 1."));
+}
+
+TEST_CASE("memcached: MemcachedServer::parse reads Django's LOCATION forms") {
+  struct Good {
+    const char* location;
+    const char* host;
+    std::uint16_t port;
+    const char* canonical;
+  };
+  const Good good[] = {
+      {"127.0.0.1:11211", "127.0.0.1", 11211, "127.0.0.1:11211"},
+      {"cache.internal", "cache.internal", 11211, "cache.internal:11211"},
+      {"cache.internal:1", "cache.internal", 1, "cache.internal:1"},
+      {"localhost:65535", "localhost", 65535, "localhost:65535"},
+      {"[::1]:11212", "::1", 11212, "[::1]:11212"},
+      {"[fe80::1%eth0]", "fe80::1%eth0", 11211, "[fe80::1%eth0]:11211"},
+      {"unix:/run/memcached/memcached.sock", "/run/memcached/memcached.sock", 0,
+       "unix:/run/memcached/memcached.sock"},
+      {"/tmp/memcached.sock", "/tmp/memcached.sock", 0, "unix:/tmp/memcached.sock"},
+  };
+  for (const auto& g : good) {
+    CAPTURE(g.location);
+    auto server = MemcachedServer::parse(g.location);
+    CHECK(server.host == g.host);
+    CHECK(server.port == g.port);
+    CHECK(server.is_socket() == (g.port == 0));
+    CHECK(server.to_string() == g.canonical);
+    auto again = MemcachedServer::parse(server.to_string());
+    CHECK(again.host == server.host);
+    CHECK(again.port == server.port);
+  }
+
+  struct Bad {
+    const char* location;
+    const char* message;
+  };
+  const Bad bad[] = {
+      {"", "empty memcached location; expected 'host', 'host:port', '[v6]:port', 'unix:/path' or '/path'"},
+      {"cache:99999", "memcached location 'cache:99999': port '99999' is not a number from 1 to 65535"},
+      {"cache:0", "memcached location 'cache:0': port '0' is not a number from 1 to 65535"},
+      {"cache:", "memcached location 'cache:': port '' is not a number from 1 to 65535"},
+      {"cache:http", "memcached location 'cache:http': port 'http' is not a number from 1 to 65535"},
+      {"cache:-1", "memcached location 'cache:-1': port '-1' is not a number from 1 to 65535"},
+      {"cache:112 11", "memcached location 'cache:112 11': port '112 11' is not a number from 1 to 65535"},
+      {"[::1]:0", "memcached location '[::1]:0': port '0' is not a number from 1 to 65535"},
+      {"[::1", "memcached location '[::1': no ']' after the IPv6 address"},
+      {"[::1]11211", "memcached location '[::1]11211': expected ':port' after ']', got '11211'"},
+      {"[]:11211", "memcached location '[]:11211': empty host"},
+      {":11211", "memcached location ':11211': empty host"},
+      {"unix:", "memcached location 'unix:': no socket path after 'unix:'"},
+      {"::1", "memcached location '::1': an IPv6 address needs brackets, as in '[::1]:11211'"},
+      {" cache:11211", "memcached location ' cache:11211': the host contains a space"},
+      {"ca\tche", "memcached location 'ca\\tche': the host contains control character \\x09"},
+  };
+  for (const auto& b : bad) {
+    CAPTURE(b.location);
+    CHECK_THROWS_WITH_AS(MemcachedServer::parse(b.location), b.message, ConfigError);
+  }
+}
+
+TEST_CASE("memcached: bad options are refused when the cache is made") {
+  const MemcachedServer server{"127.0.0.1", 11211};
+  struct Bad {
+    MemcachedOptions options;
+    const char* message;
+  };
+  const Bad bad[] = {
+      {{}, "memcached options: no servers; give at least one in LOCATION"},
+      {{.servers = {server, {"", 11211}}}, "memcached options: server 2 has an empty host"},
+      {{.servers = {server}, .pool_size = 0}, "memcached options: pool_size must be at least 1"},
+      {{.servers = {server}, .connect_timeout = 0ms},
+       "memcached options: connect_timeout must be positive, got 0 ms"},
+      {{.servers = {server}, .timeout = -5ms}, "memcached options: timeout must be positive, got -5 ms"},
+      {{.servers = {server}, .timeout = 24h * 30},
+       "memcached options: timeout must be at most 2147483 ms, got 2592000000 ms"},
+      {{.servers = {server}, .retry_timeout = -1ms},
+       "memcached options: retry_timeout must not be negative, got -1 ms"},
+      {{.servers = {server}, .username = "app", .password = "secret"},
+       "memcached options: username 'app' needs the binary protocol (binary: true); SASL has no text "
+       "protocol"},
+      {{.servers = {server}, .binary = true, .password = "secret"},
+       "memcached options: password given without username"},
+  };
+  for (const auto& b : bad) {
+    CAPTURE(b.message);
+    CHECK_THROWS_WITH_AS(MemcachedCache{b.options}, b.message, ConfigError);
+  }
+  CHECK_THROWS_WITH_AS(MemcachedCache({.servers = {server}}, {.timeout = cachelock::Timeout::standard()}),
+                       "cache options: timeout must be a duration or never, not standard()", ConfigError);
+  MemcachedCache fine{{.servers = {server}, .binary = true, .pool_size = 3, .username = "app"}};
+  CHECK(fine.memcached_options().pool_size == 3);
+  CHECK(fine.memcached_options().username == "app");
+  CHECK(fine.memcached_options().servers.at(0).to_string() == "127.0.0.1:11211");
+}
+
+TEST_CASE("memcached: the cache connects on first use, not when made") {
+  test::FakeMemcached fake{[](const std::string& command) -> std::optional<std::string> {
+    if (command.starts_with("get")) return "END\r\n";
+    return "ERROR\r\n";
+  }};
+  MemcachedCache cache{{.servers = {fake.server()}}};
+  std::this_thread::sleep_for(50ms);
+  CHECK(fake.connections() == 0);
+  CHECK_FALSE(cache.get("k").has_value());
+  CHECK(fake.connections() == 1);
+  CHECK(fake.commands() == 1);
+}
+
+TEST_CASE("memcached: timeouts become expirations as in Django's memcached backends") {
+  std::mutex mutex;
+  std::vector<std::string> seen;
+  test::FakeMemcached fake{[&](const std::string& command) -> std::optional<std::string> {
+    std::lock_guard lock{mutex};
+    seen.push_back(command);
+    return "STORED\r\n";
+  }};
+  MemcachedCache cache{{.servers = {fake.server()}}, {.timeout = 300s}};
+  auto sent = [&](auto&& write) {
+    write();
+    std::lock_guard lock{mutex};
+    return seen.back();
+  };
+  using cachelock::Timeout;
+  CHECK(sent([&] { cache.set("k", "v"); }) == "set :1:k 0 300 1");  // the cache's TIMEOUT
+  CHECK(sent([&] { cache.set("k", "v", Timeout::never()); }) == "set :1:k 0 0 1");
+  CHECK(sent([&] { cache.set("k", "v", 0s); }) == "set :1:k 0 2592001 1");  // 1970-01-31: past
+  CHECK(sent([&] { cache.set("k", "v", -5s); }) == "set :1:k 0 2592001 1");
+  CHECK(sent([&] { cache.set("k", "v", 1ms); }) == "set :1:k 0 1 1");  // rounded up, never 0
+  CHECK(sent([&] { cache.set("k", "v", 1500ms); }) == "set :1:k 0 2 1");
+  CHECK(sent([&] { cache.add("k", "v", 2000ms); }) == "add :1:k 0 2 1");
+  CHECK(sent([&] { cache.set("k", "v", 24h * 30); }) == "set :1:k 0 2592000 1");
+  // Past 30 days memcached reads a Unix time: now + the duration.
+  auto before = std::time(nullptr);
+  auto line = sent([&] { cache.set("k", "v", 24h * 30 + 1s); });
+  auto after = std::time(nullptr);
+  REQUIRE(line.starts_with("set :1:k 0 "));
+  auto absolute = std::stoll(line.substr(11));
+  CHECK(absolute >= before + 2592001);
+  CHECK(absolute <= after + 2592001);
+}
+
+TEST_CASE("memcached: values are stored with flags 0, which Django's clients read as bytes") {
+  auto& server = test::shared_memcached();
+  auto cache = cache_on({server.server()}, false, {.key_prefix = test::unique("flags")});
+  cache->set("k", "token");
+  auto item = server.raw_get(cache->make_key("k"));
+  REQUIRE(item.has_value());
+  CHECK(item->value == "token");
+  CHECK(item->flags == 0);
+}
+
+TEST_CASE("memcached: release stores an already expired entry, in both protocols") {
+  auto& server = test::shared_memcached();
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    auto cache = cache_on({server.server()}, binary, {.key_prefix = test::unique("release")});
+    auto stored = cache->make_key("job");
+    CHECK(cache->add("job", "owner-token", 60s));
+    CHECK(server.raw_get(stored).has_value());
+    auto hits_before = server.stat("get_hits");
+    CHECK(cache->erase_if_equals("job", "owner-token"));
+    // A plain `get` on the server misses, and the key can be taken again.
+    CHECK_FALSE(server.raw_get(stored).has_value());
+    CHECK(server.stat("get_hits") == hits_before + 1);  // the `gets` before the `cas` only
+    CHECK_FALSE(cache->get("job").has_value());
+    CHECK(cache->add("job", "next-owner", 60s));
+    CHECK(server.raw_get(stored)->value == "next-owner");
+
+    // Same for a lock: held, released, free.
+    {
+      cachelock::Lock lock{"report", {.cache = cache, .ttl = 60s}};
+      CHECK(server.raw_get(cache->make_key("report"))->value == lock.token());
+    }
+    CHECK_FALSE(server.raw_get(cache->make_key("report")).has_value());
+    cachelock::Lock again{"report", {.cache = cache}};
+    CHECK(again.owns_lock());
+  }
+}
+
+TEST_CASE("memcached: a negative expiration means 'never' in libmemcached's binary protocol") {
+  // Why release does not send -1 (Django's value for "expire now"):
+  // libmemcached puts the expiration in an unsigned 32-bit field, and
+  // 0xffffffff is a time far in the future.
+  auto& server = test::shared_memcached();
+  memcached_st* raw = memcached_create(nullptr);
+  REQUIRE(raw != nullptr);
+  memcached_server_add(raw, "127.0.0.1", static_cast<in_port_t>(server.port()));
+  memcached_behavior_set(raw, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1);
+  auto key = test::unique("negative");
+  REQUIRE(memcached_set(raw, key.data(), key.size(), "v", 1, static_cast<time_t>(-1), 0) == MEMCACHED_SUCCESS);
+  CHECK(server.raw_get(key).has_value());  // still there: "expired" was read as "never"
+  REQUIRE(memcached_set(raw, key.data(), key.size(), "v", 1, static_cast<time_t>(2592001), 0) ==
+          MEMCACHED_SUCCESS);
+  CHECK_FALSE(server.raw_get(key).has_value());  // an absolute time in the past: gone
+  memcached_free(raw);
+}
+
+TEST_CASE("memcached: invalid keys are refused before any traffic") {
+  test::FakeMemcached fake{[](const std::string&) -> std::optional<std::string> { return "ERROR\r\n"; }};
+  MemcachedCache cache{{.servers = {fake.server()}}};
+  // A dead port too: InvalidKeyError, not CacheError, so nothing was tried.
+  MemcachedCache dead{{.servers = {{"127.0.0.1", static_cast<std::uint16_t>(test::free_loopback_port())}}}};
+  for (auto* c : {&cache, &dead}) {
+    CHECK_THROWS_WITH_AS(c->add("two words", "v"),
+                         "key ':1:two words' contains a space at byte 6; keys may not contain spaces or "
+                         "control characters",
+                         cachelock::InvalidKeyError);
+    CHECK_THROWS_AS(c->get(std::string(300, 'k')), cachelock::InvalidKeyError);
+    CHECK_THROWS_AS(c->erase_if_equals("x\r\nflush_all", "v"), cachelock::InvalidKeyError);
+    CHECK_THROWS_AS(c->incr("tab\t"), cachelock::InvalidKeyError);
+    CHECK_THROWS_AS(cachelock::Lock("bad key", {.cache = std::shared_ptr<cachelock::Cache>(c, [](auto*) {})}),
+                    cachelock::InvalidKeyError);
+  }
+  CHECK(fake.connections() == 0);
+  CHECK(fake.commands() == 0);
+}
+
+TEST_CASE("memcached: decr stops at zero; incr on text names the server and the key") {
+  auto& server = test::shared_memcached();
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    auto cache = cache_on({server.server()}, binary, {.key_prefix = "incr"});
+    cache->set("n", "5");
+    CHECK(cache->incr("n", -10) == 0);
+    CHECK(cache->incr("n", std::numeric_limits<std::int64_t>::max()) == std::numeric_limits<std::int64_t>::max());
+    CHECK(cache->incr("n", std::numeric_limits<std::int64_t>::min()) == 0);
+    cache->set("text", "abc");
+    auto message = cache_error_of([&] { cache->incr("text"); });
+    auto head = "memcached " + server.location() + ": incr 'incr:1:text' failed: ";
+    CHECK(message.starts_with(head));
+    if (!binary) {
+      CHECK(message == head + "CLIENT ERROR: cannot increment or decrement non-numeric value");
+    }
+    CHECK(cache->get("text") == "abc");  // and the connection still works
+  }
+}
+
+TEST_CASE("memcached: a dead server fails each call at once, naming it; locks fail closed") {
+  auto port = test::free_loopback_port();  // nothing listens there
+  auto location = "127.0.0.1:" + std::to_string(port);
+  auto cache = std::make_shared<MemcachedCache>(
+      MemcachedOptions{.servers = {{"127.0.0.1", static_cast<std::uint16_t>(port)}},
+                       .connect_timeout = 500ms,
+                       .timeout = 500ms});
+  auto start = Clock::now();
+  CHECK_THROWS_WITH_AS(cache->add("job", "v"),
+                       ("memcached " + location + ": add ':1:job' failed: CONNECTION FAILURE(Connection refused)")
+                           .c_str(),
+                       CacheError);
+  CHECK(elapsed_ms(start) < 1000);
+
+  // Later calls fail too (the server is skipped until retry_timeout), each
+  // naming the operation, key and server.
+  for (auto op : {"get", "set", "delete", "gets", "incr", "touch"}) {
+    CAPTURE(op);
+    start = Clock::now();
+    auto message = cache_error_of([&] {
+      if (op == std::string_view{"get"}) cache->get("job");
+      if (op == std::string_view{"set"}) cache->set("job", "v");
+      if (op == std::string_view{"delete"}) cache->erase("job");
+      if (op == std::string_view{"gets"}) cache->erase_if_equals("job", "v");
+      if (op == std::string_view{"incr"}) cache->incr("job");
+      if (op == std::string_view{"touch"}) cache->touch("job");
+    });
+    CHECK(message.starts_with("memcached " + location + ": " + op + " ':1:job' failed: "));
+    CHECK(elapsed_ms(start) < 1000);
+  }
+  CHECK_THROWS_WITH_AS(cache->clear(), doctest::Contains(("memcached " + location + ": flush_all failed: ").c_str()),
+                       CacheError);
+
+  // A lock on it throws CacheError and is not held.
+  CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), CacheError);
+  cachelock::Lock later{"job", std::defer_lock, {.cache = cache}};
+  CHECK_THROWS_AS(later.try_acquire(), CacheError);
+  CHECK_FALSE(later.owns_lock());
+  cachelock::Mutex mutex{"job", {.cache = cache}};
+  CHECK_THROWS_AS(mutex.try_lock(), CacheError);
+  CHECK_THROWS_AS(mutex.try_lock_for(200ms), CacheError);
+  auto ran = false;
+  auto once = cachelock::once("job", {.cache = cache}, [&] { ran = true; });
+  CHECK_THROWS_AS(once(), CacheError);
+  CHECK_FALSE(ran);
+}
+
+TEST_CASE("memcached: after server_failure_limit refused connections a server is skipped") {
+  auto port = static_cast<std::uint16_t>(test::free_loopback_port());
+  auto head = "memcached 127.0.0.1:" + std::to_string(port) + ": get ':1:k' failed: ";
+  for (unsigned limit : {1u, 3u}) {
+    CAPTURE(limit);
+    MemcachedCache cache{
+        {.servers = {{"127.0.0.1", port}}, .retry_timeout = 60s, .server_failure_limit = limit, .pool_size = 1}};
+    for (unsigned i = 0; i < limit; ++i) {
+      // (libmemcached's text for a refused `get` does not carry the errno, unlike `add`'s)
+      CHECK(cache_error_of([&] { cache.get("k"); }) == head + "CONNECTION FAILURE");
+    }
+    for (int i = 0; i < 3; ++i) {
+      CHECK(cache_error_of([&] { cache.get("k"); }) ==
+            head + "SERVER HAS FAILED AND IS DISABLED UNTIL TIMED RETRY");
+    }
+  }
+}
+
+TEST_CASE("memcached: a silent server fails the call within the timeout") {
+  test::FakeMemcached silent{[](const std::string&) -> std::optional<std::string> { return std::nullopt; }};
+  auto cache = std::make_shared<MemcachedCache>(
+      MemcachedOptions{.servers = {silent.server()}, .connect_timeout = 300ms, .timeout = 300ms});
+  auto location = silent.server().to_string();
+  auto start = Clock::now();
+  CHECK_THROWS_WITH_AS(cache->add("job", "v"),
+                       ("memcached " + location + ": add ':1:job' failed: A TIMEOUT OCCURRED, time out").c_str(),
+                       CacheError);
+  auto took = elapsed_ms(start);
+  CHECK(took >= 250);
+  CHECK(took < 600 + 300);  // connect_timeout + timeout, and some slack
+
+  start = Clock::now();
+  CHECK_THROWS_WITH_AS(cache->get("job"),
+                       ("memcached " + location + ": get ':1:job' failed: A TIMEOUT OCCURRED, time out").c_str(),
+                       CacheError);
+  CHECK(elapsed_ms(start) < 900);
+  start = Clock::now();
+  CHECK_THROWS_WITH_AS(cache->erase_if_equals("job", "v"),
+                       doctest::Contains(("memcached " + location + ": gets ':1:job' failed: ").c_str()),
+                       CacheError);
+  CHECK(elapsed_ms(start) < 900);
+  start = Clock::now();
+  CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), CacheError);
+  CHECK(elapsed_ms(start) < 900);
+  cachelock::Lock lock{"job", std::defer_lock, {.cache = cache}};
+  CHECK_THROWS_AS(lock.acquire(), CacheError);
+  CHECK_FALSE(lock.owns_lock());
+}
+
+TEST_CASE("memcached: a reply that comes after the timeout is never taken for a later call's") {
+  // The first `add` is answered STORED, but too late; every later one is
+  // answered NOT_STORED. A client that read the late STORED as the answer to
+  // its next add would think it holds a lock the server refused.
+  std::atomic<int> adds{0};
+  test::FakeMemcached late{[&](const std::string& command) -> std::optional<std::string> {
+    if (!command.starts_with("add")) return "ERROR\r\n";
+    if (adds++ == 0) {
+      std::this_thread::sleep_for(450ms);
+      return "STORED\r\n";
+    }
+    return "NOT_STORED\r\n";
+  }};
+  auto cache = std::make_shared<MemcachedCache>(
+      MemcachedOptions{.servers = {late.server()}, .timeout = 300ms, .pool_size = 1});
+  CHECK_THROWS_AS(cache->add("job", "v"), CacheError);
+  std::this_thread::sleep_for(400ms);  // the late STORED has been sent by now
+  CHECK_FALSE(cache->add("job", "v"));
+  CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), cachelock::LockError);
+  CHECK(adds.load() == 3);
+}
+
+TEST_CASE("memcached: waiting for a free connection is bounded by the timeout") {
+  // One connection; a slow server keeps it busy for a compare-and-delete
+  // (gets, then cas: 2 x 400 ms) while a second call waits for it.
+  test::FakeMemcached slow{[](const std::string& command) -> std::optional<std::string> {
+    if (command == "gets :1:job") {
+      std::this_thread::sleep_for(400ms);
+      return "VALUE :1:job 0 5 77\r\ntoken\r\nEND\r\n";
+    }
+    if (command.starts_with("cas ")) {
+      std::this_thread::sleep_for(400ms);
+      return "STORED\r\n";
+    }
+    return "END\r\n";
+  }};
+  auto cache = std::make_shared<MemcachedCache>(
+      MemcachedOptions{.servers = {slow.server()}, .timeout = 500ms, .pool_size = 1});
+  std::atomic<bool> released{false};
+  std::thread holder{[&] { released = cache->erase_if_equals("job", "token"); }};
+  std::this_thread::sleep_for(100ms);
+  auto start = Clock::now();
+  CHECK_THROWS_WITH_AS(cache->get("other"),
+                       ("memcached " + slow.server().to_string() +
+                        ": get ':1:other' failed: no free connection within 500 ms (all 1 in use)")
+                           .c_str(),
+                       CacheError);
+  auto waited = elapsed_ms(start);
+  CHECK(waited >= 450);
+  CHECK(waited < 700);
+  holder.join();
+  CHECK(released.load());
+  CHECK_FALSE(cache->get("other").has_value());  // the connection is free again
+}
+
+TEST_CASE("memcached: 16 threads share a pool of 4 connections") {
+  auto& server = test::shared_memcached();
+  auto cache = std::make_shared<MemcachedCache>(
+      MemcachedOptions{.servers = {server.server()}, .timeout = 5000ms, .pool_size = 4},
+      cachelock::CacheOptions{.key_prefix = test::unique("pool")});
+  auto connections_before = server.stat("total_connections");
+  constexpr int threads = 16;
+  constexpr int cycles = 100;
+  constexpr int keys = 4;
+  std::atomic<int> inside[keys] = {};
+  std::atomic<int> overlaps{0}, errors{0}, taken{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      auto key = "job-" + std::to_string(t % keys);
+      for (int i = 0; i < cycles; ++i) {
+        try {
+          cachelock::Lock lock{key, {.cache = cache, .ttl = 30s, .wait = 20s}};
+          if (inside[t % keys]++ != 0) ++overlaps;
+          ++taken;
+          std::this_thread::yield();
+          --inside[t % keys];
+        } catch (const std::exception&) {
+          ++errors;
+        }
+      }
+    });
+  }
+  for (auto& thread : pool) thread.join();
+  CHECK(errors.load() == 0);
+  CHECK(overlaps.load() == 0);
+  CHECK(taken.load() == threads * cycles);
+  // At most pool_size connections were opened (the +1 is stat()'s own).
+  auto opened = server.stat("total_connections") - connections_before - 1;
+  CHECK(opened >= 1);
+  CHECK(opened <= 4);
+}
+
+TEST_CASE("memcached: each key lives on one server; a dead server's keys fail, the others' work") {
+  auto& a = test::shared_memcached();
+  test::MemcachedProcess b;
+  auto cache = cache_on({a.server(), b.server()}, false, {.key_prefix = test::unique("two")});
+  std::set<int> used;
+  std::vector<std::pair<std::string, int>> placement;
+  for (int i = 0; i < 20; ++i) {
+    auto key = "key-" + std::to_string(i);
+    cache->set(key, "v");
+    auto stored = cache->make_key(key);
+    bool on_a = a.raw_get(stored).has_value();
+    bool on_b = b.raw_get(stored).has_value();
+    CHECK(on_a != on_b);  // exactly one copy
+    placement.emplace_back(key, on_a ? 0 : 1);
+    used.insert(on_a ? 0 : 1);
+  }
+  CHECK(used.size() == 2);
+
+  // No failover: with b stopped, b's keys fail (naming b) rather than move
+  // to a, where a second owner could take a lock that is held on b.
+  b.stop();
+  for (const auto& [key, where] : placement) {
+    CAPTURE(key);
+    if (where == 0) {
+      CHECK(cache->get(key) == "v");
+      CHECK_FALSE(cache->add(key, "w"));
+    } else {
+      CHECK_THROWS_WITH_AS(cache->add(key, "w"),
+                           doctest::Contains(("memcached " + b.location() + ": add '" +
+                                              cache->make_key(key) + "' failed: ")
+                                                 .c_str()),
+                           CacheError);
+      CHECK_FALSE(a.raw_get(cache->make_key(key)).has_value());
+    }
+  }
+}
+
+TEST_CASE("memcached: after a restart the cache reconnects") {
+  test::MemcachedProcess server;
+  auto cache = std::make_shared<MemcachedCache>(
+      MemcachedOptions{.servers = {server.server()}, .retry_timeout = 1000ms},
+      cachelock::CacheOptions{.key_prefix = "restart"});
+  cache->set("k", "v");
+  server.stop();
+  CHECK_THROWS_AS(cache->get("k"), CacheError);
+  CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), CacheError);
+  server.start();
+  // The server was marked failed for retry_timeout (whole seconds).
+  auto until = Clock::now() + 5s;
+  bool back = false;
+  while (!back && Clock::now() < until) {
+    try {
+      back = !cache->get("k").has_value();  // a restarted memcached is empty
+    } catch (const CacheError&) {
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+  CHECK(back);
+  cachelock::Lock lock{"job", {.cache = cache}};
+  CHECK(lock.owns_lock());
+}
+
+TEST_CASE("memcached: a forked child opens its own connections and leaves the parent's alone") {
+  auto& server = test::shared_memcached();
+  auto cache = cache_on({server.server()}, false, {.key_prefix = test::unique("fork")});
+  cache->set("parent", "0");  // the parent's connection is open now
+  auto connections_before = server.stat("total_connections");
+
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // Interleaved with the parent's calls: a shared socket would mix replies.
+    int bad = 0;
+    for (int i = 0; i < 300; ++i) {
+      try {
+        auto value = "child-" + std::to_string(i);
+        cache->set("child", value);
+        if (cache->get("child") != value) ++bad;
+      } catch (...) {
+        ++bad;
+      }
+    }
+    cache.reset();  // must not send "quit" on the parent's sockets
+    ::_exit(bad == 0 ? 0 : 1);
+  }
+  int bad = 0;
+  for (int i = 0; i < 300; ++i) {
+    auto value = std::to_string(i);
+    cache->set("parent", value);
+    if (cache->get("parent") != value) ++bad;
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(bad == 0);
+  CHECK(cache->get("child") == "child-299");
+  // The parent's connection survived the child's exit: the next call works
+  // on it, without reconnecting.
+  auto connections_after_child = server.stat("total_connections");
+  CHECK(connections_after_child >= connections_before + 2);  // stat() + the child's own
+  cache->set("parent", "after");
+  CHECK(cache->get("parent") == "after");
+  CHECK(server.stat("total_connections") == connections_after_child + 1);  // this stat() only
+}
+
+TEST_CASE("memcached: a unix socket LOCATION works, and errors name the socket") {
+  char directory[] = "/tmp/cachelock-socket-XXXXXX";
+  REQUIRE(::mkdtemp(directory) != nullptr);
+  auto path = std::string{directory} + "/memcached.sock";
+  {
+    test::MemcachedProcess server{{}, path};
+    for (bool binary : {false, true}) {
+      CAPTURE(binary);
+      auto cache = std::make_shared<MemcachedCache>(
+          MemcachedOptions{.servers = {MemcachedServer::parse("unix:" + path)}, .binary = binary});
+      cachelock::Lock lock{"job", {.cache = cache}};
+      CHECK(server.raw_get(":1:job")->value == lock.token());
+      CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), cachelock::LockError);
+      CHECK(lock.release());
+      CHECK_FALSE(server.raw_get(":1:job").has_value());
+    }
+    auto cache = std::make_shared<MemcachedCache>(MemcachedOptions{.servers = {MemcachedServer::parse(path)}});
+    CHECK_FALSE(cache->get("job").has_value());
+    server.stop();
+    CHECK_THROWS_WITH_AS(cache->add("job", "v"),
+                         doctest::Contains(("memcached unix:" + path + ": add ':1:job' failed: ").c_str()),
+                         CacheError);
+  }
+  std::remove(path.c_str());
+  ::rmdir(directory);
+}
+
+TEST_CASE("memcached: a server that requires SASL refuses bad credentials with CacheError") {
+  // memcached -S with a SASL configuration that knows no user: the client
+  // sends its credentials (binary protocol only), the server refuses them.
+  char directory[] = "/tmp/cachelock-sasl-XXXXXX";
+  REQUIRE(::mkdtemp(directory) != nullptr);
+  auto conf = std::string{directory} + "/memcached.conf";
+  {
+    std::FILE* file = std::fopen(conf.c_str(), "w");
+    REQUIRE(file != nullptr);
+    std::fprintf(file, "mech_list: plain\nsasldb_path: %s/none.db\n", directory);
+    std::fclose(file);
+  }
+  ::setenv("SASL_CONF_PATH", directory, 1);
+  test::MemcachedProcess server{{"-S"}};
+  ::unsetenv("SASL_CONF_PATH");
+  auto location = server.location();
+  auto cache = std::make_shared<MemcachedCache>(MemcachedOptions{
+      .servers = {server.server()}, .binary = true, .username = "app", .password = "wrong"});
+  CHECK_THROWS_WITH_AS(cache->add("job", "v"),
+                       ("memcached " + location + ": add ':1:job' failed: AUTHENTICATION FAILURE").c_str(),
+                       CacheError);
+  CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), CacheError);
+  // Without a username the server refuses every command. Writes, and so
+  // locks, fail; but libmemcached 1.1.4 reports the refused `get` as a miss
+  // (the README warns about this).
+  auto anonymous = std::make_shared<MemcachedCache>(MemcachedOptions{.servers = {server.server()}, .binary = true});
+  CHECK_THROWS_WITH_AS(anonymous->add("job", "v"),
+                       ("memcached " + location + ": add ':1:job' failed: AUTHENTICATION FAILURE").c_str(),
+                       CacheError);
+  CHECK_THROWS_AS(cachelock::Lock("job", {.cache = anonymous}), CacheError);
+  CHECK_FALSE(anonymous->get("job").has_value());
+  std::remove(conf.c_str());
+  ::rmdir(directory);
+}
+
+TEST_CASE("memcached: clear flushes every server, as Django's clear()") {
+  auto& a = test::shared_memcached();
+  auto& b = second_memcached();
+  auto writer = cache_on({a.server(), b.server()}, true, {.key_prefix = "clear"});
+  for (int i = 0; i < 10; ++i) writer->set("k" + std::to_string(i), "v");
+  writer->clear();
+  for (int i = 0; i < 10; ++i) {
+    CHECK_FALSE(a.raw_get(writer->make_key("k" + std::to_string(i))).has_value());
+    CHECK_FALSE(b.raw_get(writer->make_key("k" + std::to_string(i))).has_value());
+  }
+}

@@ -1,0 +1,264 @@
+// Interoperability with Django: a lock taken by one side is seen by the other.
+//
+// Django runs in a child process: tests/django_peer.py under the Python that
+// has Django, pymemcache and pylibmc (Debian's /usr/bin/python3; meson passes
+// it as $CACHELOCK_PYTHON and the script as $CACHELOCK_DJANGO_PEER).
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "memcached_server.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using cachelock::Lock;
+using cachelock::LockError;
+using cachelock::MemcachedCache;
+
+namespace {
+
+struct Output {
+  int status = -1;
+  std::string out, err;
+};
+
+// Runs `argv` with the environment minus Python path overrides, and
+// collects its output.
+Output run(const std::vector<std::string>& argv) {
+  std::vector<std::string> environment;
+  for (char** e = environ; *e; ++e) {
+    std::string_view entry{*e};
+    if (entry.starts_with("PYTHONPATH=") || entry.starts_with("PYTHONHOME=")) continue;
+    environment.emplace_back(entry);
+  }
+  std::vector<char*> envp, args;
+  for (auto& e : environment) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> copy = argv;
+  for (auto& a : copy) args.push_back(a.data());
+  args.push_back(nullptr);
+
+  int out[2], err[2];
+  REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
+  REQUIRE(::pipe2(err, O_CLOEXEC) == 0);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+  posix_spawn_file_actions_adddup2(&actions, err[1], 2);
+  pid_t pid = -1;
+  int rc = ::posix_spawn(&pid, args[0], &actions, nullptr, args.data(), envp.data());
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out[1]);
+  ::close(err[1]);
+  Output result;
+  if (rc != 0) {
+    ::close(out[0]);
+    ::close(err[0]);
+    result.err = std::string{"cannot run "} + argv[0] + ": " + std::strerror(rc);
+    return result;
+  }
+  pollfd fds[] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  std::string* sinks[] = {&result.out, &result.err};
+  int open = 2;
+  while (open > 0) {
+    if (::poll(fds, 2, 30'000) <= 0) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !fds[i].revents) continue;
+      char buffer[4096];
+      auto n = ::read(fds[i].fd, buffer, sizeof buffer);
+      if (n <= 0) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open;
+      } else {
+        sinks[i]->append(buffer, static_cast<std::size_t>(n));
+      }
+    }
+  }
+  for (auto& fd : fds) {
+    if (fd.fd >= 0) ::close(fd.fd);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  while (!result.out.empty() && result.out.back() == '\n') result.out.pop_back();
+  return result;
+}
+
+std::string env_or_fail(const char* name) {
+  const char* value = std::getenv(name);
+  if (!value || !*value) {
+    FAIL(std::string{name} << " is not set: run the tests through meson, with Django, pymemcache and pylibmc "
+                 "installed (apt-get install python3-django python3-pymemcache python3-pylibmc; "
+                 "scripts/setup test does)");
+  }
+  return value;
+}
+
+// One Django process using the alias {BACKEND, LOCATION, KEY_PREFIX, VERSION}.
+struct Django {
+  std::string backend;  // PyMemcacheCache or PyLibMCCache
+  std::string locations;
+  std::string key_prefix;
+  int version;
+  std::string options = "{}";  // OPTIONS, as JSON
+
+  // The JSON line Django printed for `command`.
+  std::string operator()(std::vector<std::string> command) const {
+    std::vector<std::string> argv{env_or_fail("CACHELOCK_PYTHON"), env_or_fail("CACHELOCK_DJANGO_PEER"),
+                                  backend, locations, key_prefix, std::to_string(version), options};
+    argv.insert(argv.end(), command.begin(), command.end());
+    auto result = run(argv);
+    INFO("django_peer.py " << command.at(0) << " exited " << result.status << ", stderr:\n" << result.err);
+    REQUIRE(result.status == 0);
+    return result.out;
+  }
+};
+
+const char* const backends[] = {"PyMemcacheCache", "PyLibMCCache"};
+
+}  // namespace
+
+TEST_CASE("django: the peer runs and makes the same keys as we do") {
+  auto& server = test::shared_memcached();
+  for (auto* backend : backends) {
+    CAPTURE(backend);
+    Django django{backend, server.location(), "billing", 3};
+    MemcachedCache ours{{.servers = {server.server()}}, {.key_prefix = "billing", .version = 3}};
+    CHECK(django({"make_key", "nightly-report"}) == R"({"result": ")" + ours.make_key("nightly-report") + R"("})");
+    CHECK(ours.make_key("nightly-report") == "billing:3:nightly-report");
+  }
+}
+
+TEST_CASE("django: Django and cachelock exclude each other on the same key") {
+  auto& server = test::shared_memcached();
+  for (auto* backend : backends) {
+    for (bool binary : {false, true}) {
+      CAPTURE(backend);
+      CAPTURE(binary);
+      test::FreshRegistry fresh;
+      auto prefix = test::unique(std::string{"dj-"} + backend);
+      auto cache = std::make_shared<MemcachedCache>(
+          cachelock::MemcachedOptions{.servers = {server.server()}, .binary = binary},
+          cachelock::CacheOptions{.key_prefix = prefix, .version = 2});
+      cachelock::CacheRegistry::global().add("default", cache);
+      Django django{backend, server.location(), prefix, 2};
+
+      // (1) Django takes the key with add(); our Lock is refused.
+      CHECK(django({"add", "key", "1"}) == R"({"result": true})");
+      CHECK_THROWS_WITH_AS(Lock{"key"}, "lock 'key' on alias 'default' is already held", LockError);
+      CHECK(django({"delete", "key"}) == R"({"result": true})");
+
+      // (2) We hold the key; Django sees a truthy value and cannot add it.
+      Lock lock{"key"};
+      CHECK(django({"get", "key"}) ==
+            R"({"result": ")" + lock.token() + R"(", "truthy": true, "type": "bytes"})");
+      CHECK(django({"add", "key", "1"}) == R"({"result": false})");
+
+      // (3) After our release, Django can take it (and then we cannot).
+      CHECK(lock.release());
+      CHECK(django({"get", "key"}) == R"({"result": null, "truthy": false, "type": "NoneType"})");
+      CHECK(django({"add", "key", "1"}) == R"({"result": true})");
+      CHECK_THROWS_AS(Lock{"key"}, LockError);
+      CHECK(django({"delete", "key"}) == R"({"result": true})");
+    }
+  }
+}
+
+// Two servers, 24 keys: which server holds each key when Django writes
+// them, and when we do (asking each server directly).
+struct Placements {
+  std::vector<int> theirs, ours;
+};
+
+Placements compare_placement(const Django& django, const cachelock::MemcachedOptions& options,
+                             const test::MemcachedProcess& a, const test::MemcachedProcess& b) {
+  std::vector<std::string> keys;
+  for (int i = 0; i < 24; ++i) keys.push_back("job-" + std::to_string(i));
+  MemcachedCache ours{options, {.key_prefix = django.key_prefix, .version = django.version}};
+  auto placement = [&] {
+    std::vector<int> where;
+    for (const auto& key : keys) {
+      auto stored = ours.make_key(key);
+      bool on_a = a.raw_get(stored).has_value();
+      bool on_b = b.raw_get(stored).has_value();
+      REQUIRE(on_a != on_b);
+      where.push_back(on_a ? 0 : 1);
+    }
+    return where;
+  };
+  Placements result;
+  a.flush();
+  b.flush();
+  std::vector<std::string> command{"set"};
+  command.insert(command.end(), keys.begin(), keys.end());
+  CHECK(django(command) == R"({"result": null})");
+  result.theirs = placement();
+  a.flush();
+  b.flush();
+  for (const auto& key : keys) ours.set(key, "ours");
+  result.ours = placement();
+  // Both servers are used, so the comparison means something.
+  CHECK(std::count(result.ours.begin(), result.ours.end(), 0) > 0);
+  CHECK(std::count(result.ours.begin(), result.ours.end(), 1) > 0);
+  // Where placements agree, Django finds every entry we wrote.
+  for (std::size_t i = 0; i < keys.size() && result.ours == result.theirs; i += 7) {
+    CHECK(django({"get", keys[i]}) == R"({"result": "ours", "truthy": true, "type": "bytes"})");
+  }
+  return result;
+}
+
+TEST_CASE("django: with two servers and modula distribution, keys land where PyLibMCCache puts them") {
+  auto& a = test::shared_memcached();
+  test::MemcachedProcess b;
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    Django django{"PyLibMCCache", a.location() + "," + b.location(), test::unique("modula"), 1};
+    auto placed = compare_placement(django,
+                                    {.servers = {a.server(), b.server()},
+                                     .binary = binary,
+                                     .distribution = cachelock::MemcachedDistribution::modula},
+                                    a, b);
+    CHECK(placed.ours == placed.theirs);
+  }
+  // The order of LOCATION matters, on both sides.
+  Django reversed{"PyLibMCCache", b.location() + "," + a.location(), test::unique("reversed"), 1};
+  auto placed = compare_placement(reversed, {.servers = {b.server(), a.server()}}, a, b);
+  CHECK(placed.ours == placed.theirs);
+}
+
+TEST_CASE("django: ketama distribution matches PyLibMCCache's ketama behavior") {
+  auto& a = test::shared_memcached();
+  test::MemcachedProcess b;
+  Django django{"PyLibMCCache", a.location() + "," + b.location(), test::unique("ketama"), 1,
+                R"({"behaviors": {"ketama": true}})"};
+  auto placed = compare_placement(
+      django, {.servers = {a.server(), b.server()}, .distribution = cachelock::MemcachedDistribution::ketama},
+      a, b);
+  CHECK(placed.ours == placed.theirs);
+}
+
+TEST_CASE("django: PyMemcacheCache spreads keys over several servers its own way") {
+  // What the README warns about: pymemcache's HashClient does not hash as
+  // libmemcached does, so with more than one server a PyMemcacheCache alias
+  // and cachelock can look for one key on different servers.
+  auto& a = test::shared_memcached();
+  test::MemcachedProcess b;
+  Django django{"PyMemcacheCache", a.location() + "," + b.location(), test::unique("pymemcache"), 1};
+  auto modula = compare_placement(django, {.servers = {a.server(), b.server()}}, a, b);
+  auto ketama = compare_placement(
+      django, {.servers = {a.server(), b.server()}, .distribution = cachelock::MemcachedDistribution::ketama},
+      a, b);
+  CHECK(modula.ours != modula.theirs);
+  CHECK(ketama.ours != ketama.theirs);
+}

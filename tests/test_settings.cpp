@@ -1,0 +1,440 @@
+// Settings files: the example configurations, every field, and a table of
+// malformed settings with the exact error each one gets.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using cachelock::CacheRegistry;
+using cachelock::ConfigError;
+
+namespace {
+
+std::string env_dir(const char* name) {
+  const char* dir = std::getenv(name);
+  REQUIRE_MESSAGE(dir != nullptr, name << " is not set; run the tests through meson test");
+  return dir;
+}
+std::string config_file(std::string_view name) { return env_dir("CACHELOCK_CONFIG_DIR") + "/" + std::string{name}; }
+std::string bad_file(std::string_view name) {
+  return env_dir("CACHELOCK_TEST_DATA") + "/bad/" + std::string{name} + ".yaml";
+}
+
+template <class T>
+bool is(const std::shared_ptr<cachelock::Cache>& cache) {
+  return std::dynamic_pointer_cast<T>(cache) != nullptr;
+}
+
+// Sets an environment variable for one scope.
+struct ScopedEnv {
+  std::string name;
+  ScopedEnv(std::string n, const char* value) : name{std::move(n)} {
+    if (value) {
+      ::setenv(name.c_str(), value, 1);
+    } else {
+      ::unsetenv(name.c_str());
+    }
+  }
+  ~ScopedEnv() { ::unsetenv(name.c_str()); }
+};
+
+}  // namespace
+
+TEST_CASE("config/cachelock.yaml: a memory default and a dummy alias") {
+  CacheRegistry registry;
+  registry.load_file(config_file("cachelock.yaml"));
+  CHECK(registry.aliases() == std::vector<std::string>{"default", "off"});
+  CHECK(registry.default_alias() == "default");
+  CHECK(is<cachelock::MemoryCache>(registry.get()));
+  CHECK(registry.get()->options().timeout == cachelock::Timeout{300s});
+  CHECK(is<cachelock::DummyCache>(registry.get("off")));
+
+}
+
+#if CACHELOCK_HAS_MEMCACHED
+TEST_CASE("config/memcached.yaml: a memcached default alias, from the environment") {
+  CacheRegistry registry;
+  SUBCASE("fallbacks") {
+    ScopedEnv host{"MEMCACHED_HOST", nullptr}, port{"MEMCACHED_PORT", nullptr};
+    registry.load_file(config_file("memcached.yaml"));
+    auto locks = std::dynamic_pointer_cast<cachelock::MemcachedCache>(registry.get());
+    REQUIRE(locks != nullptr);
+    CHECK(registry.default_alias() == "locks");
+    CHECK(locks->options().timeout == cachelock::Timeout{60s});
+    CHECK(locks->options().key_prefix == "billing");
+    CHECK(locks->options().version == 1);
+    CHECK(locks->make_key("job") == "billing:1:job");
+    const auto& m = locks->memcached_options();
+    REQUIRE(m.servers.size() == 1);
+    CHECK(m.servers[0].to_string() == "127.0.0.1:11211");
+    CHECK_FALSE(m.binary);
+    CHECK(m.tcp_nodelay);
+    CHECK(m.connect_timeout == 500ms);
+    CHECK(m.timeout == 500ms);
+    CHECK(m.retry_timeout == 2s);
+    CHECK(m.server_failure_limit == 2);
+    CHECK(m.distribution == cachelock::MemcachedDistribution::modula);
+    CHECK(m.pool_size == 8);
+    CHECK(is<cachelock::MemoryCache>(registry.get("default")));
+  }
+  SUBCASE("variables set") {
+    ScopedEnv host{"MEMCACHED_HOST", "cache.internal"}, port{"MEMCACHED_PORT", "11311"};
+    registry.load_file(config_file("memcached.yaml"));
+    auto locks = std::dynamic_pointer_cast<cachelock::MemcachedCache>(registry.get());
+    REQUIRE(locks != nullptr);
+    REQUIRE(locks->memcached_options().servers.size() == 1);
+    CHECK(locks->memcached_options().servers[0].to_string() == "cache.internal:11311");
+  }
+}
+
+TEST_CASE("config/django-migration.yaml: a pasted Django CACHES with four aliases") {
+  CacheRegistry registry;
+  registry.load_file(config_file("django-migration.yaml"));
+  CHECK(registry.aliases() == std::vector<std::string>{"default", "local", "nocache", "sessions"});
+  auto shop = std::dynamic_pointer_cast<cachelock::MemcachedCache>(registry.get("default"));
+  REQUIRE(shop != nullptr);
+  CHECK(shop->options().key_prefix == "shop");
+  CHECK(shop->options().timeout == cachelock::Timeout{600s});
+  CHECK(shop->memcached_options().servers.size() == 2);
+  auto sessions = std::dynamic_pointer_cast<cachelock::MemcachedCache>(registry.get("sessions"));
+  REQUIRE(sessions != nullptr);
+  CHECK(sessions->options().version == 2);
+  CHECK(sessions->options().timeout == cachelock::Timeout{300s});  // absent: Django's 300 s
+  CHECK(sessions->memcached_options().binary);
+  REQUIRE(sessions->memcached_options().servers.size() == 2);
+  CHECK(sessions->memcached_options().servers[1].to_string() == "10.0.0.6:11211");
+  CHECK(is<cachelock::MemoryCache>(registry.get("local")));
+  CHECK(is<cachelock::DummyCache>(registry.get("nocache")));
+}
+#else
+TEST_CASE("a memcached alias in a build without memcached says so") {
+  CacheRegistry registry;
+  CHECK_THROWS_WITH_AS(registry.load_file(config_file("memcached.yaml")),
+                       doctest::Contains("CACHES.locks.BACKEND: the memcached backend is not built in"),
+                       ConfigError);
+}
+#endif
+
+TEST_CASE("BACKEND takes Django's dotted paths and short names") {
+  struct Case {
+    const char* backend;
+    bool memory;
+  };
+  const Case cases[] = {
+      {"memory", true},
+      {"django.core.cache.backends.locmem.LocMemCache", true},
+      {"dummy", false},
+      {"django.core.cache.backends.dummy.DummyCache", false},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.backend);
+    CacheRegistry registry;
+    registry.load_yaml(std::string{"CACHES:\n  default:\n    BACKEND: "} + c.backend + "\n");
+    CHECK(is<cachelock::MemoryCache>(registry.get()) == c.memory);
+    CHECK(is<cachelock::DummyCache>(registry.get()) == !c.memory);
+  }
+#if CACHELOCK_HAS_MEMCACHED
+  for (const char* backend : {"memcached", "django.core.cache.backends.memcached.PyMemcacheCache",
+                              "django.core.cache.backends.memcached.PyLibMCCache",
+                              "django.core.cache.backends.memcached.MemcachedCache"}) {
+    CAPTURE(backend);
+    CacheRegistry registry;
+    registry.load_yaml(std::string{"CACHES:\n  default:\n    BACKEND: "} + backend +
+                       "\n    LOCATION: 127.0.0.1:11211\n");
+    CHECK(is<cachelock::MemcachedCache>(registry.get()));
+  }
+#endif
+}
+
+TEST_CASE("TIMEOUT, KEY_PREFIX and VERSION reach the cache") {
+  CacheRegistry registry;
+  registry.load_yaml(R"(
+CACHES:
+  default:
+    BACKEND: memory
+  never:
+    BACKEND: memory
+    TIMEOUT: null
+  tilde:
+    BACKEND: memory
+    TIMEOUT: ~
+  half:
+    BACKEND: memory
+    TIMEOUT: 0.5
+    KEY_PREFIX: app
+    VERSION: 3
+  numeric-prefix:
+    BACKEND: memory
+    KEY_PREFIX: 42
+    VERSION: -1
+)");
+  CHECK(registry.get()->options().timeout == cachelock::Timeout{300s});
+  CHECK(registry.get()->make_key("k") == ":1:k");
+  CHECK(registry.get("never")->options().timeout.is_never());
+  CHECK(registry.get("tilde")->options().timeout.is_never());
+  CHECK(registry.get("half")->options().timeout == cachelock::Timeout{500ms});
+  CHECK(registry.get("half")->make_key("k") == "app:3:k");
+  CHECK(registry.get("numeric-prefix")->make_key("k") == "42:-1:k");
+}
+
+TEST_CASE("a lock on an alias with TIMEOUT null never expires; with a TIMEOUT it does") {
+  test::FreshRegistry fresh;
+  CacheRegistry::global().load_yaml(R"(
+CACHES:
+  default:
+    BACKEND: memory
+    TIMEOUT: 0.1
+  forever:
+    BACKEND: memory
+    TIMEOUT: null
+)");
+  cachelock::Lock expiring{"job"};
+  cachelock::Lock kept{"job", {.alias = "forever"}};
+  std::this_thread::sleep_for(250ms);
+  CHECK_NOTHROW(cachelock::Lock("job"));
+  CHECK_THROWS_AS(cachelock::Lock("job", {.alias = "forever"}), cachelock::LockError);
+}
+
+TEST_CASE("memory OPTIONS: MAX_ENTRIES and CULL_FREQUENCY") {
+  CacheRegistry registry;
+  registry.load_yaml(R"(
+CACHES:
+  default:
+    BACKEND: memory
+    OPTIONS:
+      MAX_ENTRIES: 10
+      CULL_FREQUENCY: 0
+)");
+  auto cache = std::dynamic_pointer_cast<cachelock::MemoryCache>(registry.get());
+  REQUIRE(cache != nullptr);
+  CHECK(cache->options().max_entries == 10);
+  CHECK(cache->options().cull_frequency == 0);
+  for (int i = 0; i < 11; ++i) cache->set("k" + std::to_string(i), "v");
+  CHECK(cache->size() == 1);  // culled to nothing at the 11th, as Django does with 0
+}
+
+TEST_CASE("DEFAULT_CACHELOCK_ALIAS picks the default alias, else 'default'") {
+  CacheRegistry registry;
+  registry.load_yaml(R"(
+DEFAULT_CACHELOCK_ALIAS: locks
+CACHES:
+  locks:
+    BACKEND: memory
+  other:
+    BACKEND: dummy
+)");
+  CHECK(registry.default_alias() == "locks");
+  CHECK(registry.get() == registry.get("locks"));
+  registry.load_yaml("CACHES:\n  default:\n    BACKEND: dummy\n  locks:\n    BACKEND: memory\n");
+  CHECK(registry.default_alias() == "default");
+  CHECK(is<cachelock::DummyCache>(registry.get()));
+}
+
+TEST_CASE("Lock and once use the alias as configured when they run") {
+  test::FreshRegistry fresh;
+  auto& registry = CacheRegistry::global();
+  const char* settings = "CACHES:\n  default:\n    BACKEND: memory\n  x:\n    BACKEND: memory\n";
+  registry.load_yaml(settings);
+  auto first = registry.get("x");
+  std::shared_ptr<cachelock::Cache> second, seen;
+  auto job = cachelock::once("job", {.alias = "x"}, [&] {
+    // Which cache holds the key while the function runs?
+    for (const auto& cache : {first, second}) {
+      if (cache && cache->get("job")) seen = cache;
+    }
+  });
+  cachelock::Lock lock{"k", std::defer_lock, {.alias = "x"}};
+  CHECK(job());
+  CHECK(seen == first);
+  CHECK(lock.try_acquire());
+  CHECK(first->get("k") == lock.token());
+  CHECK(lock.release());
+
+  registry.load_yaml(settings);  // same text, new caches
+  second = registry.get("x");
+  REQUIRE(second != first);
+  CHECK(job());
+  CHECK(seen == second);
+  CHECK(lock.try_acquire());
+  CHECK(second->get("k") == lock.token());
+  CHECK_FALSE(first->get("k").has_value());
+}
+
+TEST_CASE("a failed load leaves the configuration as it was") {
+  CacheRegistry registry;
+  registry.load_yaml("CACHES:\n  default:\n    BACKEND: memory\n  locks:\n    BACKEND: memory\n");
+  auto locks = registry.get("locks");
+  CHECK_THROWS_AS(registry.load_yaml("CACHES:\n  default:\n    BACKEND: nope\n"), ConfigError);
+  CHECK(registry.get("locks") == locks);
+  CHECK(registry.aliases() == std::vector<std::string>{"default", "locks"});
+}
+
+TEST_CASE("caches handed out keep working after a reload") {
+  CacheRegistry registry;
+  registry.load_yaml("CACHES:\n  default:\n    BACKEND: memory\n");
+  auto old_cache = registry.get();
+  old_cache->set("k", "v");
+  registry.load_yaml("CACHES:\n  default:\n    BACKEND: memory\n");
+  CHECK(registry.get() != old_cache);
+  CHECK(old_cache->get("k") == "v");
+}
+
+TEST_CASE("${VAR} and ${VAR:-fallback} read the environment") {
+  ScopedEnv prefix{"CACHELOCK_TEST_PREFIX", "fromenv"};
+  ScopedEnv timeout{"CACHELOCK_TEST_TIMEOUT", "45"};
+  ScopedEnv empty{"CACHELOCK_TEST_EMPTY", ""};
+  ScopedEnv unset{"CACHELOCK_TEST_UNSET", nullptr};
+  CacheRegistry registry;
+  registry.load_yaml(R"(
+CACHES:
+  default:
+    BACKEND: memory
+    KEY_PREFIX: ${CACHELOCK_TEST_PREFIX}-x
+    TIMEOUT: ${CACHELOCK_TEST_TIMEOUT:-10}
+  b:
+    BACKEND: memory
+    KEY_PREFIX: ${CACHELOCK_TEST_UNSET:-fallback}
+    TIMEOUT: ${CACHELOCK_TEST_UNSET:-10}
+  c:
+    BACKEND: memory
+    KEY_PREFIX: ${CACHELOCK_TEST_EMPTY:-was-empty}$${literal}
+)");
+  CHECK(registry.get()->options().key_prefix == "fromenv-x");
+  CHECK(registry.get()->options().timeout == cachelock::Timeout{45s});
+  CHECK(registry.get("b")->options().key_prefix == "fallback");
+  CHECK(registry.get("b")->options().timeout == cachelock::Timeout{10s});
+  CHECK(registry.get("c")->options().key_prefix == "was-empty${literal}");
+}
+
+TEST_CASE("malformed settings: each gets its exact error, none crashes") {
+  struct Case {
+    const char* file;
+    const char* message;  // after "<path>"
+  };
+  const Case cases[] = {
+      {"not-yaml", ":2:1: invalid YAML: end of sequence flow not found"},
+      {"empty", ": the settings are empty; expected a mapping with CACHES"},
+      {"only-comments", ": the settings are empty; expected a mapping with CACHES"},
+      {"top-level-list", ":1:1: expected a mapping with CACHES, got a list"},
+      {"top-level-scalar", ":1:1: expected a mapping with CACHES, got \"just some text\""},
+      {"caches-missing", ": CACHES is missing; it maps alias names to cache settings"},
+      {"caches-list", ":2:3: CACHES: expected a mapping of alias names to cache settings, got a list"},
+      {"caches-empty", ":1:9: CACHES: has no aliases; define at least 'default'"},
+      {"caches-null", ":1:1: CACHES: expected a mapping of alias names to cache settings, got null"},
+      {"unknown-setting", ":1:1: CACHE: unknown setting; known: CACHES, DEFAULT_CACHELOCK_ALIAS"},
+      {"unknown-alias-key",
+       ":4:5: CACHES.default.TIMEOUTS: unknown cache setting; known: BACKEND, LOCATION, TIMEOUT, "
+       "KEY_PREFIX, VERSION, OPTIONS"},
+      {"backend-missing", ":3:5: CACHES.default: BACKEND is missing; e.g. BACKEND: memory"},
+      {"backend-unknown",
+       ":3:14: CACHES.default.BACKEND: unknown BACKEND 'django.core.cache.backends.redis.RedisCache'; "
+       "expected memory, file, memcached or dummy, or Django's locmem.LocMemCache, "
+       "filebased.FileBasedCache, memcached.PyMemcacheCache, memcached.PyLibMCCache, "
+       "memcached.MemcachedCache or dummy.DummyCache"},
+      {"backend-list", ":3:14: CACHES.default.BACKEND: expected a string, got a list"},
+      {"default-missing",
+       ":2:3: CACHES: no 'default' alias (known: 'locks', 'jobs'); define one, or name another with "
+       "DEFAULT_CACHELOCK_ALIAS"},
+      {"default-alias-unknown",
+       ":1:26: DEFAULT_CACHELOCK_ALIAS: 'lokcs' is not an alias in CACHES (known: 'default', 'locks')"},
+      {"default-alias-list", ":1:26: DEFAULT_CACHELOCK_ALIAS: expected a string, got a list"},
+      {"timeout-negative",
+       ":4:14: CACHES.default.TIMEOUT: must be more than 0 seconds, got -5 (0 or less would expire "
+       "every lock at once; null means never)"},
+      {"timeout-zero",
+       ":4:14: CACHES.default.TIMEOUT: must be more than 0 seconds, got 0 (0 or less would expire "
+       "every lock at once; null means never)"},
+      {"timeout-word", ":4:14: CACHES.default.TIMEOUT: expected a number of seconds or null, got \"soon\""},
+      {"timeout-list", ":4:14: CACHES.default.TIMEOUT: expected a number of seconds or null, got a list"},
+      {"timeout-infinite", ":4:14: CACHES.default.TIMEOUT: expected a number of seconds or null, got \".inf\""},
+      {"version-float", ":4:14: CACHES.default.VERSION: expected an integer, got \"1.5\""},
+      {"version-word", ":4:14: CACHES.default.VERSION: expected an integer, got \"two\""},
+      {"version-huge", ":4:14: CACHES.default.VERSION: expected an integer that fits 32 bits, got \"99999999999\""},
+      {"key-prefix-space",
+       ":4:17: CACHES.default.KEY_PREFIX: contains a space; keys may not contain spaces or control "
+       "characters"},
+      {"key-prefix-mapping", ":4:17: CACHES.default.KEY_PREFIX: expected a string, got a mapping"},
+      {"alias-scalar", ":2:12: CACHES.default: expected a mapping, got \"memory\""},
+      {"alias-duplicate", ":4:3: CACHES.default: appears twice (first at line 2)"},
+      {"field-duplicate", ":5:5: CACHES.default.TIMEOUT: appears twice (first at line 4)"},
+      {"options-list", ":4:14: CACHES.default.OPTIONS: expected a mapping, got a list"},
+      {"memory-option-unknown",
+       ":5:7: CACHES.default.OPTIONS.MAX_ENTRY: unknown memory option; known: MAX_ENTRIES, CULL_FREQUENCY"},
+      {"max-entries-zero", ":5:20: CACHES.default.OPTIONS.MAX_ENTRIES: expected an integer of at least 1, got \"0\""},
+      {"cull-frequency-negative",
+       ":5:23: CACHES.default.OPTIONS.CULL_FREQUENCY: expected an integer of at least 0, got \"-1\""},
+      {"dummy-options", ":5:7: CACHES.default.OPTIONS.MAX_ENTRIES: unknown option; the dummy backend takes no OPTIONS"},
+      {"variable-unset",
+       ":4:17: CACHES.default.KEY_PREFIX: environment variable CACHELOCK_TEST_UNSET_VARIABLE is not set "
+       "(write ${CACHELOCK_TEST_UNSET_VARIABLE:-fallback} to give a default)"},
+      {"variable-malformed",
+       ":4:17: CACHES.default.KEY_PREFIX: '${not a name}' is not a variable reference; write ${NAME} or "
+       "${NAME:-fallback}"},
+      {"variable-unclosed", ":4:17: CACHES.default.KEY_PREFIX: unclosed '${' in \"${HOME\""},
+      {"two-documents", ":4:1: a second YAML document; settings are one document"},
+      {"stray-comma", ":2:2: invalid YAML: unexpected text after the settings"},
+      {"tab-indent", ":2:9: invalid YAML: illegal map value (YAML indents with spaces; this file has tabs)"},
+#if CACHELOCK_HAS_MEMCACHED
+      {"memcached-no-location",
+       ":3:5: CACHES.default: the memcached backend needs LOCATION: host:port, unix:/path, or a list "
+       "of them"},
+      {"memcached-empty-location", ":4:15: CACHES.default.LOCATION: expected at least one server, got a list"},
+      {"memcached-bad-port", ":4:15: CACHES.default.LOCATION: memcached location '127.0.0.1:99999': port '99999' is not a "
+       "number from 1 to 65535"},
+      {"memcached-bad-location-item", ":6:9: CACHES.default.LOCATION[1]: memcached location '[::1:11211': no ']' after the IPv6 "
+       "address"},
+      {"memcached-location-mapping",
+       ":4:15: CACHES.default.LOCATION: expected host:port, unix:/path, or a list of them, got a mapping"},
+      {"memcached-option-unknown",
+       ":6:7: CACHES.default.OPTIONS.binray: unknown memcached option; known: binary, tcp_nodelay, "
+       "connect_timeout, timeout, retry_timeout, server_failure_limit, distribution, pool_size, "
+       "username, password"},
+      {"memcached-binary-word", ":6:15: CACHES.default.OPTIONS.binary: expected true or false, got \"maybe\""},
+      {"memcached-distribution", ":6:21: CACHES.default.OPTIONS.distribution: expected modula or ketama, got \"random\""},
+      {"memcached-timeout-zero",
+       ":6:16: CACHES.default.OPTIONS.timeout: expected a number of seconds greater than 0, got \"0\""},
+      {"memcached-pool-zero", ":6:18: CACHES.default.OPTIONS.pool_size: expected an integer of at least 1, got \"0\""},
+      {"memcached-ignore-exc",
+       ":6:7: CACHES.default.OPTIONS.ignore_exc: not supported: it turns server errors into misses, "
+       "and a lock must fail closed when its server fails"},
+      {"memcached-sasl-text",
+       ":6:7: CACHES.default.OPTIONS: username needs binary: true (SASL works only with the binary "
+       "protocol)"},
+#endif
+  };
+  std::size_t checked = 0;
+  for (const auto& c : cases) {
+    auto path = bad_file(c.file);
+    CAPTURE(path);
+    CacheRegistry registry;
+    CHECK_THROWS_WITH_AS(registry.load_file(path), (path + c.message).c_str(), ConfigError);
+    CHECK(registry.aliases() == std::vector<std::string>{"default"});  // untouched
+    ++checked;
+  }
+  CHECK(checked >= 30);
+}
+
+TEST_CASE("settings that are not a readable file") {
+  CacheRegistry registry;
+  auto dir = env_dir("CACHELOCK_TEST_DATA");
+  CHECK_THROWS_WITH_AS(registry.load_file(dir), (dir + ": is a directory, not a settings file").c_str(),
+                       ConfigError);
+  auto missing = dir + "/no-such-settings.yaml";
+  CHECK_THROWS_WITH_AS(registry.load_file(missing),
+                       (missing + ": cannot open the settings file: No such file or directory").c_str(),
+                       ConfigError);
+  std::string huge(2 << 20, '#');
+  CHECK_THROWS_WITH_AS(registry.load_yaml(huge, "huge.yaml"),
+                       "huge.yaml: 2097152 bytes is too large for a settings file (at most 1048576)",
+                       ConfigError);
+  CHECK_THROWS_WITH_AS(registry.load_yaml("CACHES:\n  default:\n    BACKEND: memory\n    TIMEOUT: soon\n",
+                                          "settings.yaml"),
+                       "settings.yaml:4:14: CACHES.default.TIMEOUT: expected a number of seconds or "
+                       "null, got \"soon\"",
+                       ConfigError);
+}
