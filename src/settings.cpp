@@ -26,6 +26,7 @@
 
 #include "cachelock/config.hpp"
 #include "cachelock/dummy_cache.hpp"
+#include "cachelock/file_cache.hpp"
 #include "cachelock/errors.hpp"
 #include "cachelock/memory_cache.hpp"
 #if CACHELOCK_HAS_MEMCACHED
@@ -440,8 +441,17 @@ AliasSettings parse_alias(const std::string& name, const Field& alias) {
 #endif
       break;
     }
-    case Backend::file:
-      backend_field->fail("the file backend is not available yet; use memory, memcached or dummy");
+    case Backend::file: {
+      if (!location || location->is_null()) {
+        (location ? *location : alias).fail("the file backend needs LOCATION: a directory");
+      }
+      if (!location->node().IsScalar()) location->expected("a directory");
+      FileOptions file{.directory = location->text()};
+      if (file.directory.empty()) location->expected("a directory");
+      parse_cull_options("file");
+      settings.factory = [file, cache] { return std::make_shared<FileCache>(file, cache); };
+      break;
+    }
   }
   return settings;
 }

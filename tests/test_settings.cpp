@@ -45,15 +45,20 @@ struct ScopedEnv {
 
 }  // namespace
 
-TEST_CASE("config/cachelock.yaml: a memory default and a dummy alias") {
+TEST_CASE("config/cachelock.yaml: a memory default, a file alias and a dummy alias") {
   CacheRegistry registry;
   registry.load_file(config_file("cachelock.yaml"));
-  CHECK(registry.aliases() == std::vector<std::string>{"default", "off"});
+  CHECK(registry.aliases() == std::vector<std::string>{"default", "host", "off"});
   CHECK(registry.default_alias() == "default");
   CHECK(is<cachelock::MemoryCache>(registry.get()));
   CHECK(registry.get()->options().timeout == cachelock::Timeout{300s});
   CHECK(is<cachelock::DummyCache>(registry.get("off")));
-
+  auto host = std::dynamic_pointer_cast<cachelock::FileCache>(registry.get("host"));
+  REQUIRE(host != nullptr);
+  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+  CHECK(host->file_options().directory ==
+        std::string{runtime && *runtime ? runtime : "/tmp"} + "/cachelock-example");
+  CHECK(host->options().timeout == cachelock::Timeout{60s});
 }
 
 #if CACHELOCK_HAS_MEMCACHED
@@ -131,6 +136,16 @@ TEST_CASE("BACKEND takes Django's dotted paths and short names") {
       {"dummy", false},
       {"django.core.cache.backends.dummy.DummyCache", false},
   };
+  for (const char* backend : {"file", "django.core.cache.backends.filebased.FileBasedCache"}) {
+    CAPTURE(backend);
+    CacheRegistry registry;
+    registry.load_yaml(std::string{"CACHES:\n  default:\n    BACKEND: "} + backend +
+                       "\n    LOCATION: /tmp/cachelock-settings-test\n    OPTIONS: {MAX_ENTRIES: 50}\n");
+    auto file = std::dynamic_pointer_cast<cachelock::FileCache>(registry.get());
+    REQUIRE(file != nullptr);
+    CHECK(file->file_options().directory == "/tmp/cachelock-settings-test");
+    CHECK(file->options().max_entries == 50);
+  }
   for (const auto& c : cases) {
     CAPTURE(c.backend);
     CacheRegistry registry;
@@ -376,6 +391,10 @@ TEST_CASE("malformed settings: each gets its exact error, none crashes") {
        ":4:17: CACHES.default.KEY_PREFIX: '${not a name}' is not a variable reference; write ${NAME} or "
        "${NAME:-fallback}"},
       {"variable-unclosed", ":4:17: CACHES.default.KEY_PREFIX: unclosed '${' in \"${HOME\""},
+      {"file-no-location", ":3:5: CACHES.default: the file backend needs LOCATION: a directory"},
+      {"file-location-list", ":4:15: CACHES.default.LOCATION: expected a directory, got a list"},
+      {"file-option-unknown",
+       ":6:7: CACHES.default.OPTIONS.timeout: unknown file option; known: MAX_ENTRIES, CULL_FREQUENCY"},
       {"two-documents", ":4:1: a second YAML document; settings are one document"},
       {"stray-comma", ":2:2: invalid YAML: unexpected text after the settings"},
       {"tab-indent", ":2:9: invalid YAML: illegal map value (YAML indents with spaces; this file has tabs)"},

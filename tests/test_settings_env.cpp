@@ -73,7 +73,9 @@ TEST_CASE("$CACHELOCK_SETTINGS is loaded at the first use") {
   auto path = config_file("cachelock.yaml");
   CHECK(in_child(path.c_str(), [] {
           auto& registry = CacheRegistry::global();
-          if (registry.aliases() != std::vector<std::string>{"default", "off"}) return std::string{"aliases"};
+          if (registry.aliases() != std::vector<std::string>{"default", "host", "off"}) {
+            return std::string{"aliases"};
+          }
           cachelock::Lock off{"job", {.alias = "off"}};
           return expect(off.owns_lock(), "lock on the dummy alias");
         }) == "");
@@ -92,7 +94,7 @@ TEST_CASE("aliases added in code join the settings from $CACHELOCK_SETTINGS") {
   CHECK(in_child(path.c_str(), [] {
           auto& registry = CacheRegistry::global();
           registry.add("extra", std::make_shared<cachelock::MemoryCache>());
-          return expect(registry.aliases() == std::vector<std::string>{"default", "extra", "off"},
+          return expect(registry.aliases() == std::vector<std::string>{"default", "extra", "host", "off"},
                         "aliases lost");
         }) == "");
 }

@@ -5,6 +5,7 @@
 #include "cachelock/config.hpp"
 #include "cachelock/dummy_cache.hpp"
 #include "cachelock/errors.hpp"
+#include "cachelock/file_cache.hpp"
 #include "cachelock/lock.hpp"
 #include "cachelock/memory_cache.hpp"
 #if CACHELOCK_HAS_MEMCACHED
