@@ -1,6 +1,7 @@
 #include "cachelock/lock.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <random>
 #include <thread>
 #include <utility>
@@ -10,6 +11,7 @@
 #include "cachelock/cache.hpp"
 #include "cachelock/errors.hpp"
 #include "cachelock/registry.hpp"
+#include "renewal.hpp"
 #include "text.hpp"
 #include "token.hpp"
 
@@ -52,6 +54,35 @@ void check_ttl(std::optional<milliseconds> ttl, std::string_view key) {
 
 }  // namespace
 
+std::optional<LockOwner> LockOwner::parse(std::string_view token) {
+  // HOST:PID:SINCE_MS:EXPIRES_MS:NONCE, read from the right.
+  std::string_view fields[4];
+  auto rest = token;
+  for (int i = 3; i >= 0; --i) {
+    auto colon = rest.rfind(':');
+    if (colon == std::string_view::npos) return std::nullopt;
+    fields[i] = rest.substr(colon + 1);
+    rest = rest.substr(0, colon);
+  }
+  auto number = [](std::string_view text, auto& out) {
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+    return ec == std::errc{} && end == text.data() + text.size() && !text.empty();
+  };
+  LockOwner owner;
+  std::int64_t since = 0, expires = 0;
+  bool hex_nonce = fields[3].size() == 16 &&
+                   std::all_of(fields[3].begin(), fields[3].end(),
+                               [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+  if (rest.empty() || !hex_nonce || !number(fields[0], owner.pid) || !number(fields[1], since) ||
+      !number(fields[2], expires)) {
+    return std::nullopt;
+  }
+  owner.host = rest;
+  owner.since = std::chrono::system_clock::time_point{milliseconds{since}};
+  if (expires != 0) owner.expires = std::chrono::system_clock::time_point{milliseconds{expires}};
+  return owner;
+}
+
 Lock::Lock(std::string key, LockOptions options) : Lock{std::move(key), std::defer_lock, std::move(options)} {
   acquire();
 }
@@ -69,6 +100,7 @@ Lock::Lock(Lock&& other) noexcept
       leased_{std::move(other.leased_)},
       lease_version_{other.lease_version_},
       token_{std::move(other.token_)},
+      renewal_{std::move(other.renewal_)},
       fork_generation_{other.fork_generation_},
       owns_{std::exchange(other.owns_, false)} {}
 
@@ -80,6 +112,7 @@ Lock& Lock::operator=(Lock&& other) noexcept {
     leased_ = std::move(other.leased_);
     lease_version_ = other.lease_version_;
     token_ = std::move(other.token_);
+    renewal_ = std::move(other.renewal_);
     fork_generation_ = other.fork_generation_;
     owns_ = std::exchange(other.owns_, false);
   }
@@ -99,19 +132,22 @@ bool Lock::try_acquire_until(Clock::time_point deadline) {
   if (owns_) {
     throw LockError(fmt::format("lock {} is already owned by this guard", detail::quote(key_)));
   }
+  renewal_.reset();  // a guard taken again starts afresh
   if (!options_.cache) {
     auto lease = CacheRegistry::global().borrow(options_.alias);
     leased_ = std::move(lease.cache);
     lease_version_ = lease.version;
   }
-  token_ = detail::new_token();
-  Timeout ttl = options_.ttl ? Timeout{*options_.ttl} : Timeout::standard();
+  Timeout ttl = cache().resolve(options_.ttl ? Timeout{*options_.ttl} : Timeout::standard());
+  auto lifetime = ttl.is_never() ? std::nullopt : std::optional{ttl.duration()};
+  token_ = detail::new_token(lifetime);
   Backoff backoff;
   try {
     do {
       if (cache().add(key_, token_, ttl)) {
         fork_generation_ = detail::fork_generation();
         owns_ = true;
+        if (options_.renew && lifetime) start_renewal(*lifetime);
         return true;
       }
     } while (backoff.sleep_before_retry(deadline));
@@ -122,6 +158,25 @@ bool Lock::try_acquire_until(Clock::time_point deadline) {
   return_lease();
   return false;
 }
+
+void Lock::start_renewal(std::chrono::milliseconds ttl) {
+  auto renewal = std::make_shared<detail::Renewal>();
+  renewal->cache = options_.cache ? options_.cache : leased_;
+  renewal->key = key_;
+  renewal->token = token_;
+  renewal->ttl = ttl;
+  renewal->on_lost = options_.on_lost;
+  renewal_ = renewal;
+  detail::renew_in_background(std::move(renewal));
+}
+
+std::string Lock::token() const {
+  if (!renewal_) return token_;
+  std::lock_guard guard{renewal_->mutex};
+  return renewal_->token;
+}
+
+bool Lock::lost() const noexcept { return renewal_ && renewal_->lost.load(); }
 
 void Lock::return_lease() noexcept {
   if (leased_) {
@@ -154,6 +209,13 @@ bool Lock::release() {
     Lock& lock;
     ~ReturnLease() { lock.return_lease(); }
   } on_exit{*this};
+  if (renewal_) {
+    // Under the renewal's mutex, so the renewal thread cannot cross the release.
+    std::lock_guard guard{renewal_->mutex};
+    renewal_->active = false;
+    if (renewal_->lost) return false;
+    return cache().erase_if_equals(key_, renewal_->token);
+  }
   return cache().erase_if_equals(key_, token_);
 }
 
@@ -167,13 +229,36 @@ void Lock::release_quietly() noexcept {
 bool Lock::extend(std::optional<milliseconds> ttl) {
   if (!owns_ || fork_generation_ != detail::fork_generation()) return false;
   check_ttl(ttl, key_);
-  auto lifetime = ttl ? ttl : options_.ttl;
-  Timeout timeout = lifetime ? Timeout{*lifetime} : Timeout::standard();
-  if (!cache().replace_if_equals(key_, token_, token_, timeout)) {
-    owns_ = false;
-    return_lease();
+  auto requested = ttl ? ttl : options_.ttl;
+  Timeout timeout = cache().resolve(requested ? Timeout{*requested} : Timeout::standard());
+  auto lifetime = timeout.is_never() ? std::nullopt : std::optional{timeout.duration()};
+  std::unique_lock<std::mutex> guard;
+  std::string* current = &token_;
+  if (renewal_) {
+    guard = std::unique_lock{renewal_->mutex};
+    current = &renewal_->token;
+    if (!renewal_->active) {
+      owns_ = false;
+      return_lease();
+      return false;
+    }
   }
-  return owns_;
+  auto next = detail::retimed_token(*current, lifetime);
+  if (!cache().replace_if_equals(key_, *current, next, timeout)) {
+    owns_ = false;
+    if (renewal_) {
+      renewal_->active = false;
+      renewal_->lost = true;
+    }
+    return_lease();
+    return false;
+  }
+  *current = std::move(next);
+  if (renewal_ && lifetime) {
+    renewal_->ttl = *lifetime;  // later renewals keep the lifetime asked for here
+    renewal_->confirmed_until = std::chrono::steady_clock::now() + *lifetime;
+  }
+  return true;
 }
 
 Mutex::Mutex(std::string key, LockOptions options)

@@ -50,7 +50,8 @@ OnceCore::OnceCore(std::string key_template, OnceOptions options, std::optional<
       lock_options_{.alias = std::move(options.alias),
                     .cache = std::move(options.cache),
                     .ttl = options.ttl,
-                    .wait = options.wait},
+                    .wait = options.wait,
+                    .renew = options.renew},
       raise_if_lock_{options.raise_if_lock} {
   auto fail = [this](std::string_view what) {
     throw ConfigError(fmt::format("once key template {}: {}", quote(template_), what));

@@ -59,24 +59,52 @@ struct TokenSource {
 
 std::uint64_t fork_generation() noexcept { return generation.load(std::memory_order_relaxed); }
 
-std::string new_token() {
+namespace {
+
+std::int64_t expiry_ms(std::int64_t now_ms, std::optional<std::chrono::milliseconds> lifetime) {
+  return lifetime ? now_ms + lifetime->count() : 0;
+}
+
+void append_number(std::string& out, std::int64_t value) {
+  char digits[20];
+  out.append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
+}
+
+}  // namespace
+
+std::string new_token(std::optional<std::chrono::milliseconds> lifetime) {
   thread_local TokenSource source;
   if (auto current = fork_generation(); source.generation != current) source.refresh(current);
-  // Tokens are made on every acquire: the millisecond part is rendered only
-  // when it changes, and the nonce is written directly.
-  if (auto now = coarse_unix_ms(); now != source.ms) {
+  // Tokens are made on every acquire: the "SINCE_MS:" part is rendered only
+  // when the millisecond changes, and the nonce is written directly.
+  auto now = coarse_unix_ms();
+  if (now != source.ms) {
     source.ms = now;
-    char digits[20];
-    auto end = std::to_chars(digits, digits + sizeof digits, now).ptr;
     source.head.resize(source.ms_at);
-    source.head.append(digits, end).push_back(':');
+    append_number(source.head, now);
+    source.head.push_back(':');
   }
-  std::string token(source.head.size() + 16, '0');
-  source.head.copy(token.data(), source.head.size());
-  char* hex = token.data() + source.head.size();
+  std::string token;
+  token.reserve(source.head.size() + 20 + 1 + 16);
+  token.append(source.head);
+  append_number(token, expiry_ms(now, lifetime));
+  token.push_back(':');
+  auto at = token.size();
+  token.resize(at + 16);
   auto nonce = source.next();
-  for (int i = 15; i >= 0; --i, nonce >>= 4) hex[i] = "0123456789abcdef"[nonce & 0xf];
+  for (int i = 15; i >= 0; --i, nonce >>= 4) token[at + static_cast<std::size_t>(i)] = "0123456789abcdef"[nonce & 0xf];
   return token;
+}
+
+std::string retimed_token(std::string_view token, std::optional<std::chrono::milliseconds> lifetime) {
+  // HOST:PID:SINCE_MS:EXPIRES_MS:NONCE; the host may not hold ':' but count from the right anyway.
+  auto nonce_at = token.rfind(':');
+  auto expires_at = nonce_at == std::string_view::npos ? nonce_at : token.rfind(':', nonce_at - 1);
+  if (expires_at == std::string_view::npos) return std::string{token};  // not ours: leave it be
+  std::string out{token.substr(0, expires_at + 1)};
+  append_number(out, expiry_ms(coarse_unix_ms(), lifetime));
+  out.append(token.substr(nonce_at));
+  return out;
 }
 
 }  // namespace cachelock::detail

@@ -40,21 +40,112 @@ TEST_CASE("a free key is taken and freed at scope exit") {
   CHECK(again.token() != token);
 }
 
-TEST_CASE("the owner token names host, pid, time and a random part") {
+TEST_CASE("the owner token names host, pid, since and expiry, and a random part") {
   test::FreshRegistry fresh;
-  Lock lock{"foo"};
-  const auto& token = lock.token();
-  auto pid = ":" + std::to_string(::getpid()) + ":";
-  CHECK(token.find(pid) != std::string::npos);
-  auto last = token.rfind(':');
-  REQUIRE(last != std::string::npos);
-  CHECK(token.size() - last - 1 == 16);
-  auto since = std::stoll(token.substr(token.rfind(':', last - 1) + 1));
-  auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                 std::chrono::system_clock::now().time_since_epoch())
-                 .count();
-  CHECK(since <= now);
-  CHECK(since > now - 60'000);
+  auto before = std::chrono::system_clock::now();
+  Lock lock{"foo", {.ttl = 30s}};
+  auto owner = cachelock::LockOwner::parse(lock.token());
+  REQUIRE(owner.has_value());
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  CHECK(owner->host == host);
+  CHECK(owner->pid == ::getpid());
+  CHECK(owner->since >= before - 50ms);  // coarse clock: a tick's lag is allowed
+  CHECK(owner->since <= std::chrono::system_clock::now());
+  REQUIRE(owner->expires.has_value());
+  CHECK(*owner->expires - owner->since == 30s);
+  Lock other{"bar"};
+  CHECK(other.token() != lock.token());
+  CHECK(other.token().substr(other.token().rfind(':') + 1).size() == 16);
+}
+
+TEST_CASE("LockOwner::parse reads only cachelock tokens") {
+  auto owner = cachelock::LockOwner::parse("web-1:4242:1795747643001:0:0123456789abcdef");
+  REQUIRE(owner.has_value());
+  CHECK(owner->host == "web-1");
+  CHECK(owner->pid == 4242);
+  CHECK(owner->since == std::chrono::system_clock::time_point{1795747643001ms});
+  CHECK_FALSE(owner->expires.has_value());  // 0: never expires
+  for (const char* other : {"1", "", "a:b:c:d:e", "h:1:2:3:0123456789abcdeg", ":1:2:3:0123456789abcdef",
+                            "h:1:2:3:0123456789abcde", "h:x:2:3:0123456789abcdef"}) {
+    CAPTURE(other);
+    CHECK_FALSE(cachelock::LockOwner::parse(other).has_value());
+  }
+}
+
+TEST_CASE("extend stores the new expiry in the token") {
+  test::FreshRegistry fresh;
+  Lock lock{"job", {.ttl = 1s}};
+  auto first = cachelock::LockOwner::parse(lock.token());
+  std::this_thread::sleep_for(50ms);
+  REQUIRE(lock.extend(10s));
+  auto second = cachelock::LockOwner::parse(lock.token());
+  REQUIRE(first.has_value());
+  REQUIRE(second.has_value());
+  CHECK(second->since == first->since);
+  CHECK(*second->expires - *first->expires > 9s);
+  CHECK(default_cache()->get("job") == lock.token());
+}
+
+TEST_CASE("renew keeps a lock held past many ttls, and stops at release") {
+  test::FreshRegistry fresh;
+  Lock lock{"job", {.ttl = 300ms, .renew = true}};
+  auto first_token = lock.token();
+  for (int i = 0; i < 10; ++i) {  // 1.5 s: five times the ttl
+    std::this_thread::sleep_for(150ms);
+    CHECK_THROWS_AS(Lock("job"), LockError);
+  }
+  CHECK_FALSE(lock.lost());
+  CHECK(lock.token() != first_token);  // renewals stored new expiries
+  CHECK(default_cache()->get("job") == lock.token());
+  CHECK(lock.release());
+  CHECK_FALSE(default_cache()->get("job").has_value());
+  std::this_thread::sleep_for(200ms);  // a renewal due now must not resurrect it
+  CHECK_FALSE(default_cache()->get("job").has_value());
+}
+
+TEST_CASE("renew reports a lost lock and calls on_lost") {
+  test::FreshRegistry fresh;
+  std::promise<void> told;
+  Lock lock{"job", {.ttl = 300ms, .renew = true, .on_lost = [&] { told.set_value(); }}};
+  default_cache()->set("job", "someone else");  // as if it had expired and been taken
+  auto told_future = told.get_future();
+  REQUIRE(told_future.wait_for(2s) == std::future_status::ready);
+  CHECK(lock.lost());
+  CHECK_FALSE(lock.release());
+  CHECK(default_cache()->get("job") == "someone else");  // untouched
+}
+
+namespace {
+// A cache whose compare operations can be made to fail like a dead server.
+class FlakyCache : public test::MapCache {
+ public:
+  std::atomic<bool> down{false};
+
+ protected:
+  bool replace_if_equals_(std::string_view key, std::string_view expected, std::string_view value,
+                          cachelock::Timeout timeout) override {
+    if (down) throw cachelock::CacheError("server unreachable");
+    return MapCache::replace_if_equals_(key, expected, value, timeout);
+  }
+};
+}  // namespace
+
+TEST_CASE("renew rides out a short outage and gives up after a whole ttl of them") {
+  test::FreshRegistry fresh;
+  auto cache = std::make_shared<FlakyCache>();
+  std::atomic<bool> lost{false};
+  Lock lock{"job", {.cache = cache, .ttl = 400ms, .renew = true, .on_lost = [&] { lost = true; }}};
+  cache->down = true;
+  std::this_thread::sleep_for(250ms);  // shorter than the ttl
+  cache->down = false;
+  std::this_thread::sleep_for(500ms);
+  CHECK_FALSE(lock.lost());
+  CHECK(cache->get("job") == lock.token());
+  cache->down = true;
+  std::this_thread::sleep_for(900ms);  // longer than the ttl
+  CHECK(lost.load());
+  CHECK(lock.lost());
 }
 
 TEST_CASE("a lock expires after its ttl and lets a new owner in") {

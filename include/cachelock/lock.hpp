@@ -24,6 +24,23 @@
 namespace cachelock {
 
 class Mutex;
+namespace detail {
+struct Renewal;
+}
+
+/// Who holds a lock, read from the owner token stored under its key.
+struct LockOwner {
+  std::string host;
+  long pid = 0;
+  std::chrono::system_clock::time_point since{};
+  /// When the lock expires unless extended (as of its last acquire, extend or
+  /// renewal); nullopt for a lock that never expires.
+  std::optional<std::chrono::system_clock::time_point> expires{};
+
+  /// Reads a token written by cachelock (`HOST:PID:SINCE_MS:EXPIRES_MS:NONCE`).
+  /// nullopt for any other value, such as Django's `cache.add(key, 1)`.
+  static std::optional<LockOwner> parse(std::string_view token);
+};
 
 /// Holds `key` in a cache for its lifetime, like Python's `with Lock(key)`.
 ///
@@ -69,6 +86,8 @@ class Lock {
   /// guard's token is still stored; true if so. False means the lock was lost
   /// and the guard owns nothing any more. Throws: CacheError, ConfigError.
   bool extend(std::optional<std::chrono::milliseconds> ttl = std::nullopt);
+  /// With `renew`: true once the renewal thread found the lock lost.
+  bool lost() const noexcept;
 
   /// True between a successful acquire and release (or a failed extend).
   bool owns_lock() const noexcept { return owns_; }
@@ -76,7 +95,8 @@ class Lock {
   /// The user key, as given.
   const std::string& key() const noexcept { return key_; }
   /// The owner token stored while the lock is held (empty before acquire).
-  const std::string& token() const noexcept { return token_; }
+  /// Extends and renewals store a new one, with the new expiry.
+  std::string token() const;
 
  private:
   friend class Mutex;
@@ -85,12 +105,14 @@ class Lock {
   void release_quietly() noexcept;
   Cache& cache() const noexcept { return options_.cache ? *options_.cache : *leased_; }
   void return_lease() noexcept;
+  void start_renewal(std::chrono::milliseconds ttl);
 
   std::string key_;
   LockOptions options_;
   std::shared_ptr<Cache> leased_;  // the alias's cache, held while the lock is
   std::uint64_t lease_version_ = 0;
-  std::string token_;
+  std::string token_;  // while renewal_ is set, renewal_->token is the current one
+  std::shared_ptr<detail::Renewal> renewal_;
   std::uint64_t fork_generation_ = 0;
   bool owns_ = false;
 };

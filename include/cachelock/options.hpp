@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,6 +29,15 @@ struct LockOptions {
   /// Lock only: how long to keep trying while the key is held, with
   /// exponential backoff and jitter. Zero (the default) fails at once.
   std::chrono::milliseconds wait{0};
+  /// Keep the lock alive while it is held: one background thread, shared by
+  /// every renewing lock of the process, extends it every ttl/3. If the lock
+  /// turns out to be lost (expired and taken, or its server restarted), or
+  /// the backend cannot be reached for a whole ttl, renewal stops, lost()
+  /// becomes true and `on_lost` runs (on that thread). No effect on locks
+  /// that never expire.
+  bool renew = false;
+  /// Called once, from the renewal thread, when a renewing lock is lost.
+  std::function<void()> on_lost{};
 };
 
 /// How a `once` wrapper builds its key and takes its lock.
@@ -46,6 +56,8 @@ struct OnceOptions {
   std::chrono::milliseconds wait{0};
   /// When the key is held: throw LockError instead of skipping the call.
   bool raise_if_lock = false;
+  /// As LockOptions::renew: keep the key while a long call runs.
+  bool renew = false;
 };
 
 }  // namespace cachelock

@@ -1,0 +1,34 @@
+// Background renewal of locks taken with LockOptions::renew (internal).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "cachelock/cache.hpp"
+
+namespace cachelock::detail {
+
+/// A held lock, shared by its Lock and the renewal thread. Both take `mutex`
+/// for any operation on the lock, so a renewal never crosses a release.
+struct Renewal {
+  std::mutex mutex;
+  std::shared_ptr<Cache> cache;  // keeps the cache alive while renewing
+  std::string key;
+  std::string token;              // the stored token; each renewal writes a new one
+  std::chrono::milliseconds ttl{0};
+  std::function<void()> on_lost;
+  bool active = true;             // false once released, lost or given up
+  std::atomic<bool> lost{false};
+  std::chrono::steady_clock::time_point due{};
+  std::chrono::steady_clock::time_point confirmed_until{};  // last success + ttl
+};
+
+/// Starts renewing `renewal` every ttl/3 on the process's renewal thread
+/// (started on first use, and again in a child after fork()).
+void renew_in_background(std::shared_ptr<Renewal> renewal);
+
+}  // namespace cachelock::detail
