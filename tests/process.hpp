@@ -1,0 +1,141 @@
+// Starting programs from tests and collecting what they print (test helper).
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace test {
+
+/// A child process with its own environment; stdout and stderr go to files.
+class Process {
+ public:
+  /// `env`: variables to set (a value of nullptr unsets), on top of ours.
+  Process(const std::vector<std::string>& argv, const std::map<std::string, const char*>& env = {}) {
+    static int serial = 0;
+    auto stem = std::string{"/tmp/cachelock-process-"} + std::to_string(::getpid()) + "-" +
+                std::to_string(serial++);
+    out_path_ = stem + ".out";
+    err_path_ = stem + ".err";
+
+    std::map<std::string, std::string> vars;
+    for (char** e = environ; *e; ++e) {
+      std::string entry{*e};
+      auto eq = entry.find('=');
+      if (eq != std::string::npos) vars[entry.substr(0, eq)] = entry.substr(eq + 1);
+    }
+    for (const auto& [name, value] : env) {
+      if (value) {
+        vars[name] = value;
+      } else {
+        vars.erase(name);
+      }
+    }
+    std::vector<std::string> env_strings;
+    for (const auto& [name, value] : vars) env_strings.push_back(name + "=" + value);
+    std::vector<char*> envp, args;
+    for (auto& s : env_strings) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    std::vector<std::string> argv_copy = argv;
+    for (auto& s : argv_copy) args.push_back(s.data());
+    args.push_back(nullptr);
+
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int error = posix_spawn(&pid_, args[0], &actions, nullptr, args.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    if (error != 0) pid_ = -1;
+  }
+  ~Process() {
+    if (pid_ > 0 && !done_) {
+      ::kill(pid_, SIGKILL);
+      wait();
+    }
+    ::unlink(out_path_.c_str());
+    ::unlink(err_path_.c_str());
+  }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  pid_t pid() const { return pid_; }
+  void signal(int sig) const { ::kill(pid_, sig); }
+
+  /// Exit code, or 128 + the signal that ended it; -1 if it could not start.
+  int wait() {
+    if (pid_ <= 0) return -1;
+    if (!done_) {
+      int status = 0;
+      while (::waitpid(pid_, &status, 0) < 0) {
+      }
+      code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      done_ = true;
+    }
+    return code_;
+  }
+  /// Whether it has ended, without waiting.
+  bool ended() {
+    if (done_) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      done_ = true;
+    }
+    return done_;
+  }
+
+  std::string out() const { return slurp(out_path_); }
+  std::string err() const { return slurp(err_path_); }
+
+ private:
+  static std::string slurp(const std::string& path) {
+    std::ifstream in{path};
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+
+  pid_t pid_ = -1;
+  bool done_ = false;
+  int code_ = -1;
+  std::string out_path_, err_path_;
+};
+
+/// Runs a program to its end.
+struct Ran {
+  int code;
+  std::string out, err;
+};
+inline Ran run(const std::vector<std::string>& argv, const std::map<std::string, const char*>& env = {}) {
+  Process process{argv, env};
+  int code = process.wait();
+  return {code, process.out(), process.err()};
+}
+
+/// Polls `done` every 20 ms until it holds or `limit` passes.
+template <class Done>
+bool eventually(Done done, std::chrono::milliseconds limit = std::chrono::seconds{10}) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds{20});
+  }
+  return done();
+}
+
+}  // namespace test

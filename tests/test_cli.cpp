@@ -1,0 +1,258 @@
+// The cachelock command, driven as users drive it: separate processes.
+#include <doctest/doctest.h>
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <cachelock/config.hpp>
+
+#include "process.hpp"
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+using test::Process;
+
+namespace {
+
+std::string cli() {
+  const char* path = std::getenv("CACHELOCK_CLI");
+  REQUIRE_MESSAGE(path != nullptr, "CACHELOCK_CLI is not set; run the tests through meson test");
+  return path;
+}
+
+std::string host_name() {
+  char name[256] = {};
+  ::gethostname(name, sizeof name - 1);
+  return name;
+}
+
+// A private runtime directory and settings file per test.
+struct Sandbox {
+  std::string dir;
+  std::string settings;
+  std::map<std::string, const char*> env;
+
+  Sandbox() {
+    std::string pattern = (fs::temp_directory_path() / "cachelock-cli-XXXXXX").string();
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    dir = pattern;
+    settings = dir + "/settings.yaml";
+    std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: file\n    LOCATION: " << dir
+                            << "/locks\n    TIMEOUT: 60\n  other:\n    BACKEND: file\n    LOCATION: " << dir
+                            << "/other\n";
+    env = {{"CACHELOCK_SETTINGS", settings.c_str()}, {"XDG_RUNTIME_DIR", dir.c_str()}};
+  }
+  ~Sandbox() {
+    std::error_code ignored;
+    fs::remove_all(dir, ignored);
+  }
+
+  std::vector<std::string> args(std::initializer_list<std::string> rest) const {
+    std::vector<std::string> all{cli()};
+    all.insert(all.end(), rest);
+    return all;
+  }
+  test::Ran run(std::initializer_list<std::string> rest) const { return test::run(args(rest), env); }
+  bool held(const std::string& key) const { return run({"status", key}).code == 1; }
+};
+
+}  // namespace
+
+TEST_CASE("cli: --help for the command and every subcommand") {
+  Sandbox box;
+  auto top = box.run({"--help"});
+  CHECK(top.code == 0);
+  CHECK(top.out.find("Usage: ") != std::string::npos);
+  CHECK(top.out.find("--settings") != std::string::npos);
+  for (const char* sub : {"run", "status", "release", "check"}) {
+    CAPTURE(sub);
+    auto help = box.run({sub, "--help"});
+    CHECK(help.code == 0);
+    CHECK(help.out.find(std::string{"cachelock "} + sub) != std::string::npos);
+  }
+  CHECK(box.run({"run", "--help"}).out.find("--conflict-exit") != std::string::npos);
+  CHECK(box.run({"release", "--help"}).out.find("--force") != std::string::npos);
+  auto bad = box.run({"frobnicate"});
+  CHECK(bad.code == 64);
+  CHECK(box.run({}).code == 64);
+}
+
+TEST_CASE("cli: a held key is refused with exit 75 and its holder named") {
+  Sandbox box;
+  Process holder{box.args({"run", "job", "--", "sleep", "30"}), box.env};
+  REQUIRE(test::eventually([&] { return box.held("job"); }));
+
+  auto refused = box.run({"run", "job", "--", "true"});
+  CHECK(refused.code == 75);
+  auto expected_start = "cachelock: job is held by " + host_name() + " pid " + std::to_string(holder.pid()) + " since ";
+  CHECK(refused.err.rfind(expected_start, 0) == 0);
+  CHECK(refused.err.ends_with(" (alias default)\n"));
+  CHECK(refused.out.empty());
+
+  CHECK(box.run({"run", "job", "--conflict-exit", "9", "--", "true"}).code == 9);
+  auto quiet = box.run({"run", "--quiet", "job", "--", "true"});
+  CHECK(quiet.code == 75);
+  CHECK(quiet.err.empty());
+  CHECK(box.run({"--alias", "other", "run", "job", "--", "true"}).code == 0);  // another alias, another lock
+
+  holder.signal(SIGTERM);
+  CHECK(holder.wait() == 128 + SIGTERM);
+  CHECK_FALSE(box.held("job"));
+}
+
+TEST_CASE("cli: run exits with the program's code, or 128 + its signal") {
+  Sandbox box;
+  CHECK(box.run({"run", "job", "--", "sh", "-c", "exit 7"}).code == 7);
+  CHECK(box.run({"run", "job", "--", "sh", "-c", "kill -KILL $$"}).code == 128 + SIGKILL);
+  CHECK(box.run({"run", "job", "--", "true"}).code == 0);
+  auto missing = box.run({"run", "job", "--", "no-such-program-here"});
+  CHECK(missing.code == 127);
+  CHECK(missing.err == "cachelock: cannot run no-such-program-here: No such file or directory\n");
+  CHECK_FALSE(box.held("job"));  // released after each of them
+  auto output = box.run({"run", "job", "--", "sh", "-c", "echo out; echo err >&2"});
+  CHECK(output.out == "out\n");
+  CHECK(output.err == "err\n");
+}
+
+TEST_CASE("cli: SIGINT, SIGTERM and SIGHUP are passed to the program") {
+  Sandbox box;
+  for (int signal : {SIGINT, SIGTERM, SIGHUP}) {
+    CAPTURE(signal);
+    // The program reports the signal it got through its exit code.
+    Process run{box.args({"run", "job", "--", "sh", "-c",
+                          "trap 'exit 40' INT; trap 'exit 41' TERM; trap 'exit 42' HUP; "
+                          "touch " + box.dir + "/ready; while :; do sleep 0.05; done"}),
+                box.env};
+    REQUIRE(test::eventually([&] { return fs::exists(box.dir + "/ready"); }));
+    run.signal(signal);
+    int expected = signal == SIGINT ? 40 : signal == SIGTERM ? 41 : 42;
+    CHECK(run.wait() == expected);
+    CHECK_FALSE(box.held("job"));
+    fs::remove(box.dir + "/ready");
+  }
+}
+
+TEST_CASE("cli: a run three times longer than its ttl keeps its lock, refusing others throughout") {
+  Sandbox box;
+  Process long_run{box.args({"run", "job", "--ttl", "1", "--", "sleep", "3.5"}), box.env};
+  REQUIRE(test::eventually([&] { return box.held("job"); }));
+  int refusals = 0;
+  while (!long_run.ended()) {
+    auto attempt = box.run({"run", "-q", "job", "--", "true"});
+    if (long_run.ended()) break;  // it may have just finished
+    CHECK(attempt.code == 75);
+    refusals += attempt.code == 75;
+    std::this_thread::sleep_for(200ms);
+  }
+  CHECK(long_run.wait() == 0);
+  CHECK(refusals >= 8);
+  CHECK_FALSE(box.held("job"));
+}
+
+TEST_CASE("cli: SIGKILL of cachelock leaves the key held until its ttl, then free") {
+  Sandbox box;
+  auto pid_file = box.dir + "/program.pid";
+  Process run{box.args({"run", "job", "--ttl", "1", "--", "sh", "-c", "echo $$ > " + pid_file + "; exec sleep 30"}),
+              box.env};
+  REQUIRE(test::eventually([&] { return fs::exists(pid_file) && fs::file_size(pid_file) > 0; }));
+  run.signal(SIGKILL);
+  CHECK(run.wait() == 128 + SIGKILL);
+  CHECK(box.held("job"));
+  auto killed_at = std::chrono::steady_clock::now();
+  CHECK(test::eventually([&] { return !box.held("job"); }, 3s));
+  CHECK(std::chrono::steady_clock::now() - killed_at < 2s);  // freed by the 1 s ttl, not later
+  pid_t orphan = 0;
+  std::ifstream{pid_file} >> orphan;
+  if (orphan > 0) ::kill(orphan, SIGKILL);
+}
+
+TEST_CASE("cli: status, and release that needs --force and names the holder") {
+  Sandbox box;
+  auto free = box.run({"status", "job"});
+  CHECK(free.code == 0);
+  CHECK(free.out == "job is free (alias default)\n");
+
+  Process holder{box.args({"run", "job", "--ttl", "3", "--", "sleep", "30"}), box.env};
+  REQUIRE(test::eventually([&] { return box.held("job"); }));
+  auto held = box.run({"status", "job"});
+  CHECK(held.code == 1);
+  auto who = host_name() + " pid " + std::to_string(holder.pid()) + " since ";
+  CHECK(held.out.rfind("job is held by " + who, 0) == 0);
+  CHECK(held.out.find(", expires in ") != std::string::npos);
+  CHECK(held.out.ends_with(" s unless renewed (alias default)\n"));
+
+  auto refused = box.run({"release", "job"});
+  CHECK(refused.code == 64);
+  CHECK(refused.err == "cachelock: release breaks the lock on job whoever holds it; add --force to do that\n");
+  CHECK(box.held("job"));
+
+  auto released = box.run({"release", "job", "--force"});
+  CHECK(released.code == 0);
+  CHECK(released.out.rfind("released job, held by " + who, 0) == 0);
+  CHECK_FALSE(box.held("job"));
+  auto again = box.run({"release", "job", "--force"});
+  CHECK(again.code == 1);
+  CHECK(again.out == "job was not held (alias default)\n");
+
+  // The holder learns at its next renewal that the lock is gone, and stops its program.
+  CHECK(holder.wait() == 128 + SIGTERM);
+  CHECK(holder.err().find("cachelock: lost the lock on job") != std::string::npos);
+}
+
+TEST_CASE("cli: check lists the aliases and reaches each") {
+  Sandbox box;
+  auto ok = box.run({"check"});
+  CHECK(ok.code == 0);
+  CHECK(ok.out.find("default (default): file " + box.dir + "/locks, timeout 60 s, prefix '', version 1: ok, ") !=
+        std::string::npos);
+  CHECK(ok.out.find("other: file " + box.dir + "/other, timeout 300 s") != std::string::npos);
+#if CACHELOCK_HAS_MEMCACHED
+  auto dead = box.dir + "/dead.yaml";
+  // Port 9 (discard) on loopback: nothing listens there.
+  std::ofstream{dead} << "CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: 127.0.0.1:9\n"
+                         "    OPTIONS: {connect_timeout: 0.5, timeout: 0.5}\n";
+  auto failed = box.run({"--settings", dead, "check"});
+  CHECK(failed.code == 69);
+  CHECK(failed.out.find("default (default): memcached 127.0.0.1:9, timeout 300 s, prefix '', version 1: "
+                        "FAILED: memcached 127.0.0.1:9: get ':1:cachelock-check' failed: ") != std::string::npos);
+  auto blocked = box.run({"--settings", dead, "run", "job", "--", "true"});
+  CHECK(blocked.code == 69);  // never runs the program without the lock
+#endif
+}
+
+TEST_CASE("cli: bad settings, aliases and keys get their exit codes") {
+  Sandbox box;
+  auto broken = box.dir + "/broken.yaml";
+  std::ofstream{broken} << "CACHES:\n  default:\n    BACKEND: redis\n";
+  auto bad = box.run({"--settings", broken, "run", "job", "--", "true"});
+  CHECK(bad.code == 78);
+  CHECK(bad.err.rfind("cachelock: " + broken + ":3:14: CACHES.default.BACKEND: unknown BACKEND 'redis'", 0) == 0);
+  auto unknown = box.run({"--alias", "nope", "status", "job"});
+  CHECK(unknown.code == 78);
+  CHECK(unknown.err == "cachelock: unknown cache alias 'nope' (known: 'default', 'other')\n");
+  auto key = box.run({"run", "two words", "--", "true"});
+  CHECK(key.code == 64);
+  CHECK(key.err.find("contains a space") != std::string::npos);
+  CHECK(box.run({"run", "job", "--ttl", "-1", "--", "true"}).code == 64);
+  // --settings wins over $CACHELOCK_SETTINGS.
+  CHECK(box.run({"--settings", box.settings, "--alias", "other", "status", "job"}).code == 0);
+}
+
+TEST_CASE("cli: with no settings, files under $XDG_RUNTIME_DIR exclude other processes") {
+  Sandbox box;
+  std::map<std::string, const char*> env{{"CACHELOCK_SETTINGS", nullptr}, {"XDG_RUNTIME_DIR", box.dir.c_str()}};
+  Process holder{box.args({"run", "job", "--", "sleep", "30"}), env};
+  REQUIRE(test::eventually([&] { return test::run(box.args({"status", "job"}), env).code == 1; }));
+  CHECK(test::run(box.args({"run", "job", "--", "true"}), env).code == 75);
+  auto check = test::run(box.args({"check"}), env);
+  CHECK(check.out.find("default (default): file " + box.dir + "/cachelock, timeout 60 s") != std::string::npos);
+  struct stat info {};
+  REQUIRE(::stat((box.dir + "/cachelock").c_str(), &info) == 0);
+  CHECK((info.st_mode & 0777) == 0700);
+  holder.signal(SIGTERM);
+  holder.wait();
+}
