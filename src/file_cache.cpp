@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 #include <vector>
 
@@ -152,10 +153,23 @@ std::string encode(std::string_view key, std::string_view value, const Expiry& e
   return out;
 }
 
+// The header's expiry and boot id, if `bytes` starts with a header; the
+// checksum is not verified (decode() does that).
+std::optional<Record> decode_header(std::string_view bytes) {
+  if (bytes.size() < header_size || std::memcmp(bytes.data(), magic, sizeof magic) != 0) return std::nullopt;
+  Record record;
+  std::memcpy(record.boot.data(), bytes.data() + 8, 16);
+  record.expiry.never = (take<std::uint32_t>(bytes, 4) & never_flag) != 0;
+  record.expiry.boot_ns = take<std::int64_t>(bytes, 24);
+  record.expiry.real_ms = take<std::int64_t>(bytes, 32);
+  return record;
+}
+
 // nullopt for anything that is not a whole record: an empty file that a
 // writer created and has not filled, or one a killed writer left half done.
 std::optional<Record> decode(std::string_view bytes) {
-  if (bytes.size() < header_size || std::memcmp(bytes.data(), magic, sizeof magic) != 0) return std::nullopt;
+  auto record = decode_header(bytes);
+  if (!record) return std::nullopt;
   auto key_size = take<std::uint32_t>(bytes, 40);
   auto value_size = take<std::uint32_t>(bytes, 44);
   if (key_size > Cache::max_key_size || value_size > max_value_size ||
@@ -168,13 +182,8 @@ std::optional<Record> decode(std::string_view bytes) {
       take<std::uint64_t>(bytes, 48)) {
     return std::nullopt;
   }
-  Record record;
-  std::memcpy(record.boot.data(), bytes.data() + 8, 16);
-  record.expiry.never = (take<std::uint32_t>(bytes, 4) & never_flag) != 0;
-  record.expiry.boot_ns = take<std::int64_t>(bytes, 24);
-  record.expiry.real_ms = take<std::int64_t>(bytes, 32);
-  record.key = key;
-  record.value = value;
+  record->key = key;
+  record->value = value;
   return record;
 }
 
@@ -190,7 +199,7 @@ struct Store {
   std::atomic<unsigned> writes{0};
 
   [[noreturn]] void fail(std::string_view op, std::string_view key, std::string_view what) const {
-    throw CacheError(fmt::format("file cache {}: {} {} failed: {}", file.directory, op,
+    throw CacheError(fmt::format("file cache {}: {} {} failed: {}", detail::quote(file.directory), op,
                                  detail::quote(key), what));
   }
   [[noreturn]] void fail_errno(std::string_view op, std::string_view key, std::string_view call,
@@ -411,15 +420,8 @@ std::size_t Store::sweep(const unsigned* cull) {
     bytes.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
     // Only the header matters here: a checksum needs the whole file, so a
     // sweep trusts the header of a file it does not fully read.
-    bool abandoned = bytes.size() < header_size || std::memcmp(bytes.data(), magic, sizeof magic) != 0;
-    if (!abandoned) {
-      Record header;
-      std::memcpy(header.boot.data(), bytes.data() + 8, 16);
-      header.expiry.never = (take<std::uint32_t>(bytes, 4) & never_flag) != 0;
-      header.expiry.boot_ns = take<std::int64_t>(bytes, 24);
-      header.expiry.real_ms = take<std::int64_t>(bytes, 32);
-      abandoned = !header.live();
-    }
+    auto header = decode_header(bytes);
+    bool abandoned = !header || !header->live();
     bool culled = !abandoned && cull != nullptr && (*cull == 0 || seen++ % *cull == 0);
     if ((abandoned || culled) && ::unlink(path.c_str()) == 0) ++removed;
   }
@@ -434,9 +436,12 @@ FileCache::FileCache(FileOptions file, CacheOptions options)
     : Cache{std::move(options)}, impl_{std::make_unique<Impl>()} {
   while (file.directory.size() > 1 && file.directory.back() == '/') file.directory.pop_back();
   if (file.directory.empty()) throw ConfigError("file cache: the directory (LOCATION) is empty");
+  // Resolved once, here: every later operation must use the same directory,
+  // whatever the process's working directory becomes.
+  if (file.directory.front() != '/') file.directory = std::filesystem::absolute(file.directory).string();
   if (file.timeout.count() <= 0) {
     throw ConfigError(fmt::format("file cache {}: the timeout must be positive, got {} ms",
-                                  file.directory, file.timeout.count()));
+                                  detail::quote(file.directory), file.timeout.count()));
   }
   impl_->file = std::move(file);
   impl_->max_entries = this->options().max_entries;

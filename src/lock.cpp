@@ -123,10 +123,7 @@ void Lock::acquire() {
   if (!try_acquire()) throw_held(options_.wait.count() > 0);
 }
 
-bool Lock::try_acquire() {
-  auto deadline = options_.wait.count() > 0 ? Clock::now() + options_.wait : Clock::time_point::min();
-  return try_acquire_until(deadline);
-}
+bool Lock::try_acquire() { return try_acquire_until(detail::deadline_after(options_.wait)); }
 
 bool Lock::try_acquire_until(Clock::time_point deadline) {
   if (owns_) {
@@ -143,20 +140,32 @@ bool Lock::try_acquire_until(Clock::time_point deadline) {
   token_ = detail::new_token(lifetime);
   Backoff backoff;
   try {
-    do {
-      if (cache().add(key_, token_, ttl)) {
-        fork_generation_ = detail::fork_generation();
-        owns_ = true;
-        if (options_.renew && lifetime) start_renewal(*lifetime);
-        return true;
+    while (!cache().add(key_, token_, ttl)) {
+      if (!backoff.sleep_before_retry(deadline)) {
+        return_lease();
+        return false;
       }
-    } while (backoff.sleep_before_retry(deadline));
+    }
   } catch (...) {
     return_lease();
     throw;
   }
-  return_lease();
-  return false;
+  try {
+    if (options_.renew && lifetime) start_renewal(*lifetime);
+  } catch (...) {
+    // Taken but not kept alive as asked: give the key back rather than hold
+    // it in a state nobody expects.
+    renewal_.reset();
+    try {
+      cache().erase_if_equals(key_, token_);
+    } catch (...) {  // NOLINT(bugprone-empty-catch): it then frees itself at its ttl
+    }
+    return_lease();
+    throw;
+  }
+  fork_generation_ = detail::fork_generation();
+  owns_ = true;
+  return true;
 }
 
 void Lock::start_renewal(std::chrono::milliseconds ttl) {

@@ -1,5 +1,7 @@
 #include "cachelock/registry.hpp"
 
+#include <pthread.h>
+
 #include <map>
 
 #include <fmt/format.h>
@@ -17,14 +19,14 @@ struct CacheRegistry::Slot {
   explicit Slot(std::shared_ptr<Cache> built) : cache_{std::move(built)}, built_{true} {}
   explicit Slot(Factory make) : factory_{std::move(make)} {}
 
-  std::shared_ptr<Cache> get() {
+  std::shared_ptr<Cache> get(std::string_view alias) {
     if (built_.load(std::memory_order_acquire)) return cache_;
     // Not std::call_once: a factory that throws must leave the slot ready
     // for another attempt, which call_once does not do reliably everywhere.
     std::lock_guard lock{mutex_};
     if (!built_.load(std::memory_order_relaxed)) {
       auto made = factory_();
-      if (!made) throw ConfigError("cache factory returned no cache");
+      if (!made) throw ConfigError(fmt::format("alias {}: its cache factory returned no cache", detail::quote(alias)));
       cache_ = std::move(made);
       built_.store(true, std::memory_order_release);
     }
@@ -73,6 +75,16 @@ CacheRegistry& CacheRegistry::global() {
 namespace {
 std::atomic<std::uint64_t> next_registry_id{1};
 
+// fork() in a threaded program: the global registry's mutex is taken around
+// it, so a child never starts with it locked by a thread it does not have.
+std::mutex* global_mutex = nullptr;
+void lock_before_fork() {
+  if (global_mutex) global_mutex->lock();
+}
+void unlock_after_fork() {
+  if (global_mutex) global_mutex->unlock();
+}
+
 // The calling thread's spare cache reference (see CacheRegistry::borrow).
 struct Spare {
   std::uint64_t registry = 0;
@@ -86,6 +98,8 @@ thread_local Spare spare;
 CacheRegistry::CacheRegistry() : id_{next_registry_id.fetch_add(1)}, config_{Config::built_in()} {}
 
 CacheRegistry::CacheRegistry(Environment) : CacheRegistry{} {
+  global_mutex = &mutex_;
+  pthread_atfork(lock_before_fork, unlock_after_fork, unlock_after_fork);
   const char* path = std::getenv("CACHELOCK_SETTINGS");
   environment_pending_ = path != nullptr && *path != '\0';
 }
@@ -217,7 +231,7 @@ std::shared_ptr<Cache> CacheRegistry::get(std::string_view alias) const {
     throw ConfigError(fmt::format("unknown cache alias {} (known: {})", detail::quote(name),
                                   config->known()));
   }
-  return it->second->get();
+  return it->second->get(name);
 }
 
 bool CacheRegistry::contains(std::string_view alias) const {

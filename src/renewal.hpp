@@ -13,22 +13,24 @@
 namespace cachelock::detail {
 
 /// A held lock, shared by its Lock and the renewal thread. Both take `mutex`
-/// for any operation on the lock, so a renewal never crosses a release.
+/// for any operation on the lock, so a renewal never crosses a release; the
+/// thread's own bookkeeping (`due`, `active`) is atomic, so it never waits
+/// for a lock's mutex while it holds its own.
 struct Renewal {
   std::mutex mutex;
   std::shared_ptr<Cache> cache;  // keeps the cache alive while renewing
   std::string key;
-  std::string token;              // the stored token; each renewal writes a new one
-  std::chrono::milliseconds ttl{0};
+  std::string token;  // the stored token; each renewal writes a new one (guarded by mutex)
+  std::chrono::milliseconds ttl{0};                          // guarded by mutex
+  std::chrono::steady_clock::time_point confirmed_until{};  // last success + ttl; guarded by mutex
   std::function<void()> on_lost;
-  bool active = true;             // false once released, lost or given up
+  std::atomic<bool> active{true};  // false once released, lost or given up
   std::atomic<bool> lost{false};
-  std::chrono::steady_clock::time_point due{};
-  std::chrono::steady_clock::time_point confirmed_until{};  // last success + ttl
+  std::atomic<std::chrono::steady_clock::rep> due{0};  // next attempt, steady_clock ticks
 };
 
 /// Starts renewing `renewal` every ttl/3 on the process's renewal thread
-/// (started on first use, and again in a child after fork()).
+/// (started on first use, and anew in a child after fork()).
 void renew_in_background(std::shared_ptr<Renewal> renewal);
 
 }  // namespace cachelock::detail

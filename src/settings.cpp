@@ -67,20 +67,7 @@ std::string describe(const YAML::Node& node) {
     case YAML::NodeType::Null: return "null";
     case YAML::NodeType::Sequence: return "a list";
     case YAML::NodeType::Map: return "a mapping";
-    case YAML::NodeType::Scalar: {
-      std::string out = "\"";
-      for (unsigned char c : node.Scalar()) {
-        if (c == '"' || c == '\\') {
-          out += '\\';
-          out += static_cast<char>(c);
-        } else if (c < 0x20 || c == 0x7f) {
-          out += fmt::format("\\x{:02x}", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-      }
-      return out + "\"";
-    }
+    case YAML::NodeType::Scalar: return quote(node.Scalar(), '"');
     default: return "nothing";
   }
 }
@@ -233,6 +220,15 @@ std::string join_names(std::initializer_list<std::string_view> names) {
   return out;
 }
 
+// Seconds as milliseconds, rounded up; Timeout caps them at a century, so
+// that no conversion overflows.
+std::chrono::milliseconds milliseconds_of(double seconds) {
+  return Timeout{std::chrono::duration<double>{seconds}}.duration();
+}
+
+const double max_seconds =
+    std::chrono::duration<double>(Timeout::max_duration).count();  // about a century
+
 Timeout parse_timeout(const Field& field) {
   if (field.is_null()) return Timeout::never();
   auto seconds = field.seconds("a number of seconds or null");
@@ -241,7 +237,11 @@ Timeout parse_timeout(const Field& field) {
                            "at once; null means never)",
                            field.node().Scalar()));
   }
-  return std::chrono::duration<double>{seconds};
+  if (seconds > max_seconds) {
+    field.fail(fmt::format("must be at most {:.0f} seconds (a century), got {}; null means never",
+                           max_seconds, field.node().Scalar()));
+  }
+  return milliseconds_of(seconds);
 }
 
 std::int64_t integer_at_least(const Field& field, std::int64_t least) {
@@ -261,7 +261,7 @@ void check_key_prefix(const Field& field, std::string_view prefix) {
 std::chrono::milliseconds positive_duration(const Field& field) {
   auto seconds = field.seconds();
   if (seconds <= 0) field.expected("a number of seconds greater than 0");
-  return std::chrono::ceil<std::chrono::milliseconds>(std::chrono::duration<double>{seconds});
+  return milliseconds_of(seconds);
 }
 
 void add_servers(const Field& field, std::string_view text, MemcachedOptions& options) {
@@ -313,8 +313,7 @@ MemcachedOptions parse_memcached(const Field* location, const Field* options_fie
     } else if (name == "retry_timeout") {
       auto seconds = value.seconds();
       if (seconds < 0) value.expected("a number of seconds, 0 or more");
-      options.retry_timeout =
-          std::chrono::ceil<std::chrono::milliseconds>(std::chrono::duration<double>{seconds});
+      options.retry_timeout = milliseconds_of(seconds);
     } else if (name == "server_failure_limit") {
       options.server_failure_limit = static_cast<unsigned>(integer_at_least(value, 0));
     } else if (name == "distribution") {
@@ -448,6 +447,11 @@ AliasSettings parse_alias(const std::string& name, const Field& alias) {
       if (!location->node().IsScalar()) location->expected("a directory");
       FileOptions file{.directory = location->text()};
       if (file.directory.empty()) location->expected("a directory");
+      if (file.directory.front() != '/') {
+        location->fail(fmt::format("{} is a relative path; give an absolute one, or processes started "
+                                   "in different directories would not share their locks",
+                                   quote(file.directory)));
+      }
       parse_cull_options("file");
       settings.factory = [file, cache] { return std::make_shared<FileCache>(file, cache); };
       break;

@@ -15,13 +15,17 @@ constexpr std::size_t max_key_length = 250;  // memcached's limit, which Django 
 bool is_bad_key_byte(unsigned char c) noexcept { return (c <= 0x20) | (c == 0x7f); }
 }  // namespace
 
-std::string quote(std::string_view s) {
+std::string quote(std::string_view s, char mark) {
   std::string out;
   out.reserve(s.size() + 2);
-  out += '\'';
+  out += mark;
   for (unsigned char c : s) {
+    if (c == static_cast<unsigned char>(mark)) {
+      out += '\\';
+      out += mark;
+      continue;
+    }
     switch (c) {
-      case '\'': out += "\\'"; break;
       case '\\': out += "\\\\"; break;
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
@@ -35,7 +39,7 @@ std::string quote(std::string_view s) {
         }
     }
   }
-  out += '\'';
+  out += mark;
   return out;
 }
 

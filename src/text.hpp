@@ -7,9 +7,10 @@
 
 namespace cachelock::detail {
 
-/// `s` in single quotes, with quotes, backslashes and bytes outside printable
-/// ASCII escaped (\n, \r, \t, \0, \xNN), so a message shows a key exactly.
-std::string quote(std::string_view s);
+/// `s` between `mark`s (single quotes by default), with the mark, backslashes
+/// and bytes outside printable ASCII escaped (\n, \r, \t, \0, \xNN), so a
+/// message shows a key or value exactly.
+std::string quote(std::string_view s, char mark = '\'');
 
 /// Throws InvalidKeyError if the stored key `key` breaks memcached's rules:
 /// at most 250 bytes, no byte in 0x00-0x20 or 0x7f.

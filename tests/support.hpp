@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <string>
@@ -12,6 +13,19 @@
 namespace test {
 
 using namespace std::chrono_literals;
+
+/// `d` stretched by $CACHELOCK_TEST_SLOWDOWN (scripts/test sets it for the
+/// sanitizer runs, which make code several times slower), for tests whose
+/// margins are timing: ttls, sleeps and deadlines scale together.
+template <class Rep, class Period>
+std::chrono::milliseconds slow(std::chrono::duration<Rep, Period> d) {
+  static const double factor = [] {
+    const char* text = std::getenv("CACHELOCK_TEST_SLOWDOWN");
+    double value = text ? std::atof(text) : 1.0;
+    return value >= 1.0 ? value : 1.0;
+  }();
+  return std::chrono::ceil<std::chrono::milliseconds>(std::chrono::duration<double, std::milli>(d) * factor);
+}
 
 /// A key nobody else in this process has used: "stem-N".
 inline std::string unique(std::string_view stem) {

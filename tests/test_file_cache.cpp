@@ -101,7 +101,7 @@ TEST_CASE("file: options are checked, and a LOCATION that is a file fails clearl
   CHECK_THROWS_WITH_AS(cachelock::FileCache({.directory = ""}),
                        "file cache: the directory (LOCATION) is empty", cachelock::ConfigError);
   CHECK_THROWS_WITH_AS(cachelock::FileCache({.directory = "/tmp/x", .timeout = 0ms}),
-                       "file cache /tmp/x: the timeout must be positive, got 0 ms", cachelock::ConfigError);
+                       "file cache '/tmp/x': the timeout must be positive, got 0 ms", cachelock::ConfigError);
   auto dir = fresh_dir("plain");
   fs::create_directories(dir);
   auto file = dir + "/not-a-directory";

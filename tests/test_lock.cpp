@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <future>
 #include <thread>
 
@@ -89,10 +90,10 @@ TEST_CASE("extend stores the new expiry in the token") {
 
 TEST_CASE("renew keeps a lock held past many ttls, and stops at release") {
   test::FreshRegistry fresh;
-  Lock lock{"job", {.ttl = 300ms, .renew = true}};
+  Lock lock{"job", {.ttl = test::slow(300ms), .renew = true}};
   auto first_token = lock.token();
-  for (int i = 0; i < 10; ++i) {  // 1.5 s: five times the ttl
-    std::this_thread::sleep_for(150ms);
+  for (int i = 0; i < 10; ++i) {  // five times the ttl
+    std::this_thread::sleep_for(test::slow(150ms));
     CHECK_THROWS_AS(Lock("job"), LockError);
   }
   CHECK_FALSE(lock.lost());
@@ -100,17 +101,17 @@ TEST_CASE("renew keeps a lock held past many ttls, and stops at release") {
   CHECK(default_cache()->get("job") == lock.token());
   CHECK(lock.release());
   CHECK_FALSE(default_cache()->get("job").has_value());
-  std::this_thread::sleep_for(200ms);  // a renewal due now must not resurrect it
+  std::this_thread::sleep_for(test::slow(200ms));  // a renewal due now must not resurrect it
   CHECK_FALSE(default_cache()->get("job").has_value());
 }
 
 TEST_CASE("renew reports a lost lock and calls on_lost") {
   test::FreshRegistry fresh;
   std::promise<void> told;
-  Lock lock{"job", {.ttl = 300ms, .renew = true, .on_lost = [&] { told.set_value(); }}};
+  Lock lock{"job", {.ttl = test::slow(300ms), .renew = true, .on_lost = [&] { told.set_value(); }}};
   default_cache()->set("job", "someone else");  // as if it had expired and been taken
   auto told_future = told.get_future();
-  REQUIRE(told_future.wait_for(2s) == std::future_status::ready);
+  REQUIRE(told_future.wait_for(test::slow(2s)) == std::future_status::ready);
   CHECK(lock.lost());
   CHECK_FALSE(lock.release());
   CHECK(default_cache()->get("job") == "someone else");  // untouched
@@ -121,11 +122,15 @@ namespace {
 class FlakyCache : public test::MapCache {
  public:
   std::atomic<bool> down{false};
+  std::atomic<int> refused{0};
 
  protected:
   bool replace_if_equals_(std::string_view key, std::string_view expected, std::string_view value,
                           cachelock::Timeout timeout) override {
-    if (down) throw cachelock::CacheError("server unreachable");
+    if (down) {
+      ++refused;
+      throw cachelock::CacheError("server unreachable");
+    }
     return MapCache::replace_if_equals_(key, expected, value, timeout);
   }
 };
@@ -135,15 +140,18 @@ TEST_CASE("renew rides out a short outage and gives up after a whole ttl of them
   test::FreshRegistry fresh;
   auto cache = std::make_shared<FlakyCache>();
   std::atomic<bool> lost{false};
-  Lock lock{"job", {.cache = cache, .ttl = 400ms, .renew = true, .on_lost = [&] { lost = true; }}};
+  Lock lock{"job", {.cache = cache, .ttl = test::slow(600ms), .renew = true, .on_lost = [&] { lost = true; }}};
   cache->down = true;
-  std::this_thread::sleep_for(250ms);  // shorter than the ttl
+  // Covers the first renewal (at a third of the ttl) and its retries, but
+  // ends before two thirds of the ttl, when renewal would give up.
+  std::this_thread::sleep_for(test::slow(300ms));
   cache->down = false;
-  std::this_thread::sleep_for(500ms);
+  CHECK(cache->refused.load() > 0);
+  std::this_thread::sleep_for(test::slow(700ms));
   CHECK_FALSE(lock.lost());
   CHECK(cache->get("job") == lock.token());
   cache->down = true;
-  std::this_thread::sleep_for(900ms);  // longer than the ttl
+  std::this_thread::sleep_for(test::slow(900ms));  // longer than the ttl
   CHECK(lost.load());
   CHECK(lock.lost());
 }
@@ -180,9 +188,9 @@ TEST_CASE("an expired owner's release does not delete the new owner's lock") {
 
 TEST_CASE("extend keeps a lock past its first ttl") {
   test::FreshRegistry fresh;
-  Lock lock{"job", {.ttl = 200ms}};
-  for (int i = 0; i < 6; ++i) {  // 600 ms in all, three times the ttl
-    std::this_thread::sleep_for(100ms);
+  Lock lock{"job", {.ttl = test::slow(200ms)}};
+  for (int i = 0; i < 6; ++i) {  // three times the ttl in all
+    std::this_thread::sleep_for(test::slow(100ms));
     REQUIRE(lock.extend());
     CHECK_THROWS_AS(Lock("job"), LockError);
   }
@@ -297,7 +305,7 @@ TEST_CASE("a custom cache with only get, set and erase works") {
     CHECK(cache->get("job") == lock.token());
     CHECK_THROWS_WITH_AS(Lock("job", {.alias = "mine"}), "lock 'job' on alias 'mine' is already held",
                          LockError);
-    CHECK(lock.extend(50ms));
+    CHECK(lock.extend(test::slow(500ms)));
   }
   CHECK_FALSE(cache->get("job").has_value());
   // The non-atomic fallback took the get-then-set path.
@@ -340,3 +348,41 @@ TEST_CASE("a child process does not release its parent's lock") {
   CHECK(WEXITSTATUS(status) == 0);
   CHECK(lock->release());  // the parent still owns it
 }
+
+#if defined(__SANITIZE_THREAD__)
+TEST_CASE("renewal in a child of fork(): not under ThreadSanitizer") {
+  // ThreadSanitizer cannot start threads in the child of a threaded process;
+  // the plain and AddressSanitizer runs cover this case.
+  MESSAGE("skipped under ThreadSanitizer: threads after fork() in a threaded process");
+}
+#else
+TEST_CASE("renewal works in a child of fork(), apart from the parent's") {
+  test::FreshRegistry fresh;
+  auto dir = std::string{"/tmp/cachelock-fork-renew-"} + std::to_string(::getpid());
+  auto cache = std::make_shared<cachelock::FileCache>(cachelock::FileOptions{.directory = dir});
+  Lock parent_lock{"parent", {.cache = cache, .ttl = test::slow(300ms), .renew = true}};
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    int code = 0;
+    try {
+      Lock child_lock{"child", {.cache = cache, .ttl = test::slow(300ms), .renew = true}};
+      std::this_thread::sleep_for(test::slow(1000ms));  // three ttls: only renewal keeps it
+      Lock intruder{"child", std::defer_lock, {.cache = cache}};
+      code = intruder.try_acquire() ? 3 : 0;
+      if (child_lock.lost() || !child_lock.release()) code = 4;
+    } catch (...) {
+      code = 5;
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_FALSE(parent_lock.lost());
+  CHECK(cache->get("parent") == parent_lock.token());
+  CHECK(parent_lock.release());
+  std::filesystem::remove_all(dir);
+}
+#endif

@@ -105,7 +105,7 @@ TEST_CASE("a factory that throws is asked again next time") {
   CHECK(registry.get("flaky") != nullptr);
   CHECK(attempts == 2);
   registry.add("empty", [] { return std::shared_ptr<cachelock::Cache>{}; });
-  CHECK_THROWS_WITH_AS(registry.get("empty"), "cache factory returned no cache", ConfigError);
+  CHECK_THROWS_WITH_AS(registry.get("empty"), "alias 'empty': its cache factory returned no cache", ConfigError);
 }
 
 TEST_CASE("a cache handed out keeps working after its alias is replaced") {

@@ -395,6 +395,12 @@ TEST_CASE("malformed settings: each gets its exact error, none crashes") {
       {"file-location-list", ":4:15: CACHES.default.LOCATION: expected a directory, got a list"},
       {"file-option-unknown",
        ":6:7: CACHES.default.OPTIONS.timeout: unknown file option; known: MAX_ENTRIES, CULL_FREQUENCY"},
+      {"file-relative-location",
+       ":4:15: CACHES.default.LOCATION: 'locks' is a relative path; give an absolute one, or processes "
+       "started in different directories would not share their locks"},
+      {"timeout-huge",
+       ":4:14: CACHES.default.TIMEOUT: must be at most 3155760000 seconds (a century), got 1e300; null "
+       "means never"},
       {"two-documents", ":4:1: a second YAML document; settings are one document"},
       {"stray-comma", ":2:2: invalid YAML: unexpected text after the settings"},
       {"tab-indent", ":2:9: invalid YAML: illegal map value (YAML indents with spaces; this file has tabs)"},

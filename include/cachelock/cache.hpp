@@ -29,6 +29,8 @@ namespace cachelock {
 
 /// How long an entry lives, with Django's three states: the alias default
 /// (`TIMEOUT`), never, or a duration (zero or negative: already expired).
+///
+/// Thread safety: a value; copies may be used anywhere.
 class Timeout {
  public:
   /// The cache's configured default (`TIMEOUT`, 300 s unless configured).
@@ -36,11 +38,16 @@ class Timeout {
   /// Never expires (Django's `TIMEOUT: None`).
   static constexpr Timeout never() noexcept { return Timeout{Kind::never}; }
 
-  /// A duration from now, rounded up to whole milliseconds. Zero or less means
-  /// already expired: the write is visible to nobody.
+  /// The longest duration kept (about a century); longer ones are cut to it,
+  /// so that no deadline computed from a Timeout can overflow.
+  static constexpr std::chrono::milliseconds max_duration{3'155'760'000'000};
+
+  /// A duration from now, rounded up to whole milliseconds and cut to
+  /// max_duration. Zero or less means already expired: the write is visible
+  /// to nobody.
   template <class Rep, class Period>
   constexpr Timeout(std::chrono::duration<Rep, Period> d) noexcept  // NOLINT: implicit on purpose
-      : kind_{Kind::duration}, duration_{std::chrono::ceil<std::chrono::milliseconds>(d)} {}
+      : kind_{Kind::duration}, duration_{clamped(d)} {}
 
   constexpr bool is_standard() const noexcept { return kind_ == Kind::standard; }
   constexpr bool is_never() const noexcept { return kind_ == Kind::never; }
@@ -54,6 +61,16 @@ class Timeout {
   friend constexpr bool operator==(const Timeout&, const Timeout&) = default;
 
  private:
+  template <class Rep, class Period>
+  static constexpr std::chrono::milliseconds clamped(std::chrono::duration<Rep, Period> d) noexcept {
+    // Compared as long double first: converting an out-of-range value is undefined.
+    const long double ms = std::chrono::duration<long double, std::milli>(d).count();
+    const auto limit = static_cast<long double>(max_duration.count());
+    if (!(ms < limit)) return max_duration;  // NaN too: the safe side for a lock is longer
+    if (ms < -limit) return -max_duration;
+    return std::chrono::ceil<std::chrono::milliseconds>(d);
+  }
+
   enum class Kind : unsigned char { standard, never, duration };
   constexpr explicit Timeout(Kind kind) noexcept : kind_{kind} {}
 
@@ -86,6 +103,7 @@ struct CacheOptions {
 /// a custom backend must make its hooks thread-safe if it is shared.
 class Cache {
  public:
+  /// Throws: ConfigError if `options.timeout` is Timeout::standard().
   explicit Cache(CacheOptions options = {});
   virtual ~Cache();
   Cache(const Cache&) = delete;
@@ -126,21 +144,31 @@ class Cache {
   static constexpr std::size_t max_key_size = 250;
   /// Resolves Timeout::standard() to this cache's default.
   Timeout resolve(Timeout timeout) const noexcept;
+  /// The options the cache was made with.
   const CacheOptions& options() const noexcept { return options_; }
 
  protected:
-  // Required hooks. `key` is the stored key, already checked (at most 250
-  // bytes); `timeout` is never standard().
+  // The hooks a backend implements. `key` is always the stored key, already
+  // checked (at most 250 bytes); `timeout` is never standard(). They report
+  // backend failures by throwing CacheError.
+
+  /// Required: the value of `key`, or nullopt if absent or expired.
   virtual std::optional<std::string> get_(std::string_view key) = 0;
+  /// Required: stores `value` unconditionally (an expired timeout removes it).
   virtual void set_(std::string_view key, std::string_view value, Timeout timeout) = 0;
+  /// Required: removes `key`; true if it was present.
   virtual bool erase_(std::string_view key) = 0;
 
-  // Optional hooks. The defaults combine the required ones and are NOT atomic.
+  /// Optional, default NOT atomic (get_, then set_): stores only if absent.
   virtual bool add_(std::string_view key, std::string_view value, Timeout timeout);
+  /// Optional, default NOT atomic: a new lifetime for a present key.
   virtual bool touch_(std::string_view key, Timeout timeout);
-  /// The default writes the result back with the cache's default timeout.
+  /// Optional, default NOT atomic; writes the result back with the cache's
+  /// default timeout.
   virtual std::optional<std::int64_t> incr_(std::string_view key, std::int64_t delta);
+  /// Optional, default NOT atomic: removes `key` only if it holds `expected`.
   virtual bool erase_if_equals_(std::string_view key, std::string_view expected);
+  /// Optional, default NOT atomic: replaces `key` only if it holds `expected`.
   virtual bool replace_if_equals_(std::string_view key, std::string_view expected,
                                   std::string_view value, Timeout timeout);
   /// The default throws CacheError: a get/set/erase cache cannot enumerate.

@@ -12,7 +12,8 @@ namespace cachelock {
 
 /// Where and how a FileCache keeps its files (Django's LOCATION).
 struct FileOptions {
-  /// The directory (LOCATION). Created, with mode 0700, on first use if missing.
+  /// The directory (LOCATION). Created, with mode 0700, on first use if
+  /// missing. A relative path is made absolute when the FileCache is made.
   std::string directory{};
   /// How long an operation waits for another process's brief hold on an
   /// entry's file (held only for the duration of one operation) before it
@@ -45,8 +46,10 @@ class FileCache final : public Cache {
   explicit FileCache(FileOptions file, CacheOptions options = {});
   ~FileCache() override;
 
+  /// The options the cache was made with (the directory made absolute).
   const FileOptions& file_options() const noexcept;
   /// The path of the file that holds `key` (a user key).
+  /// Throws: InvalidKeyError.
   std::string path_for(std::string_view key) const;
   /// Removes the files of expired entries now; returns how many.
   /// Throws: CacheError if the directory cannot be read.

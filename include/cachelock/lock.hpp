@@ -26,12 +26,27 @@ namespace cachelock {
 class Mutex;
 namespace detail {
 struct Renewal;
+
+/// now + `timeout` on the steady clock, without overflow: min() for a timeout
+/// of zero or less (one attempt), max() beyond a century (for ever).
+template <class Rep, class Period>
+std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
+  using namespace std::chrono;
+  if (!(timeout > timeout.zero())) return steady_clock::time_point::min();
+  if (!(duration<long double>(timeout) < duration<long double>(hours{24 * 365 * 100}))) {
+    return steady_clock::time_point::max();
+  }
+  return steady_clock::now() + ceil<steady_clock::duration>(timeout);
 }
+}  // namespace detail
 
 /// Who holds a lock, read from the owner token stored under its key.
 struct LockOwner {
+  /// The holder's host name.
   std::string host;
+  /// The holder's process id, on that host.
   long pid = 0;
+  /// When the lock was taken.
   std::chrono::system_clock::time_point since{};
   /// When the lock expires unless extended (as of its last acquire, extend or
   /// renewal); nullopt for a lock that never expires.
@@ -135,6 +150,7 @@ class Lock {
 /// Thread safety: safe to share between threads, like std::mutex.
 class Mutex {
  public:
+  /// Takes nothing yet. Throws: ConfigError if `options.ttl` is not positive.
   explicit Mutex(std::string key, LockOptions options = {});
   ~Mutex();
   Mutex(const Mutex&) = delete;
@@ -148,14 +164,14 @@ class Mutex {
   /// Retries until `timeout` has passed. Throws as lock().
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
-    return try_lock_until(std::chrono::steady_clock::now() + timeout);
+    return try_lock_until_steady(detail::deadline_after(timeout));
   }
-  /// Retries until `deadline`. Throws as lock().
+  /// Retries until `deadline` (of any clock). Throws as lock().
   template <class Clock, class Duration>
   bool try_lock_until(const std::chrono::time_point<Clock, Duration>& deadline) {
-    auto steady = std::chrono::steady_clock::now() +
-                  std::chrono::ceil<std::chrono::steady_clock::duration>(deadline - Clock::now());
-    return try_lock_until_steady(steady);
+    auto now = Clock::now();
+    if (deadline <= now) return try_lock();
+    return try_lock_for(deadline - now);
   }
   /// Releases the key if this Mutex still owns it. Never throws: a backend
   /// failure leaves the key to free itself at its ttl.
@@ -164,6 +180,7 @@ class Mutex {
   /// Call it only while holding the Mutex.
   bool extend(std::optional<std::chrono::milliseconds> ttl = std::nullopt);
 
+  /// The user key, as given.
   const std::string& key() const noexcept { return lock_.key(); }
 
  private:

@@ -22,6 +22,7 @@ namespace cachelock {
 /// Thread safety: safe to share between threads.
 class MemoryCache final : public Cache {
  public:
+  /// An empty cache. Throws: ConfigError as Cache.
   explicit MemoryCache(CacheOptions options = {});
   ~MemoryCache() override;
 

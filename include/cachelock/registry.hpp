@@ -65,6 +65,7 @@ class CacheRegistry {
   /// Throws: ConfigError "unknown cache alias 'x' (known: 'a', 'b')", or what
   /// the alias's factory throws.
   std::shared_ptr<Cache> get(std::string_view alias = {}) const;
+  /// Whether `alias` is configured (without building its cache).
   bool contains(std::string_view alias) const;
   /// Configured aliases, sorted.
   std::vector<std::string> aliases() const;
@@ -117,8 +118,9 @@ class CacheRegistry {
   std::shared_ptr<const Config> config_;
   std::atomic<std::uint64_t> version_{1};  // bumped after every change of config_
   // Set until $CACHELOCK_SETTINGS was loaded, or load_file(), load_yaml() or
-  // reset() replaced the configuration. A settings file named there that fails to load keeps it set: every
-  // use then reports the error, rather than quietly locking in memory.
+  // reset() replaced the configuration. A file named there that fails to
+  // load keeps it set: every use then reports the error, rather than quietly
+  // locking in memory.
   mutable std::atomic<bool> environment_pending_{false};
 };
 

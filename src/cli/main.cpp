@@ -4,12 +4,15 @@
 // Exit codes follow sysexits.h where one fits: 64 usage, 69 backend
 // unavailable, 75 key held (run), 78 bad settings; `run` otherwise exits with
 // its program's code, or 128 + the signal that ended it.
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -18,8 +21,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <limits>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -34,6 +38,7 @@ using Clock = std::chrono::system_clock;
 
 constexpr int exit_usage = 64;        // EX_USAGE
 constexpr int exit_unavailable = 69;  // EX_UNAVAILABLE
+constexpr int exit_software = 70;     // EX_SOFTWARE
 constexpr int exit_held = 75;         // EX_TEMPFAIL
 constexpr int exit_config = 78;       // EX_CONFIG
 
@@ -52,9 +57,10 @@ struct Globals {
 void say(const std::string& message) { std::fprintf(stderr, "cachelock: %s\n", message.c_str()); }
 
 std::chrono::milliseconds seconds_option(double seconds, std::string_view name, bool allow_zero) {
-  if (!(seconds >= 0) || !std::isfinite(seconds) || (!allow_zero && seconds == 0)) {
-    throw Exit{exit_usage, fmt::format("{} must be a number of seconds {} 0, got {}", name,
-                                       allow_zero ? ">=" : ">", seconds)};
+  constexpr double century = 3'155'760'000.0;
+  if (!(seconds >= 0) || !(seconds <= century) || (!allow_zero && seconds == 0)) {
+    throw Exit{exit_usage, fmt::format("{} must be a number of seconds {} 0 and at most {:.0f}, got {}", name,
+                                       allow_zero ? ">=" : ">", century, seconds)};
   }
   return std::chrono::ceil<std::chrono::milliseconds>(std::chrono::duration<double>{seconds});
 }
@@ -66,10 +72,14 @@ std::string default_directory() {
     return std::string{runtime} + "/cachelock";
   }
   auto dir = fmt::format("/tmp/cachelock-{}", ::getuid());
-  // In a shared /tmp, refuse a directory someone else made for us.
+  // In a shared /tmp, make it now and then check it, so that a directory
+  // someone else made (before or at the same moment) is refused.
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    throw Exit{exit_unavailable, fmt::format("cannot make {}: {}", dir, std::strerror(errno))};
+  }
   struct stat info {};
-  if (::lstat(dir.c_str(), &info) == 0 &&
-      (!S_ISDIR(info.st_mode) || info.st_uid != ::getuid() || (info.st_mode & 022) != 0)) {
+  if (::lstat(dir.c_str(), &info) != 0 || !S_ISDIR(info.st_mode) || info.st_uid != ::getuid() ||
+      (info.st_mode & 022) != 0) {
     throw Exit{exit_config, fmt::format("{} is not a private directory of this user (owner {}, mode "
                                         "{:o}); remove it or set XDG_RUNTIME_DIR or --settings",
                                         dir, info.st_uid, info.st_mode & 07777)};
@@ -126,47 +136,95 @@ std::string time_left(const std::string& value) {
 
 // --- run -------------------------------------------------------------------
 
+constexpr int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+// A program that ignores SIGTERM after its lock is lost gets SIGKILL this much later.
+constexpr auto kill_grace = 10s;
+
 std::atomic<pid_t> child_pid{0};
 std::atomic<bool> lock_lost{false};  // set by the renewal thread
+
+// What cachelock itself inherited, so the program inherits the same: open
+// descriptors, ignored signals and the signal mask.
+struct Inherited {
+  std::vector<int> descriptors;
+  std::vector<int> ignored_signals;
+  sigset_t mask;
+
+  static std::vector<int> open_descriptors() {
+    std::vector<int> fds;
+    if (DIR* dir = ::opendir("/proc/self/fd")) {
+      int own = ::dirfd(dir);
+      while (auto* entry = ::readdir(dir)) {
+        int fd = std::atoi(entry->d_name);
+        if (entry->d_name[0] != '.' && fd != own) fds.push_back(fd);
+      }
+      ::closedir(dir);
+    }
+    return fds;
+  }
+
+  static const Inherited& at_start() {
+    static const Inherited inherited = [] {
+      Inherited i;
+      i.descriptors = open_descriptors();
+      for (int signal : forwarded_signals) {
+        struct sigaction action {};
+        if (::sigaction(signal, nullptr, &action) == 0 && action.sa_handler == SIG_IGN) {
+          i.ignored_signals.push_back(signal);
+        }
+      }
+      pthread_sigmask(SIG_SETMASK, nullptr, &i.mask);
+      return i;
+    }();
+    return inherited;
+  }
+
+  bool ignores(int signal) const {
+    return std::find(ignored_signals.begin(), ignored_signals.end(), signal) != ignored_signals.end();
+  }
+};
 
 // Forwards a signal to the program, unless the terminal sent it to the whole
 // process group (Ctrl-C): then the program got it already.
 void forward_signal(int signal, siginfo_t* info, void*) {
+  int saved = errno;
   pid_t child = child_pid.load();
   if (child > 0 && (info == nullptr || info->si_code != SI_KERNEL)) ::kill(child, signal);
+  errno = saved;
 }
 
-constexpr int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
-
-struct RunOptions {
-  std::string key;
-  double ttl = std::numeric_limits<double>::quiet_NaN();  // not given: the alias's TIMEOUT
-  double wait = 0;
-  int conflict_exit = exit_held;
-  std::vector<std::string> program;
-};
-
-// Starts the program with default signal handling and no inherited descriptors
-// beyond stdin, stdout and stderr. Returns its pid.
+// Starts the program: same descriptors, ignored signals and signal mask as
+// cachelock got, none of cachelock's own descriptors (cache files, sockets),
+// and SIGKILL if cachelock dies, so it never runs on without the lock.
 pid_t start_program(const std::vector<std::string>& program) {
+  const auto& inherited = Inherited::at_start();
+  for (int fd : Inherited::open_descriptors()) {
+    if (fd > 2 && std::find(inherited.descriptors.begin(), inherited.descriptors.end(), fd) ==
+                      inherited.descriptors.end()) {
+      ::fcntl(fd, F_SETFD, ::fcntl(fd, F_GETFD) | FD_CLOEXEC);
+    }
+  }
   std::vector<char*> argv;
   for (const auto& arg : program) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
+  // Between fork and exec only async-signal-safe calls: every message is made now.
+  const std::string cannot_run = "cachelock: cannot run " + program[0] + ": ";
+  const std::string not_found = cannot_run + std::strerror(ENOENT) + "\n";
+  const std::string denied = cannot_run + std::strerror(EACCES) + "\n";
+  const std::string failed = cannot_run + "exec failed\n";
+  const pid_t parent = ::getpid();
 
   sigset_t all, previous;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &previous);  // no handler may run in the child before exec
   pid_t pid = ::fork();
   if (pid == 0) {
-    for (int signal : forwarded_signals) ::signal(signal, SIG_DFL);
-    ::signal(SIGPIPE, SIG_DFL);
-    sigset_t none;
-    sigemptyset(&none);
-    pthread_sigmask(SIG_SETMASK, &none, nullptr);
-    ::syscall(SYS_close_range, 3U, ~0U, 0U);  // no cache sockets or files for the program
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(128 + SIGKILL);  // cachelock died already
+    pthread_sigmask(SIG_SETMASK, &inherited.mask, nullptr);
     ::execvp(argv[0], argv.data());
     int error = errno;
-    auto message = fmt::format("cachelock: cannot run {}: {}\n", program[0], std::strerror(error));
+    const std::string& message = error == ENOENT ? not_found : error == EACCES ? denied : failed;
     auto written = ::write(STDERR_FILENO, message.data(), message.size());
     (void)written;
     ::_exit(error == ENOENT ? 127 : 126);
@@ -178,17 +236,73 @@ pid_t start_program(const std::vector<std::string>& program) {
     action.sa_sigaction = forward_signal;
     action.sa_flags = SA_SIGINFO | SA_RESTART;
     sigemptyset(&action.sa_mask);
-    for (int signal : forwarded_signals) ::sigaction(signal, &action, nullptr);
+    for (int signal : forwarded_signals) {
+      if (!inherited.ignores(signal)) ::sigaction(signal, &action, nullptr);
+    }
   }
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  if (pid < 0) throw Exit{exit_unavailable, fmt::format("cannot start {}: {}", program[0], std::strerror(fork_error))};
+  if (pid < 0) {
+    throw Exit{exit_unavailable, fmt::format("cannot start {}: {}", program[0], std::strerror(fork_error))};
+  }
   return pid;
 }
 
+// Waits for the program; stops it if the lock is lost (SIGTERM, then SIGKILL
+// after kill_grace). Polls rather than blocking in waitpid(), so that signals
+// are forwarded at once however the runtime delivers them. Returns its status.
+int wait_for_program(pid_t pid) {
+  std::optional<std::chrono::steady_clock::time_point> stopping;
+  bool killed = false;
+  for (;;) {
+    siginfo_t info{};
+    // WNOWAIT: the program stays a zombie, so its pid cannot be reused while
+    // a signal may still be forwarded to it.
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid) break;
+    if (lock_lost && !stopping) {
+      ::kill(pid, SIGTERM);
+      stopping = std::chrono::steady_clock::now();
+    }
+    if (stopping && !killed && std::chrono::steady_clock::now() - *stopping > kill_grace) {
+      ::kill(pid, SIGKILL);
+      killed = true;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  child_pid = 0;
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return status;
+}
+
+struct RunOptions {
+  std::string key;
+  std::optional<double> ttl;  // not given: the alias's TIMEOUT
+  double wait = 0;
+  int conflict_exit = exit_held;
+  std::vector<std::string> program;
+};
+
 int run(const Globals& globals, const RunOptions& options) {
-  configure(globals);
-  auto ttl = std::isnan(options.ttl) ? std::nullopt : std::optional{seconds_option(options.ttl, "--ttl", false)};
+  Inherited::at_start();
+  if (options.conflict_exit < 0 || options.conflict_exit > 255) {
+    throw Exit{exit_usage, fmt::format("--conflict-exit must be from 0 to 255, got {}", options.conflict_exit)};
+  }
+  auto ttl = options.ttl ? std::optional{seconds_option(*options.ttl, "--ttl", false)} : std::nullopt;
   auto wait = seconds_option(options.wait, "--wait", true);
+  configure(globals);
+  auto alias = alias_name(globals);
+  auto cache = cachelock::CacheRegistry::global().get(globals.alias);
+  if (std::dynamic_pointer_cast<cachelock::MemoryCache>(cache)) {
+    throw Exit{exit_config, fmt::format("alias '{}' is a memory cache: it cannot exclude other processes; "
+                                        "use a file or memcached alias",
+                                        alias)};
+  }
+  if (!ttl && cache->options().timeout.is_never()) {
+    throw Exit{exit_usage, fmt::format("alias '{}' has TIMEOUT null: without --ttl the lock would never "
+                                       "expire, and a killed cachelock would block {} for ever",
+                                       alias, options.key)};
+  }
   cachelock::Lock lock{options.key, std::defer_lock,
                        {.alias = globals.alias,
                         .ttl = ttl,
@@ -196,32 +310,31 @@ int run(const Globals& globals, const RunOptions& options) {
                         .renew = true,
                         .on_lost = [key = options.key] {
                           lock_lost = true;
-                          say(fmt::format("lost the lock on {} (expired, or its server forgot it); "
-                                          "stopping the program",
+                          say(fmt::format("lost the lock on '{}' (expired, broken, or its server "
+                                          "forgot it); stopping the program",
                                           key));
-                          if (pid_t child = child_pid.load(); child > 0) ::kill(child, SIGTERM);
                         }}};
   if (!lock.try_acquire()) {
     if (!globals.quiet) {
-      auto value = cachelock::CacheRegistry::global().get(globals.alias)->get(options.key);
-      say(fmt::format("{} is held by {} (alias {})", options.key, describe_holder(value),
-                      alias_name(globals)));
+      std::string holder;
+      try {
+        holder = describe_holder(cache->get(options.key));
+      } catch (const cachelock::Error& e) {
+        holder = fmt::format("another owner (who could not be read: {})", e.what());
+      }
+      say(fmt::format("{} is held by {} (alias {})", options.key, holder, alias));
     }
     return options.conflict_exit;
   }
 
-  pid_t pid = start_program(options.program);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  child_pid = 0;
+  int status = wait_for_program(start_program(options.program));
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   try {
     if (!lock.release() && !lock_lost && !globals.quiet) {
-      say(fmt::format("the lock on {} had expired before the program ended", options.key));
+      say(fmt::format("the lock on '{}' had expired before the program ended", options.key));
     }
   } catch (const cachelock::CacheError& e) {
-    say(fmt::format("could not release {}: {} (it frees itself at its ttl)", options.key, e.what()));
+    say(fmt::format("could not release '{}': {} (it frees itself at its ttl)", options.key, e.what()));
   }
   return code;
 }
@@ -296,9 +409,13 @@ int check(const Globals& globals) {
     try {
       auto cache = registry.get(alias);
       line += describe_cache(cache);
+      // A write and its removal, as a lock does: a read alone would pass on a
+      // directory that cannot be written.
+      auto probe = fmt::format("cachelock-check-{}", ::getpid());
       auto start = std::chrono::steady_clock::now();
-      cache->get("cachelock-check");  // one round trip
+      cache->add(probe, "check", std::chrono::seconds{10});
       auto took = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start);
+      cache->erase_if_equals(probe, "check");
       line += fmt::format(": ok, {:.2f} ms", took.count());
     } catch (const cachelock::Error& e) {
       line += fmt::format(": FAILED: {}", e.what());
@@ -375,6 +492,9 @@ int main(int argc, char** argv) {
   } catch (const cachelock::Error& e) {
     say(e.what());
     return exit_unavailable;
+  } catch (const std::exception& e) {
+    say(fmt::format("internal error: {}", e.what()));
+    return exit_software;
   }
-  return exit_usage;
+  return exit_usage;  // unreachable: require_subcommand(1)
 }

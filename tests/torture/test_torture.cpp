@@ -1,0 +1,308 @@
+// The torture driver: runs checker processes against each backend, injects
+// faults, then checks the logs: no two critical sections overlap, and the
+// counter equals the number of sections (no lost update).
+//
+// $CACHELOCK_TORTURE_SECONDS sets how long each run lasts (default 2);
+// scripts/torture --long sets it high. Each case prints one line of figures.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <cachelock/cachelock.hpp>
+
+#include "../process.hpp"
+#if CACHELOCK_HAS_MEMCACHED
+#include "../fake_memcached.hpp"
+#include "../memcached_server.hpp"
+#endif
+
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+namespace {
+
+double seconds_per_run() {
+  const char* text = std::getenv("CACHELOCK_TORTURE_SECONDS");
+  double value = text ? std::atof(text) : 2.0;
+  return value > 0 ? value : 2.0;
+}
+
+std::string checker_path() {
+  const char* path = std::getenv("CACHELOCK_CHECKER");
+  REQUIRE_MESSAGE(path != nullptr, "CACHELOCK_CHECKER is not set; run the tests through meson test");
+  return path;
+}
+
+struct Figures {
+  long sections = 0, cache_errors = 0, lost = 0, max_call_us = 0, calls = 0;
+};
+
+Figures parse_figures(const std::string& line) {
+  Figures f;
+  std::sscanf(line.c_str(), "sections=%ld cache_errors=%ld lost=%ld max_call_us=%ld calls=%ld", &f.sections,
+              &f.cache_errors, &f.lost, &f.max_call_us, &f.calls);
+  return f;
+}
+
+struct Verdict {
+  long sections = 0;  // lines in the histories
+  long counter = 0;
+  long overlaps = 0;
+  long lost_updates() const { return sections - counter; }
+};
+
+// A run's directory: counter, one history per process, a lock directory.
+struct Run {
+  std::string dir;
+  explicit Run(std::string_view name) {
+    std::string pattern = (fs::temp_directory_path() / ("cachelock-torture-" + std::string{name} + "-XXXXXX")).string();
+    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
+    dir = pattern;
+  }
+  ~Run() {
+    std::error_code ignored;
+    fs::remove_all(dir, ignored);
+  }
+  std::string counter() const { return dir + "/counter"; }
+  std::string history(int process) const { return dir + "/history-" + std::to_string(process); }
+
+  std::vector<std::string> args(int process, const std::string& backend, const std::string& target, int threads,
+                                double seconds, std::vector<std::string> extra = {}) const {
+    std::vector<std::string> all{checker_path(), "--backend", backend, "--target", target,
+                                 "--counter", counter(), "--history", history(process), "--threads",
+                                 std::to_string(threads), "--seconds", std::to_string(seconds)};
+    all.insert(all.end(), extra.begin(), extra.end());
+    return all;
+  }
+
+  // Reads every history and checks it against the counter.
+  Verdict verdict(int processes) const {
+    struct Interval {
+      long long start, end;
+    };
+    std::vector<Interval> intervals;
+    for (int p = 0; p < processes; ++p) {
+      std::ifstream in{history(p)};
+      for (std::string line; std::getline(in, line);) {
+        std::istringstream fields{line};
+        long pid, tid;
+        Interval i{};
+        fields >> pid >> tid >> i.start >> i.end;
+        intervals.push_back(i);
+      }
+    }
+    std::sort(intervals.begin(), intervals.end(), [](auto& a, auto& b) { return a.start < b.start; });
+    Verdict v;
+    v.sections = static_cast<long>(intervals.size());
+    long long latest_end = 0;
+    for (const auto& i : intervals) {
+      if (i.start < latest_end) ++v.overlaps;
+      latest_end = std::max(latest_end, i.end);
+    }
+    std::ifstream{counter()} >> v.counter;
+    return v;
+  }
+};
+
+void report(const char* name, const Verdict& v, const Figures& f, std::string_view faults, long timeout_ms) {
+  auto limit = timeout_ms > 0 ? " (timeout " + std::to_string(timeout_ms) + " ms)" : std::string{};
+  std::printf("torture: %-42s sections %6ld  overlaps %ld  lost updates %ld  cache errors %ld  lost locks %ld"
+              "  longest call %.1f ms%s  faults: %.*s\n",
+              name, v.sections, v.overlaps, v.lost_updates(), f.cache_errors, f.lost, f.max_call_us / 1000.0,
+              limit.c_str(), static_cast<int>(faults.size()), faults.data());
+  std::fflush(stdout);
+}
+
+Figures total(std::vector<std::unique_ptr<test::Process>>& processes) {
+  Figures sum;
+  for (auto& p : processes) {
+    p->wait();
+    auto f = parse_figures(p->out());
+    sum.sections += f.sections;
+    sum.cache_errors += f.cache_errors;
+    sum.lost += f.lost;
+    sum.calls += f.calls;
+    sum.max_call_us = std::max(sum.max_call_us, f.max_call_us);
+  }
+  return sum;
+}
+
+// P processes x T threads on one key; checks and reports.
+Verdict plain_run(const char* name, const std::string& backend, const std::string& target, int processes,
+                  int threads, long timeout_ms = 500) {
+  Run run{backend};
+  std::vector<std::unique_ptr<test::Process>> checkers;
+  for (int p = 0; p < processes; ++p) {
+    checkers.push_back(std::make_unique<test::Process>(
+        run.args(p, backend, target.empty() ? run.dir + "/locks" : target, threads, seconds_per_run(),
+                 {"--timeout-ms", std::to_string(timeout_ms)})));
+  }
+  auto figures = total(checkers);
+  for (auto& c : checkers) CHECK(c->wait() == 0);
+  auto v = run.verdict(processes);
+  report(name, v, figures, "none", timeout_ms);
+  CHECK(v.sections > 0);
+  CHECK(v.overlaps == 0);
+  CHECK(v.lost_updates() == 0);
+  CHECK(figures.sections == v.sections);
+  CHECK(figures.lost == 0);
+  return v;
+}
+
+// One checker stalls inside its section and is killed with SIGKILL; the
+// others must wait out the dead holder's ttl, then carry on, never overlapping.
+void killed_holder(const char* name, const std::string& backend, const std::string& target, long ttl_ms) {
+  Run run{backend + "-kill"};
+  auto lock_target = target.empty() ? run.dir + "/locks" : target;
+  auto marker = run.dir + "/stalled";
+  // Long enough for the survivors to wait out the dead holder's lock (memcached
+  // keeps it up to two seconds past its ttl) and then work on.
+  double seconds = seconds_per_run() + 2 * ttl_ms / 1000.0 + 3;
+  std::vector<std::unique_ptr<test::Process>> checkers;
+  checkers.push_back(std::make_unique<test::Process>(
+      run.args(0, backend, lock_target, 1, seconds,
+               {"--ttl-ms", std::to_string(ttl_ms), "--stall-after", "20", "--stall-marker", marker})));
+  for (int p = 1; p < 3; ++p) {
+    checkers.push_back(std::make_unique<test::Process>(
+        run.args(p, backend, lock_target, 2, seconds, {"--ttl-ms", std::to_string(ttl_ms)})));
+  }
+  REQUIRE(test::eventually([&] { return fs::exists(marker); }, 30s));
+  checkers[0]->signal(SIGKILL);
+  auto killed_at = run.verdict(3).sections;
+  CHECK(checkers[0]->wait() == 128 + SIGKILL);
+  std::vector<std::unique_ptr<test::Process>> survivors;
+  survivors.push_back(std::move(checkers[1]));
+  survivors.push_back(std::move(checkers[2]));
+  auto figures = total(survivors);
+  auto v = run.verdict(3);
+  report(name, v, figures, "a holder killed with SIGKILL mid-section", 0);
+  CHECK(v.sections > killed_at);  // the others went on after the ttl
+  CHECK(v.overlaps == 0);
+  CHECK(v.lost_updates() == 0);
+  CHECK(figures.lost == 0);
+}
+
+}  // namespace
+
+TEST_CASE("torture: memory, 1 process x 8 threads") { plain_run("memory, 1 process x 8 threads", "memory", "", 1, 8); }
+
+TEST_CASE("torture: file, 4 processes x 2 threads") { plain_run("file, 4 processes x 2 threads", "file", "", 4, 2); }
+
+TEST_CASE("torture: file, a holder killed mid-section") {
+  killed_holder("file, holder killed (ttl 1 s)", "file", "", 1000);
+}
+
+#if CACHELOCK_HAS_MEMCACHED
+TEST_CASE("torture: memcached, 4 processes x 2 threads") {
+  test::MemcachedProcess server;
+  plain_run("memcached, 4 processes x 2 threads", "memcached", server.location(), 4, 2);
+}
+
+TEST_CASE("torture: memcached, a holder killed mid-section") {
+  test::MemcachedProcess server;
+  killed_holder("memcached, holder killed (ttl 2 s)", "memcached", server.location(), 2000);
+}
+
+TEST_CASE("torture: memcached killed mid-run, then restarted") {
+  test::MemcachedProcess server;
+  Run run{"restart"};
+  constexpr long timeout_ms = 300;
+  double seconds = seconds_per_run() + 4;
+  std::vector<std::unique_ptr<test::Process>> checkers;
+  for (int p = 0; p < 3; ++p) {
+    checkers.push_back(std::make_unique<test::Process>(run.args(
+        p, "memcached", server.location(), 2, seconds, {"--timeout-ms", std::to_string(timeout_ms)})));
+  }
+  std::this_thread::sleep_for(1s);
+  // SIGKILL, as a crash: on SIGTERM memcached 1.6 goes on serving its
+  // connected clients for a while before it exits.
+  ::kill(server.pid(), SIGKILL);
+  server.stop();  // reaps it
+  auto before = run.verdict(3).sections;
+  std::this_thread::sleep_for(1500ms);
+  auto during = run.verdict(3).sections;
+  server.start();
+  auto figures = total(checkers);
+  auto v = run.verdict(3);
+  report("memcached, killed, down 1.5 s, restarted", v, figures, "server killed, then restarted empty", timeout_ms);
+  CHECK(before > 0);
+  CHECK(during - before <= 6);        // at most the sections under way when it died
+  CHECK(v.sections > during);         // sections resumed after the restart
+  CHECK(figures.cache_errors > 0);    // acquires failed while it was down: never a false "acquired"
+  CHECK(v.overlaps == 0);
+  CHECK(v.lost_updates() == 0);
+  CHECK(figures.max_call_us < (2 * timeout_ms + 500) * 1000);
+}
+
+TEST_CASE("torture: a restarted memcached has forgotten the lock, and extend says so") {
+  test::MemcachedProcess server;
+  auto cache = std::make_shared<cachelock::MemcachedCache>(cachelock::MemcachedOptions{.servers = {server.server()}});
+  cachelock::Lock held{"job", {.cache = cache, .ttl = 30s}};
+  ::kill(server.pid(), SIGKILL);
+  server.stop();
+  CHECK_THROWS_AS(held.extend(), cachelock::CacheError);  // down: the holder cannot tell
+  server.start();
+  // The first call after the restart may still meet the dead connection.
+  std::optional<bool> extended;
+  for (int attempt = 0; attempt < 3 && !extended; ++attempt) {
+    try {
+      extended = held.extend();
+    } catch (const cachelock::CacheError&) {
+    }
+  }
+  REQUIRE(extended.has_value());
+  CHECK_FALSE(*extended);  // up again, empty: the lock is gone, and the holder is told
+  CHECK_FALSE(held.owns_lock());
+  cachelock::Lock next{"job", {.cache = cache}};  // anyone may take it now
+  CHECK(next.owns_lock());
+}
+
+TEST_CASE("torture: a memcached that accepts and never answers fails every call within its timeout") {
+  test::FakeMemcached silent{[](const std::string&) { return std::optional<std::string>{}; }};
+  Run run{"silent"};
+  constexpr long timeout_ms = 300;
+  std::vector<std::unique_ptr<test::Process>> checkers;
+  checkers.push_back(std::make_unique<test::Process>(run.args(0, "memcached", silent.server().to_string(), 2,
+                                                             seconds_per_run(),
+                                                             {"--timeout-ms", std::to_string(timeout_ms)})));
+  auto figures = total(checkers);
+  auto v = run.verdict(1);
+  report("memcached silent server", v, figures, "a server that never answers", timeout_ms);
+  CHECK(v.sections == 0);  // nothing ever counted as acquired
+  CHECK(figures.cache_errors > 0);
+  CHECK(figures.cache_errors == figures.calls);
+  // Each call: one connect (immediate on loopback) plus one wait for a reply.
+  CHECK(figures.max_call_us < (2 * timeout_ms + 200) * 1000);
+}
+
+TEST_CASE("torture: bad keys are refused before anything reaches the server") {
+  test::FakeMemcached fake{[](const std::string&) { return std::optional<std::string>{"ERROR\r\n"}; }};
+  cachelock::MemcachedCache cache{{.servers = {fake.server()}}};
+  const std::string bad[] = {"has space", "x\r\nflush_all", std::string{"nul\0byte", 8}, std::string(251, 'k')};
+  for (const auto& key : bad) {
+    CAPTURE(key);
+    CHECK_THROWS_AS(cachelock::Lock(key, {.cache = std::shared_ptr<cachelock::Cache>(&cache, [](auto*) {})}),
+                    cachelock::InvalidKeyError);
+    auto job = cachelock::once("job-{0}", {.cache = std::shared_ptr<cachelock::Cache>(&cache, [](auto*) {})},
+                               [](const std::string&) {});
+    CHECK_THROWS_AS(job(key), cachelock::InvalidKeyError);
+  }
+  CHECK(fake.connections() == 0);
+  CHECK(fake.commands() == 0);
+
+  test::MemcachedProcess server;
+  cachelock::MemcachedCache real{{.servers = {server.server()}}};
+  for (int i = 0; i < 20; ++i) real.set("keep-" + std::to_string(i), "v");
+  CHECK_THROWS_AS(real.add("x\r\nflush_all", "v"), cachelock::InvalidKeyError);
+  CHECK_THROWS_AS(real.set("x\r\nflush_all\r\n", "v"), cachelock::InvalidKeyError);
+  for (int i = 0; i < 20; ++i) CHECK(real.get("keep-" + std::to_string(i)) == "v");
+}
+#endif
