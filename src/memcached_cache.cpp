@@ -9,8 +9,11 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <ctime>
+#include <exception>
 #include <limits>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <utility>
 
 #include <fmt/format.h>
@@ -36,9 +39,12 @@ constexpr time_t already_expired = relative_limit + 1;
 time_t expiration(Timeout timeout) noexcept {
   if (timeout.is_never()) return 0;
   if (timeout.is_expired()) return already_expired;
-  // Whole seconds, rounded up: a ttl of 1 ms is sent as one second, never
-  // as zero (which would mean "never expires").
-  auto seconds = (timeout.duration().count() + 999) / 1000;
+  // Whole seconds, rounded up (a ttl of 1 ms is never sent as 0, which would
+  // mean "never expires"), plus one: memcached's clock ticks once a second
+  // and an entry expires at a tick, so one sent N seconds lives between N-1
+  // and N. With the extra second it lives at least its ttl, at most ttl + 2 s.
+  auto ms = timeout.duration().count();
+  std::int64_t seconds = ms / 1000 + (ms % 1000 != 0 ? 1 : 0) + 1;  // no overflow near the maximum
   if (seconds > relative_limit) seconds += std::time(nullptr);
   return static_cast<time_t>(std::min<std::int64_t>(seconds, std::numeric_limits<std::uint32_t>::max()));
 }
@@ -115,51 +121,48 @@ std::string describe(const memcached_st* handle, memcached_return_t rc) {
       fmt::format("memcached {}: {} failed: {}", server_of(handle, key), operation(op, key), text));
 }
 
-void check_options(const MemcachedOptions& o) {
-  if (o.servers.empty()) {
-    throw ConfigError("memcached options: no servers; give at least one in LOCATION");
-  }
-  for (std::size_t i = 0; i < o.servers.size(); ++i) {
-    if (o.servers[i].host.empty()) {
-      throw ConfigError(fmt::format("memcached options: server {} has an empty host", i + 1));
-    }
-  }
-  if (o.pool_size == 0) throw ConfigError("memcached options: pool_size must be at least 1");
-  if (o.pool_size > std::numeric_limits<std::uint32_t>::max()) {
-    throw ConfigError(fmt::format("memcached options: pool_size {} is too large", o.pool_size));
-  }
-  // libmemcached keeps the send and receive limits as 32-bit microseconds.
-  constexpr auto longest = milliseconds{std::numeric_limits<std::int32_t>::max() / 1000};
-  auto check_positive = [&](std::string_view name, milliseconds value) {
-    if (value.count() <= 0) {
-      throw ConfigError(fmt::format("memcached options: {} must be positive, got {} ms", name,
-                                    value.count()));
-    }
-    if (value > longest) {
-      throw ConfigError(fmt::format("memcached options: {} must be at most {} ms, got {} ms", name,
-                                    longest.count(), value.count()));
-    }
-  };
-  check_positive("connect_timeout", o.connect_timeout);
-  check_positive("timeout", o.timeout);
-  if (o.retry_timeout.count() < 0) {
-    throw ConfigError(fmt::format("memcached options: retry_timeout must not be negative, got {} ms",
-                                  o.retry_timeout.count()));
-  }
-  if (!o.username.empty() && !o.binary) {
-    throw ConfigError(fmt::format(
-        "memcached options: username {} needs the binary protocol (binary: true); SASL has no text protocol",
-        detail::quote(o.username)));
-  }
-  if (o.username.empty() && !o.password.empty()) {
-    throw ConfigError("memcached options: password given without username");
+// Failures that are the server's own answer, read in full: the connection is
+// still in step with the server and can serve the next call.
+bool answered(memcached_return_t rc) noexcept {
+  switch (rc) {
+    case MEMCACHED_NOTFOUND:
+    case MEMCACHED_NOTSTORED:
+    case MEMCACHED_DATA_EXISTS:
+    case MEMCACHED_CLIENT_ERROR:
+    case MEMCACHED_SERVER_ERROR:
+    case MEMCACHED_E2BIG:
+    case MEMCACHED_SERVER_MEMORY_ALLOCATION_FAILURE:
+      return true;
+    default:
+      return false;
   }
 }
 
+// Closes every connection of `handle`, so that a reply still on its way is
+// never read as the answer to a later call. memcached_quit() is the only
+// public way to close; it sends "quit" first, which could wait up to the poll
+// timeout for room in a full send buffer. With that timeout at 0 the "quit"
+// goes out at once or not at all (libmemcached then closes without it).
+void close_connections(memcached_st* handle) noexcept {
+  auto poll = memcached_behavior_get(handle, MEMCACHED_BEHAVIOR_POLL_TIMEOUT);
+  memcached_behavior_set(handle, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, 0);
+  memcached_quit(handle);
+  memcached_behavior_set(handle, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, poll);
+}
+
+// "a:11211, b:11211", from the options (for errors before there are handles).
+std::string servers_of(const MemcachedOptions& options) {
+  std::string names;
+  for (const auto& server : options.servers) names += (names.empty() ? "" : ", ") + server.to_string();
+  return names;
+}
+
 // One handle configured from the options: the template the pool clones.
+// Throws: ConfigError if libmemcached refuses a setting, CacheError (with the
+// bare reason) if it cannot allocate.
 memcached_st* make_master(const MemcachedOptions& o) {
   memcached_st* master = memcached_create(nullptr);
-  if (master == nullptr) throw CacheError("memcached: cannot allocate a libmemcached handle");
+  if (master == nullptr) throw CacheError("cannot allocate a libmemcached handle");
   auto fail = [&](std::string what, memcached_return_t rc) {
     std::string text = memcached_strerror(master, rc);
     memcached_free(master);
@@ -211,6 +214,7 @@ memcached_st* make_master(const MemcachedOptions& o) {
 // The handles of one process. A child made by fork() must not use them:
 // their sockets are shared with the parent.
 struct Connections {
+  // Throws: as make_master().
   Connections(const MemcachedOptions& options, std::uint64_t generation_)
       : generation{generation_}, size{options.pool_size}, available{options.pool_size},
         wait{options.timeout} {
@@ -221,7 +225,7 @@ struct Connections {
     if (pool == nullptr) {
       if (locator) memcached_free(locator);
       memcached_free(master);
-      throw CacheError("memcached: cannot create a pool of libmemcached handles");
+      throw CacheError("cannot create a pool of libmemcached handles");
     }
   }
 
@@ -299,7 +303,68 @@ void abandon(Connections* connections) noexcept {
                                             std::memory_order_relaxed));
 }
 
+// The longest host name or socket path libmemcached accepts (NI_MAXHOST - 1).
+constexpr std::size_t longest_host = 1024;
+// server_failure_limit above this is refused: libmemcached keeps it in 32
+// bits, and a larger limit would never skip a failing server anyway.
+constexpr unsigned most_failures = 1000;
+
 }  // namespace
+
+void MemcachedCache::check(const MemcachedOptions& o) {
+  if (o.servers.empty()) {
+    throw ConfigError("memcached options: no servers; give at least one in LOCATION");
+  }
+  for (std::size_t i = 0; i < o.servers.size(); ++i) {
+    const auto& host = o.servers[i].host;
+    if (host.empty()) {
+      throw ConfigError(fmt::format("memcached options: server {} has an empty host", i + 1));
+    }
+    // libmemcached takes the host as a C string: a NUL would cut it short.
+    if (host.find('\0') != std::string::npos) {
+      throw ConfigError(fmt::format("memcached options: server {} has a NUL byte in its host {}", i + 1,
+                                    detail::quote(host)));
+    }
+    if (host.size() > longest_host) {
+      throw ConfigError(fmt::format("memcached options: server {} has a host of {} bytes; at most {} are allowed",
+                                    i + 1, host.size(), longest_host));
+    }
+  }
+  if (o.pool_size == 0) throw ConfigError("memcached options: pool_size must be at least 1");
+  if (o.pool_size > std::numeric_limits<std::uint32_t>::max()) {
+    throw ConfigError(fmt::format("memcached options: pool_size {} is too large", o.pool_size));
+  }
+  // libmemcached keeps the send and receive limits as 32-bit microseconds.
+  constexpr auto longest = milliseconds{std::numeric_limits<std::int32_t>::max() / 1000};
+  auto check_positive = [&](std::string_view name, milliseconds value) {
+    if (value.count() <= 0) {
+      throw ConfigError(fmt::format("memcached options: {} must be positive, got {} ms", name,
+                                    value.count()));
+    }
+    if (value > longest) {
+      throw ConfigError(fmt::format("memcached options: {} must be at most {} ms, got {} ms", name,
+                                    longest.count(), value.count()));
+    }
+  };
+  check_positive("connect_timeout", o.connect_timeout);
+  check_positive("timeout", o.timeout);
+  if (o.retry_timeout.count() < 0) {
+    throw ConfigError(fmt::format("memcached options: retry_timeout must not be negative, got {} ms",
+                                  o.retry_timeout.count()));
+  }
+  if (o.server_failure_limit > most_failures) {
+    throw ConfigError(fmt::format("memcached options: server_failure_limit must be at most {}, got {}",
+                                  most_failures, o.server_failure_limit));
+  }
+  if (!o.username.empty() && !o.binary) {
+    throw ConfigError(fmt::format(
+        "memcached options: username {} needs the binary protocol (binary: true); SASL has no text protocol",
+        detail::quote(o.username)));
+  }
+  if (o.username.empty() && !o.password.empty()) {
+    throw ConfigError("memcached options: password given without username");
+  }
+}
 
 std::string MemcachedServer::to_string() const {
   if (is_socket()) return "unix:" + host;
@@ -348,10 +413,14 @@ MemcachedServer MemcachedServer::parse(std::string_view location) {
 
 struct MemcachedCache::Impl {
   explicit Impl(MemcachedOptions o) : options{std::move(o)} {
-    check_options(options);
+    check(options);
     // Builds the handles (no connection yet) so that libmemcached refuses
     // bad settings here rather than at the first lock.
-    connections.store(new Connections{options, detail::fork_generation()});
+    try {
+      connections.store(new Connections{options, detail::fork_generation()});
+    } catch (const CacheError& e) {
+      throw CacheError(fmt::format("memcached {}: {}", servers_of(options), e.what()));
+    }
   }
 
   ~Impl() {
@@ -367,11 +436,16 @@ struct MemcachedCache::Impl {
   Impl& operator=(const Impl&) = delete;
 
   // This process's handles; after a fork, new ones for the child.
-  Connections& current() {
+  Connections& current(std::string_view op, std::string_view key) {
     auto generation = detail::fork_generation();
     auto* seen = connections.load(std::memory_order_acquire);
     while (seen->generation != generation) [[unlikely]] {
-      auto fresh = std::make_unique<Connections>(options, generation);
+      std::unique_ptr<Connections> fresh;
+      try {
+        fresh = std::make_unique<Connections>(options, generation);
+      } catch (const CacheError& e) {
+        throw CacheError(fmt::format("memcached {}: {} failed: {}", servers_of(options), operation(op, key), e.what()));
+      }
       if (connections.compare_exchange_strong(seen, fresh.get(), std::memory_order_acq_rel)) {
         abandon(seen);
         return *fresh.release();
@@ -380,19 +454,56 @@ struct MemcachedCache::Impl {
     return *seen;
   }
 
-  // A handle for one operation, back to the pool at scope exit.
+  // A handle for one operation on `key` (empty: every server), back to the
+  // pool at scope exit. If the operation fails before the server's answer
+  // was read in full (a timeout, a broken or refused connection, a reply that
+  // makes no sense, any exception), the handle's connections are closed
+  // first: a late reply left on one would be read as the answer to the next
+  // call on that handle, such as an `add` that "succeeds" on a held key.
   class Handle {
    public:
     Handle(Impl& impl, std::string_view op, std::string_view key)
-        : connections_{impl.current()}, handle_{connections_.fetch(op, key)} {}
-    ~Handle() { connections_.release(handle_); }
+        : connections_{impl.current(op, key)}, handle_{connections_.fetch(op, key)}, key_{key} {
+      // Set by a failure to connect during this operation (see ~Handle).
+      memcached_reset_last_disconnected_server(handle_);
+    }
+
+    ~Handle() {
+      if (std::uncaught_exceptions() > exceptions_ && !in_step_) {
+        // A failure to connect left no socket to close, and closing would
+        // forget that the server is being skipped (server_failure_limit,
+        // retry_timeout). Only known for an operation on one server.
+        bool one_server = !key_.empty() || memcached_server_count(handle_) == 1;
+        if (!one_server || memcached_server_get_last_disconnect(handle_) == nullptr) {
+          close_connections(handle_);
+        }
+      }
+      connections_.release(handle_);
+    }
+
     Handle(const Handle&) = delete;
     Handle& operator=(const Handle&) = delete;
     memcached_st* get() const noexcept { return handle_; }
 
+    /// Throws the CacheError for libmemcached's failure `rc` of `op`.
+    [[noreturn]] void fail(memcached_return_t rc, std::string_view op) {
+      in_step_ = answered(rc);
+      throw_failure(handle_, rc, op, key_);
+    }
+
+    /// Throws a CacheError for a problem found in an answer read in full.
+    [[noreturn]] void fail_answered(std::string_view op, std::string_view problem) {
+      in_step_ = true;
+      throw CacheError(fmt::format("memcached {}: {} failed: {}", server_of(handle_, key_),
+                                   operation(op, key_), problem));
+    }
+
    private:
     Connections& connections_;
     memcached_st* handle_;
+    std::string_view key_;
+    int exceptions_ = std::uncaught_exceptions();
+    bool in_step_ = false;  // set when failing after a complete answer
   };
 
   struct Fetched {
@@ -400,15 +511,17 @@ struct MemcachedCache::Impl {
     std::uint64_t cas;
   };
 
-  // One `get` (or `gets`: the handles ask for CAS ids) of `key`.
-  static std::optional<Fetched> fetch(memcached_st* handle, std::string_view key, std::string_view op) {
+  // One `get` (or `gets`: the handles ask for CAS ids) of the handle's key.
+  static std::optional<Fetched> fetch(Handle& handle, std::string_view key, std::string_view op) {
     const char* keys[] = {key.data()};
     const std::size_t lengths[] = {key.size()};
-    auto rc = memcached_mget(handle, keys, lengths, 1);
-    if (rc != MEMCACHED_SUCCESS) throw_failure(handle, rc, op, key);
+    auto rc = memcached_mget(handle.get(), keys, lengths, 1);
+    if (rc != MEMCACHED_SUCCESS) handle.fail(rc, op);
     memcached_result_st result;
-    if (memcached_result_create(handle, &result) == nullptr) {
-      throw CacheError(fmt::format("memcached: {} {} failed: out of memory", op, detail::quote(key)));
+    if (memcached_result_create(handle.get(), &result) == nullptr) {
+      // The reply is still unread: ~Handle closes the connection.
+      throw CacheError(fmt::format("memcached {}: {} failed: out of memory", server_of(handle.get(), key),
+                                   operation(op, key)));
     }
     struct FreeResult {
       memcached_result_st* result;
@@ -416,14 +529,26 @@ struct MemcachedCache::Impl {
     } free_result{&result};
     std::optional<Fetched> found;
     // Read up to the end marker, so the connection is ready for the next call.
-    while (memcached_fetch_result(handle, &result, &rc) != nullptr) {
+    while (memcached_fetch_result(handle.get(), &result, &rc) != nullptr) {
       std::string_view got{memcached_result_key_value(&result), memcached_result_key_length(&result)};
       if (got == key) {
         found = Fetched{{memcached_result_value(&result), memcached_result_length(&result)},
                         memcached_result_cas(&result)};
       }
     }
-    if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND) throw_failure(handle, rc, op, key);
+    if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND) handle.fail(rc, op);
+    return found;
+  }
+
+  // The `gets` of a compare operation: the value and its CAS id, if present.
+  static std::optional<Fetched> fetch_for_cas(Handle& handle, std::string_view key) {
+    auto found = fetch(handle, key, "gets");
+    // A server run with -C has no CAS ids and sends 0. A `cas` with id 0 is
+    // malformed in the text protocol and, in the binary one, an ordinary set
+    // that would overwrite whatever another client stored since our `gets`.
+    if (found && found->cas == 0) {
+      handle.fail_answered("gets", "the server sent no CAS id (is it running with -C, CAS disabled?)");
+    }
     return found;
   }
 
@@ -448,7 +573,7 @@ std::optional<std::string> MemcachedCache::get_(std::string_view key) {
   std::unique_ptr<char, decltype(&std::free)> value{
       memcached_get(handle.get(), key.data(), key.size(), &length, &flags, &rc), &std::free};
   if (rc == MEMCACHED_NOTFOUND) return std::nullopt;
-  if (rc != MEMCACHED_SUCCESS) throw_failure(handle.get(), rc, "get", key);
+  if (rc != MEMCACHED_SUCCESS) handle.fail(rc, "get");
   if (!value) return std::string{};  // an empty value comes back as a null pointer
   return std::string{value.get(), length};
 }
@@ -457,7 +582,7 @@ void MemcachedCache::set_(std::string_view key, std::string_view value, Timeout 
   Impl::Handle handle{*impl_, "set", key};
   auto rc = memcached_set(handle.get(), key.data(), key.size(), value.data(), value.size(),
                           expiration(timeout), 0);
-  if (rc != MEMCACHED_SUCCESS) throw_failure(handle.get(), rc, "set", key);
+  if (rc != MEMCACHED_SUCCESS) handle.fail(rc, "set");
 }
 
 bool MemcachedCache::erase_(std::string_view key) {
@@ -465,7 +590,7 @@ bool MemcachedCache::erase_(std::string_view key) {
   auto rc = memcached_delete(handle.get(), key.data(), key.size(), 0);
   if (rc == MEMCACHED_SUCCESS) return true;
   if (rc == MEMCACHED_NOTFOUND) return false;
-  throw_failure(handle.get(), rc, "delete", key);
+  handle.fail(rc, "delete");
 }
 
 bool MemcachedCache::add_(std::string_view key, std::string_view value, Timeout timeout) {
@@ -476,7 +601,7 @@ bool MemcachedCache::add_(std::string_view key, std::string_view value, Timeout 
   // text protocol's "exists", DATA_EXISTS the binary protocol's.
   if (rc == MEMCACHED_SUCCESS) return true;
   if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS) return false;
-  throw_failure(handle.get(), rc, "add", key);
+  handle.fail(rc, "add");
 }
 
 bool MemcachedCache::touch_(std::string_view key, Timeout timeout) {
@@ -484,7 +609,7 @@ bool MemcachedCache::touch_(std::string_view key, Timeout timeout) {
   auto rc = memcached_touch(handle.get(), key.data(), key.size(), expiration(timeout));
   if (rc == MEMCACHED_SUCCESS) return true;
   if (rc == MEMCACHED_NOTFOUND) return false;
-  throw_failure(handle.get(), rc, "touch", key);
+  handle.fail(rc, "touch");
 }
 
 std::optional<std::int64_t> MemcachedCache::incr_(std::string_view key, std::int64_t delta) {
@@ -499,17 +624,17 @@ std::optional<std::int64_t> MemcachedCache::incr_(std::string_view key, std::int
                : memcached_decrement_by_key(handle.get(), key.data(), key.size(), key.data(), key.size(),
                                             offset, &value);
   if (rc == MEMCACHED_NOTFOUND) return std::nullopt;
-  if (rc != MEMCACHED_SUCCESS) throw_failure(handle.get(), rc, op, key);
+  if (rc != MEMCACHED_SUCCESS) handle.fail(rc, op);
   if (value > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-    throw CacheError(fmt::format("memcached {}: {} {}: the result {} does not fit a 64-bit signed integer",
-                                 server_of(handle.get(), key), op, detail::quote(key), value));
+    // The server has stored it all the same: memcached counts in 64 unsigned bits.
+    handle.fail_answered(op, fmt::format("the result {} does not fit a 64-bit signed integer", value));
   }
   return static_cast<std::int64_t>(value);
 }
 
 bool MemcachedCache::erase_if_equals_(std::string_view key, std::string_view expected) {
   Impl::Handle handle{*impl_, "gets", key};
-  auto found = Impl::fetch(handle.get(), key, "gets");
+  auto found = Impl::fetch_for_cas(handle, key);
   if (!found || found->value != expected) return false;
   // Not `delete`, which has no CAS in the text protocol: a `cas` that stores
   // an entry the server sees as already expired, only if nobody wrote since.
@@ -517,19 +642,47 @@ bool MemcachedCache::erase_if_equals_(std::string_view key, std::string_view exp
                           already_expired, 0, found->cas);
   if (rc == MEMCACHED_SUCCESS) return true;
   if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND) return false;
-  throw_failure(handle.get(), rc, "cas", key);
+  handle.fail(rc, "cas");
 }
 
 bool MemcachedCache::replace_if_equals_(std::string_view key, std::string_view expected,
                                         std::string_view value, Timeout timeout) {
   Impl::Handle handle{*impl_, "gets", key};
-  auto found = Impl::fetch(handle.get(), key, "gets");
+  auto found = Impl::fetch_for_cas(handle, key);
   if (!found || found->value != expected) return false;
   auto rc = memcached_cas(handle.get(), key.data(), key.size(), value.data(), value.size(),
                           expiration(timeout), 0, found->cas);
   if (rc == MEMCACHED_SUCCESS) return true;
   if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND) return false;
-  throw_failure(handle.get(), rc, "cas", key);
+  handle.fail(rc, "cas");
+}
+
+std::vector<MemcachedServerStats> MemcachedCache::stats() {
+  Impl::Handle handle{*impl_, "stats", ""};
+  memcached_return_t rc = MEMCACHED_SUCCESS;
+  memcached_stat_st* all = memcached_stat(handle.get(), nullptr, &rc);
+  if (all == nullptr || rc != MEMCACHED_SUCCESS) {
+    if (all) memcached_stat_free(handle.get(), all);
+    handle.fail(rc == MEMCACHED_SUCCESS ? MEMCACHED_FAILURE : rc, "stats");
+  }
+  std::vector<MemcachedServerStats> result;
+  for (std::uint32_t i = 0; i < memcached_server_count(handle.get()); ++i) {
+    MemcachedServerStats server{name_of(memcached_server_instance_by_position(handle.get(), i)), {}};
+    memcached_return_t key_rc = MEMCACHED_SUCCESS;
+    char** names = memcached_stat_get_keys(handle.get(), &all[i], &key_rc);
+    for (char** name = names; name && *name; ++name) {
+      memcached_return_t value_rc = MEMCACHED_SUCCESS;
+      char* value = memcached_stat_get_value(handle.get(), &all[i], *name, &value_rc);
+      if (value) {
+        server.values.emplace(*name, value);
+        std::free(value);
+      }
+    }
+    std::free(names);
+    result.push_back(std::move(server));
+  }
+  memcached_stat_free(handle.get(), all);
+  return result;
 }
 
 void MemcachedCache::clear_() {

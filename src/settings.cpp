@@ -250,6 +250,12 @@ std::int64_t integer_at_least(const Field& field, std::int64_t least) {
   return value;
 }
 
+std::int64_t integer_between(const Field& field, std::int64_t least, std::int64_t most) {
+  auto value = field.integer();
+  if (value < least || value > most) field.expected(fmt::format("an integer from {} to {}", least, most));
+  return value;
+}
+
 void check_key_prefix(const Field& field, std::string_view prefix) {
   if (auto at = find_bad_key_byte(prefix); at != std::string_view::npos) {
     field.fail(fmt::format("contains {}; keys may not contain spaces or control characters",
@@ -300,7 +306,17 @@ MemcachedOptions parse_memcached(const Field* location, const Field* options_fie
   } else {
     location->expected("host:port, unix:/path, or a list of them");
   }
-  if (options_field == nullptr) return options;
+  // The ranges libmemcached takes, checked now rather than at first use; its
+  // messages then get this file's line and the setting's name.
+  auto checked = [&](const Field& where) {
+    try {
+      MemcachedCache::check(options);
+    } catch (const ConfigError& e) {
+      where.fail(e.what());
+    }
+    return options;
+  };
+  if (options_field == nullptr) return checked(*location);
   options_field->for_each_entry([&](const std::string& name, const Field& value) {
     if (name == "binary") {
       options.binary = value.boolean();
@@ -315,7 +331,7 @@ MemcachedOptions parse_memcached(const Field* location, const Field* options_fie
       if (seconds < 0) value.expected("a number of seconds, 0 or more");
       options.retry_timeout = milliseconds_of(seconds);
     } else if (name == "server_failure_limit") {
-      options.server_failure_limit = static_cast<unsigned>(integer_at_least(value, 0));
+      options.server_failure_limit = static_cast<unsigned>(integer_between(value, 0, 1000));
     } else if (name == "distribution") {
       auto text = value.text();
       if (text == "modula") {
@@ -326,7 +342,7 @@ MemcachedOptions parse_memcached(const Field* location, const Field* options_fie
         value.expected("modula or ketama");
       }
     } else if (name == "pool_size" || name == "max_pool_size") {
-      options.pool_size = static_cast<std::size_t>(integer_at_least(value, 1));
+      options.pool_size = static_cast<std::size_t>(integer_between(value, 1, 100'000));
     } else if (name == "username") {
       options.username = value.text();
     } else if (name == "password") {
@@ -344,7 +360,7 @@ MemcachedOptions parse_memcached(const Field* location, const Field* options_fie
   if (!options.username.empty() && !options.binary) {
     options_field->fail("username needs binary: true (SASL works only with the binary protocol)");
   }
-  return options;
+  return checked(*options_field);
 }
 #endif
 

@@ -10,9 +10,12 @@
 #include <fstream>
 #include <iterator>
 
-#include <cachelock/config.hpp>
+#include <cachelock/cachelock.hpp>
 
 #include "process.hpp"
+#if CACHELOCK_HAS_MEMCACHED
+#include "memcached_server.hpp"
+#endif
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
@@ -315,3 +318,35 @@ TEST_CASE("cli: with no settings, files under $XDG_RUNTIME_DIR exclude other pro
   holder.signal(SIGTERM);
   holder.wait();
 }
+
+#if CACHELOCK_HAS_MEMCACHED
+TEST_CASE("cli: a memcached short of memory evicts held locks, and check warns about it") {
+  Sandbox box;
+  // -I: memcached refuses an item limit above half the memory, 1 MB by default.
+  test::MemcachedProcess server{std::vector<std::string>{"-m", "1", "-I", "512k"}};
+  auto settings = box.dir + "/small.yaml";
+  std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: " << server.location()
+                          << "\n";
+  auto cache = std::make_shared<cachelock::MemcachedCache>(cachelock::MemcachedOptions{.servers = {server.server()}});
+  auto quiet = box.run({"--settings", settings, "check"});
+  CHECK(quiet.code == 0);
+  CHECK(quiet.out.find("warning") == std::string::npos);
+
+  cachelock::Lock held{"job", {.cache = cache, .ttl = 600s}};
+  // Other traffic, entries of every size near a lock's, far more than 1 MB of it.
+  for (int i = 0; i < 100'000; ++i) cache->set("filler-" + std::to_string(i), std::string(20 + i % 100, 'x'));
+  long evictions = 0;
+  for (const auto& s : cache->stats()) evictions += std::atol(s.values.at("evictions").c_str());
+  CHECK(evictions > 0);
+  // The hazard, shown: the held lock was evicted, and a second owner gets it.
+  cachelock::Lock second{"job", std::defer_lock, {.cache = cache}};
+  bool taken_twice = second.try_acquire();
+  CHECK(taken_twice);
+  MESSAGE("memcached -m 1 evicted " << evictions << " items; the held lock "
+                                    << std::string{taken_twice ? "was evicted and taken by a second owner" : "survived"});
+
+  auto warned = box.run({"--settings", settings, "check"});
+  CHECK(warned.code == 0);
+  CHECK(warned.out.find("warning: memcached " + server.location() + " has evicted ") != std::string::npos);
+}
+#endif

@@ -8,9 +8,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <ctime>
+#include <functional>
+#include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 #include <vector>
@@ -40,23 +44,23 @@ std::shared_ptr<MemcachedCache> cache_on(std::vector<MemcachedServer> servers, b
                                           std::move(options));
 }
 
-// memcached's clock ticks once a second, so an entry with a 2 s lifetime
-// lives between 1 and 2 s: 2 s is the shortest lifetime that is surely still
-// there right after the write, and 3.5 s surely past it.
+// memcached's clock ticks once a second, so MemcachedCache sends a ttl as
+// its whole seconds plus one: an entry given 1 s lives between 1 and 2 s.
+// 3 s is surely past it, with a second to spare.
 struct TextBackend {
   static std::shared_ptr<cachelock::Cache> make(cachelock::CacheOptions options) {
     return cache_on({test::shared_memcached().server()}, false, std::move(options));
   }
-  static constexpr auto short_ttl = 2s;
-  static constexpr auto expired_after = 3500ms;
+  static constexpr auto short_ttl = 1s;
+  static constexpr auto expired_after = 3s;
 };
 
 struct BinaryBackend {
   static std::shared_ptr<cachelock::Cache> make(cachelock::CacheOptions options) {
     return cache_on({test::shared_memcached().server()}, true, std::move(options));
   }
-  static constexpr auto short_ttl = 2s;
-  static constexpr auto expired_after = 3500ms;
+  static constexpr auto short_ttl = 1s;
+  static constexpr auto expired_after = 3s;
 };
 
 struct TwoServersBackend {
@@ -64,8 +68,8 @@ struct TwoServersBackend {
     return cache_on({test::shared_memcached().server(), second_memcached().server()}, false,
                     std::move(options));
   }
-  static constexpr auto short_ttl = 2s;
-  static constexpr auto expired_after = 3500ms;
+  static constexpr auto short_ttl = 1s;
+  static constexpr auto expired_after = 3s;
 };
 
 long long elapsed_ms(Clock::time_point since) {
@@ -83,6 +87,157 @@ std::string cache_error_of(F&& f) {
   FAIL("no CacheError was thrown");
   return {};
 }
+
+std::vector<std::string> words_of(const std::string& line) {
+  std::vector<std::string> words;
+  std::size_t at = 0;
+  while (at < line.size()) {
+    auto space = std::min(line.find(' ', at), line.size());
+    words.push_back(line.substr(at, space - at));
+    at = space + 1;
+  }
+  return words;
+}
+
+// One key answered as memcached answers it (get/gets, add, set, cas, delete,
+// touch), the script of a FakeMemcached in either protocol. The `late_at`-th
+// command with verb `late_verb` is answered after `delay`, when the client
+// has given up on it; then `after_late` changes the value (someone else
+// writes meanwhile, say). `before_cas` runs before every `cas` is answered,
+// as another client writing between our `gets` and our `cas`.
+class ScriptedKey {
+ public:
+  using Value = std::optional<std::string>;
+  explicit ScriptedKey(Value value) : value_{std::move(value)} {}
+
+  std::string late_verb;
+  int late_at = 1;
+  std::chrono::milliseconds delay{450};
+  std::function<void(Value&)> after_late;
+  std::function<void(Value&)> before_cas;
+
+  std::optional<std::string> operator()(const std::string& command, const std::string& data) {
+    auto words = words_of(command);
+    const auto& verb = words.at(0);
+    bool late = false;
+    {
+      std::lock_guard lock{mutex_};
+      late = ++seen_[verb] == late_at && verb == late_verb;
+    }
+    if (late) std::this_thread::sleep_for(delay);
+    std::lock_guard lock{mutex_};
+    auto reply = answer(words, data);
+    if (late && after_late) {
+      after_late(value_);
+      ++cas_;
+    }
+    return reply;
+  }
+
+  int seen(const std::string& verb) const {
+    std::lock_guard lock{mutex_};
+    auto it = seen_.find(verb);
+    return it == seen_.end() ? 0 : it->second;
+  }
+  Value value() const {
+    std::lock_guard lock{mutex_};
+    return value_;
+  }
+
+ private:
+  std::string answer(const std::vector<std::string>& words, const std::string& data) {
+    const auto& verb = words.at(0);
+    const auto& key = words.at(1);
+    auto store = [&](const std::string& exptime) {
+      if (exptime == "2592001") {  // 1970-01-31: already expired
+        value_.reset();
+      } else {
+        value_ = data;
+      }
+      ++cas_;
+      return std::string{"STORED\r\n"};
+    };
+    if (verb == "get" || verb == "gets") {
+      if (!value_) return "END\r\n";
+      return "VALUE " + key + " 0 " + std::to_string(value_->size()) + " " + std::to_string(cas_) + "\r\n" +
+             *value_ + "\r\nEND\r\n";
+    }
+    if (verb == "set") return store(words.at(3));
+    if (verb == "add") return value_ ? "NOT_STORED\r\n" : store(words.at(3));
+    if (verb == "cas") {
+      if (before_cas) {
+        before_cas(value_);
+        ++cas_;
+      }
+      if (!value_) return "NOT_FOUND\r\n";
+      if (std::stoull(words.at(5)) != cas_) return "EXISTS\r\n";
+      return store(words.at(3));
+    }
+    if (verb == "delete") {
+      if (!value_) return "NOT_FOUND\r\n";
+      value_.reset();
+      return "DELETED\r\n";
+    }
+    if (verb == "touch") return value_ ? "TOUCHED\r\n" : "NOT_FOUND\r\n";
+    return "ERROR\r\n";
+  }
+
+  mutable std::mutex mutex_;
+  Value value_;
+  std::uint64_t cas_ = 77;
+  std::map<std::string, int> seen_;
+};
+
+// The script of a FakeMemcached that passes every command on to a real
+// memcached (in the text protocol, on a connection of its own) and answers
+// with the real server's reply: a real server with a hook between our
+// `gets` and our `cas`. If `intrude` is set, before the next `cas` another
+// client stores that value under the key.
+class Relay {
+ public:
+  explicit Relay(const test::MemcachedProcess& server)
+      : server_{server}, fd_{test::connect_loopback(server.port())} {
+    if (fd_ < 0) throw std::runtime_error("relay: cannot connect to memcached at " + server.location());
+  }
+  ~Relay() { ::close(fd_); }
+  Relay(const Relay&) = delete;
+  Relay& operator=(const Relay&) = delete;
+
+  std::optional<std::string> intrude;  // used on the FakeMemcached's thread only, while it is idle
+
+  std::optional<std::string> operator()(const std::string& command, const std::string& data) {
+    auto words = words_of(command);
+    const auto& verb = words.at(0);
+    if (verb == "cas" && intrude) {
+      auto stored = server_.command("set " + words.at(1) + " 0 0 " + std::to_string(intrude->size()) + "\r\n" +
+                                    *intrude + "\r\n");
+      if (stored != "STORED\r\n") throw std::runtime_error("relay: the intruding set failed: " + stored);
+      intrude.reset();
+    }
+    std::string request = command + "\r\n";
+    for (const char* storage : {"set", "add", "replace", "cas", "append", "prepend"}) {
+      if (verb == storage) request += data + "\r\n";
+    }
+    if (::send(fd_, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+      throw std::runtime_error("relay: cannot send to memcached");
+    }
+    const bool until_end = verb == "get" || verb == "gets";
+    std::string reply;
+    while (!(until_end ? reply.ends_with("END\r\n") || reply.starts_with("ERROR") ||
+                             reply.starts_with("CLIENT_ERROR") || reply.starts_with("SERVER_ERROR")
+                       : reply.ends_with("\r\n"))) {
+      char buffer[4096];
+      auto n = ::recv(fd_, buffer, sizeof buffer, 0);
+      if (n <= 0) throw std::runtime_error("relay: memcached closed the connection");
+      reply.append(buffer, static_cast<std::size_t>(n));
+    }
+    return reply;
+  }
+
+ private:
+  const test::MemcachedProcess& server_;
+  int fd_;
+};
 
 }  // namespace
 
@@ -178,13 +333,32 @@ TEST_CASE("memcached: bad options are refused when the cache is made") {
        "protocol"},
       {{.servers = {server}, .binary = true, .password = "secret"},
        "memcached options: password given without username"},
+      // libmemcached keeps it in 32 bits; a larger limit would never skip a server anyway.
+      {{.servers = {server}, .server_failure_limit = 1001},
+       "memcached options: server_failure_limit must be at most 1000, got 1001"},
+      {{.servers = {server}, .server_failure_limit = 4294967295u},
+       "memcached options: server_failure_limit must be at most 1000, got 4294967295"},
+      // libmemcached takes hosts as C strings of fewer than 1025 bytes.
+      {{.servers = {server, {std::string{"cache\0evil", 10}, 11211}}},
+       "memcached options: server 2 has a NUL byte in its host 'cache\\0evil'"},
+      {{.servers = {{std::string(1025, 'h'), 11211}}},
+       "memcached options: server 1 has a host of 1025 bytes; at most 1024 are allowed"},
+      {{.servers = {{"/tmp/" + std::string(1020, 's'), 0}}},
+       "memcached options: server 1 has a host of 1025 bytes; at most 1024 are allowed"},
   };
   for (const auto& b : bad) {
     CAPTURE(b.message);
     CHECK_THROWS_WITH_AS(MemcachedCache{b.options}, b.message, ConfigError);
+    CHECK_THROWS_WITH_AS(MemcachedCache::check(b.options), b.message, ConfigError);
   }
   CHECK_THROWS_WITH_AS(MemcachedCache({.servers = {server}}, {.timeout = cachelock::Timeout::standard()}),
                        "cache options: timeout must be a duration or never, not standard()", ConfigError);
+  // The limits themselves are fine, for check() and for libmemcached.
+  for (const auto& good : {MemcachedOptions{.servers = {server}, .server_failure_limit = 1000},
+                           MemcachedOptions{.servers = {{std::string(1024, 'h'), 11211}}}}) {
+    CHECK_NOTHROW(MemcachedCache::check(good));
+    CHECK_NOTHROW(MemcachedCache{good});
+  }
   MemcachedCache fine{{.servers = {server}, .binary = true, .pool_size = 3, .username = "app"}};
   CHECK(fine.memcached_options().pool_size == 3);
   CHECK(fine.memcached_options().username == "app");
@@ -210,7 +384,7 @@ TEST_CASE("memcached: timeouts become expirations as in Django's memcached backe
   test::FakeMemcached fake{[&](const std::string& command) -> std::optional<std::string> {
     std::lock_guard lock{mutex};
     seen.push_back(command);
-    return "STORED\r\n";
+    return command.starts_with("touch") ? "TOUCHED\r\n" : "STORED\r\n";
   }};
   MemcachedCache cache{{.servers = {fake.server()}}, {.timeout = 300s}};
   auto sent = [&](auto&& write) {
@@ -219,22 +393,35 @@ TEST_CASE("memcached: timeouts become expirations as in Django's memcached backe
     return seen.back();
   };
   using cachelock::Timeout;
-  CHECK(sent([&] { cache.set("k", "v"); }) == "set :1:k 0 300 1");  // the cache's TIMEOUT
+  // A duration is whole seconds, rounded up, plus one: memcached's clock
+  // ticks once a second, so N seconds may last only N-1.
+  CHECK(sent([&] { cache.set("k", "v"); }) == "set :1:k 0 301 1");  // the cache's TIMEOUT
   CHECK(sent([&] { cache.set("k", "v", Timeout::never()); }) == "set :1:k 0 0 1");
   CHECK(sent([&] { cache.set("k", "v", 0s); }) == "set :1:k 0 2592001 1");  // 1970-01-31: past
   CHECK(sent([&] { cache.set("k", "v", -5s); }) == "set :1:k 0 2592001 1");
-  CHECK(sent([&] { cache.set("k", "v", 1ms); }) == "set :1:k 0 1 1");  // rounded up, never 0
-  CHECK(sent([&] { cache.set("k", "v", 1500ms); }) == "set :1:k 0 2 1");
-  CHECK(sent([&] { cache.add("k", "v", 2000ms); }) == "add :1:k 0 2 1");
-  CHECK(sent([&] { cache.set("k", "v", 24h * 30); }) == "set :1:k 0 2592000 1");
-  // Past 30 days memcached reads a Unix time: now + the duration.
-  auto before = std::time(nullptr);
-  auto line = sent([&] { cache.set("k", "v", 24h * 30 + 1s); });
-  auto after = std::time(nullptr);
-  REQUIRE(line.starts_with("set :1:k 0 "));
-  auto absolute = std::stoll(line.substr(11));
-  CHECK(absolute >= before + 2592001);
-  CHECK(absolute <= after + 2592001);
+  CHECK(sent([&] { cache.set("k", "v", 1ms); }) == "set :1:k 0 2 1");
+  CHECK(sent([&] { cache.set("k", "v", 1s); }) == "set :1:k 0 2 1");
+  CHECK(sent([&] { cache.set("k", "v", 1500ms); }) == "set :1:k 0 3 1");
+  CHECK(sent([&] { cache.add("k", "v", 2000ms); }) == "add :1:k 0 3 1");
+  CHECK(sent([&] { cache.touch("k", 2000ms); }) == "touch :1:k 3");
+  CHECK(sent([&] { cache.set("k", "v", 24h * 30 - 1s); }) == "set :1:k 0 2592000 1");  // the longest relative
+  // Past 30 days memcached reads a Unix time: now + the (padded) duration.
+  auto absolute_for = [&](cachelock::Timeout timeout) {
+    auto before = std::time(nullptr);
+    auto line = sent([&] { cache.set("k", "v", timeout); });
+    auto after = std::time(nullptr);
+    REQUIRE(line.starts_with("set :1:k 0 "));
+    auto absolute = std::stoll(line.substr(11));
+    return std::pair{absolute - after, absolute - before};  // the range the duration sent may have
+  };
+  auto [low, high] = absolute_for(24h * 30);
+  CHECK(low <= 2592001);
+  CHECK(high >= 2592001);
+  std::tie(low, high) = absolute_for(24h * 30 + 1s);
+  CHECK(low <= 2592002);
+  CHECK(high >= 2592002);
+  // The latest time memcached can hold (2106), never an overflow.
+  CHECK(sent([&] { cache.set("k", "v", std::chrono::milliseconds::max()); }) == "set :1:k 0 4294967295 1");
 }
 
 TEST_CASE("memcached: values are stored with flags 0, which Django's clients read as bytes") {
@@ -330,6 +517,13 @@ TEST_CASE("memcached: decr stops at zero; incr on text names the server and the 
       CHECK(message == head + "CLIENT ERROR: cannot increment or decrement non-numeric value");
     }
     CHECK(cache->get("text") == "abc");  // and the connection still works
+    // memcached counts in 64 unsigned bits: past INT64_MAX the server has the
+    // result, we cannot return it.
+    cache->set("big", "9223372036854775807");
+    CHECK(cache_error_of([&] { cache->incr("big"); }) ==
+          "memcached " + server.location() +
+              ": incr 'incr:1:big' failed: the result 9223372036854775808 does not fit a 64-bit signed integer");
+    CHECK(cache->get("big") == "9223372036854775808");
   }
 }
 
@@ -430,25 +624,126 @@ TEST_CASE("memcached: a silent server fails the call within the timeout") {
 }
 
 TEST_CASE("memcached: a reply that comes after the timeout is never taken for a later call's") {
-  // The first `add` is answered STORED, but too late; every later one is
-  // answered NOT_STORED. A client that read the late STORED as the answer to
-  // its next add would think it holds a lock the server refused.
-  std::atomic<int> adds{0};
-  test::FakeMemcached late{[&](const std::string& command) -> std::optional<std::string> {
-    if (!command.starts_with("add")) return "ERROR\r\n";
-    if (adds++ == 0) {
-      std::this_thread::sleep_for(450ms);
-      return "STORED\r\n";
+  // In each case one command is answered, but after the client gave up on it,
+  // and the key then moves on. The client must not read that late reply as
+  // the answer to its next command: it would think it holds a lock the
+  // server refused, release or extend a lock that is now someone else's, or
+  // read an old value. So after such a failure the connection is closed and
+  // the next call opens a new one.
+  struct Case {
+    const char* name;
+    ScriptedKey::Value initial;
+    const char* late_verb;
+    std::function<void(ScriptedKey::Value&)> after_late;
+    std::function<void(MemcachedCache&)> times_out;
+    std::function<void(MemcachedCache&, const ScriptedKey&)> then;
+  };
+  auto taken_by_other = [](ScriptedKey::Value& value) { value = "other"; };
+  const Case cases[] = {
+      {"add answered late: the key is taken", std::nullopt, "add", nullptr,
+       [](MemcachedCache& cache) { cache.add("job", "v"); },
+       [](MemcachedCache& cache, const ScriptedKey& key) {
+         CHECK_FALSE(cache.add("job", "w"));
+         CHECK(cache.get("job") == "v");
+         CHECK(key.seen("add") == 2);
+       }},
+      {"get answered late: the value changed since", "token", "gets", taken_by_other,
+       [](MemcachedCache& cache) { cache.get("job"); },
+       [](MemcachedCache& cache, const ScriptedKey&) { CHECK(cache.get("job") == "other"); }},
+      {"release, its gets answered late: the lock is someone else's now", "token", "gets", taken_by_other,
+       [](MemcachedCache& cache) { cache.erase_if_equals("job", "token"); },
+       [](MemcachedCache& cache, const ScriptedKey& key) {
+         CHECK_FALSE(cache.erase_if_equals("job", "token"));
+         CHECK(key.seen("cas") == 0);
+         CHECK(key.value() == "other");
+       }},
+      {"extend, its gets answered late: the lock is someone else's now", "token", "gets", taken_by_other,
+       [](MemcachedCache& cache) { cache.replace_if_equals("job", "token", "token-2"); },
+       [](MemcachedCache& cache, const ScriptedKey& key) {
+         CHECK_FALSE(cache.replace_if_equals("job", "token", "token-2"));
+         CHECK(key.seen("cas") == 0);
+         CHECK(key.value() == "other");
+       }},
+      {"extend, its cas answered late: the lock is still held", "token", "cas", nullptr,
+       [](MemcachedCache& cache) { cache.replace_if_equals("job", "token", "token-2"); },
+       [](MemcachedCache& cache, const ScriptedKey&) {
+         CHECK_FALSE(cache.add("job", "intruder"));
+         CHECK(cache.get("job") == "token-2");
+       }},
+      {"release, its cas answered late: the key is free", "token", "cas", nullptr,
+       [](MemcachedCache& cache) { cache.erase_if_equals("job", "token"); },
+       [](MemcachedCache& cache, const ScriptedKey& key) {
+         CHECK_FALSE(cache.replace_if_equals("job", "token", "token-2"));
+         CHECK(key.seen("cas") == 1);
+         CHECK_FALSE(cache.get("job").has_value());
+       }},
+  };
+  for (bool binary : {false, true}) {
+    for (const auto& c : cases) {
+      CAPTURE(binary);
+      CAPTURE(c.name);
+      ScriptedKey key{c.initial};
+      key.late_verb = c.late_verb;
+      key.after_late = c.after_late;
+      test::FakeMemcached late{[&](const std::string& command, const std::string& data) { return key(command, data); }};
+      MemcachedCache cache{{.servers = {late.server()}, .binary = binary, .timeout = 300ms, .pool_size = 1}};
+      auto start = Clock::now();
+      CHECK_THROWS_WITH_AS(c.times_out(cache), doctest::Contains("A TIMEOUT OCCURRED"), CacheError);
+      // Closing the connection adds no wait to the failed call.
+      CHECK(elapsed_ms(start) < 300 + test::slow(200ms).count());
+      std::this_thread::sleep_for(300ms);  // the late reply has been sent by now
+      c.then(cache, key);
+      CHECK(late.connections() == 2);  // the first was closed after the timeout
     }
-    return "NOT_STORED\r\n";
+  }
+}
+
+TEST_CASE("memcached: a server that answers one command twice never shifts the answers of later calls") {
+  // memcached answers a storage command line it cannot read with ERROR, and
+  // then reads the data block as another command: a second ERROR.
+  // libmemcached reads the first and keeps the connection (ERROR is not a
+  // fatal code to it), so each later call would read the answer meant for
+  // the call before: an `add` on a held key "succeeds" with the STORED that
+  // answered an `add` on a free one.
+  test::FakeMemcached confused{[](const std::string& command) -> std::optional<std::string> {
+    if (command.starts_with("gets")) return "VALUE :1:job 0 5 77\r\ntoken\r\nEND\r\n";
+    if (command.starts_with("cas")) return "ERROR\r\nERROR\r\n";
+    if (command.starts_with("add :1:free")) return "STORED\r\n";
+    if (command.starts_with("add")) return "NOT_STORED\r\n";
+    return "ERROR\r\n";
   }};
-  auto cache = std::make_shared<MemcachedCache>(
-      MemcachedOptions{.servers = {late.server()}, .timeout = 300ms, .pool_size = 1});
-  CHECK_THROWS_AS(cache->add("job", "v"), CacheError);
-  std::this_thread::sleep_for(400ms);  // the late STORED has been sent by now
-  CHECK_FALSE(cache->add("job", "v"));
-  CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), cachelock::LockError);
-  CHECK(adds.load() == 3);
+  MemcachedCache cache{{.servers = {confused.server()}, .pool_size = 1}};
+  auto start = Clock::now();
+  CHECK_THROWS_WITH_AS(cache.replace_if_equals("job", "token", "token-2"),
+                       ("memcached " + confused.server().to_string() + ": cas ':1:job' failed: ERROR was returned by server").c_str(),
+                       CacheError);
+  CHECK(elapsed_ms(start) < test::slow(200ms).count());  // closing the connection waits for nothing
+  CHECK(cache.add("free", "v"));
+  CHECK_FALSE(cache.add("held", "v"));
+  CHECK(confused.connections() == 2);
+  CHECK(confused.quits() == 1);  // the first connection was closed (with "quit")
+}
+
+TEST_CASE("memcached: after a failure the server answered in full, the connection stays open") {
+  // A CLIENT_ERROR is a whole answer: nothing is left to read.
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    ScriptedKey key{"not a number"};
+    test::FakeMemcached fake{[&](const std::string& command, const std::string& data) -> std::optional<std::string> {
+      if (command.starts_with("incr")) return "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
+      return key(command, data);
+    }};
+    MemcachedCache cache{{.servers = {fake.server()}, .binary = binary, .pool_size = 1}};
+    CHECK_THROWS_AS(cache.incr("job"), CacheError);
+    CHECK(cache.get("job") == "not a number");
+    // (In the binary protocol libmemcached reads an error status it does not
+    // know, as memcached's "non-numeric value", as a read failure and
+    // reconnects by itself.)
+    if (!binary) {
+      CHECK(fake.connections() == 1);
+      CHECK(fake.quits() == 0);
+    }
+  }
 }
 
 TEST_CASE("memcached: waiting for a free connection is bounded by the timeout") {
@@ -700,4 +995,165 @@ TEST_CASE("memcached: clear flushes every server, as Django's clear()") {
     CHECK_FALSE(a.raw_get(writer->make_key("k" + std::to_string(i))).has_value());
     CHECK_FALSE(b.raw_get(writer->make_key("k" + std::to_string(i))).has_value());
   }
+}
+
+TEST_CASE("memcached: release and extend fail, and change nothing, when someone wrote between gets and cas") {
+  // The heart of owner-safe release and extend: `gets` finds our token, but
+  // another client writes before our `cas`, which the server then refuses.
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    ScriptedKey key{"token"};
+    key.before_cas = [](ScriptedKey::Value& value) { value = "intruder"; };
+    test::FakeMemcached fake{[&](const std::string& command, const std::string& data) { return key(command, data); }};
+    MemcachedCache cache{{.servers = {fake.server()}, .binary = binary, .pool_size = 1}};
+    CHECK_FALSE(cache.erase_if_equals("job", "token"));
+    CHECK(key.value() == "intruder");
+    key.before_cas = nullptr;
+    cache.set("job", "token");
+    key.before_cas = [](ScriptedKey::Value& value) { value = "intruder"; };
+    CHECK_FALSE(cache.replace_if_equals("job", "token", "token-2"));
+    CHECK(key.value() == "intruder");
+    CHECK(key.seen("cas") == 2);     // both got as far as the cas
+    CHECK(fake.connections() == 1);  // a refused cas is an answer: the connection stays
+  }
+}
+
+TEST_CASE("memcached: a real server refuses our cas after another client wrote; the lock is then lost") {
+  auto& server = test::shared_memcached();
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    Relay relay{server};
+    test::FakeMemcached proxy{[&](const std::string& command, const std::string& data) { return relay(command, data); }};
+    auto cache = cache_on({proxy.server()}, binary, {.key_prefix = test::unique("intrude")});
+    // Through the relay, without an intruder: release and extend work.
+    {
+      cachelock::Lock lock{"job", {.cache = cache, .ttl = 60s}};
+      CHECK(server.raw_get(cache->make_key("job"))->value == lock.token());
+      CHECK(lock.extend());
+      CHECK(server.raw_get(cache->make_key("job"))->value == lock.token());
+      CHECK(lock.release());
+      CHECK_FALSE(server.raw_get(cache->make_key("job")).has_value());
+    }
+    // Another client writes between the gets and the cas of the release...
+    cachelock::Lock released{"job", {.cache = cache, .ttl = 60s}};
+    relay.intrude = "intruder";
+    CHECK_FALSE(released.release());
+    CHECK(server.raw_get(cache->make_key("job"))->value == "intruder");
+    // ...and of the extend.
+    cachelock::Lock extended{"report", {.cache = cache, .ttl = 60s}};
+    relay.intrude = "intruder";
+    CHECK_FALSE(extended.extend());
+    CHECK_FALSE(extended.owns_lock());
+    CHECK(server.raw_get(cache->make_key("report"))->value == "intruder");
+  }
+}
+
+TEST_CASE("memcached: a server without CAS ids (memcached -C) makes release and extend fail, never overwrite") {
+  // With CAS disabled the server returns CAS id 0, and a binary `cas` with
+  // id 0 is an unconditional set: a release would overwrite whatever another
+  // client stored since the `gets`.
+  test::MemcachedProcess server{{"-C"}};
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    auto cache = cache_on({server.server()}, binary, {.key_prefix = test::unique("nocas")});
+    cache->set("job", "token");
+    auto head = "memcached " + server.location() + ": gets '" + cache->make_key("job") + "' failed: ";
+    CHECK(cache_error_of([&] { cache->erase_if_equals("job", "token"); }) ==
+          head + "the server sent no CAS id (is it running with -C, CAS disabled?)");
+    CHECK_THROWS_AS(cache->replace_if_equals("job", "token", "token-2"), CacheError);
+    CHECK(server.raw_get(cache->make_key("job"))->value == "token");
+    CHECK_THROWS_AS(cachelock::Lock("report", {.cache = cache}).release(), CacheError);
+    CHECK(cache->get("job") == "token");  // the connection still works
+  }
+}
+
+TEST_CASE("memcached: a 1 s lock is still held 0.9 s later, whatever the phase of the server's clock") {
+  // memcached's clock ticks once a second, and an entry expires at a tick:
+  // sent as N seconds it lives between N-1 and N. Locks taken at phases
+  // spread over the server's second, some just before a tick, are read back
+  // 0.9 s later.
+  auto& server = test::shared_memcached();
+  auto cache = cache_on({server.server()}, false, {.key_prefix = test::unique("lifetime")});
+  constexpr int trials = 20;
+  std::atomic<int> lost{0}, late{0}, errors{0};
+  std::vector<std::thread> threads;
+  std::mt19937 random{std::random_device{}()};
+  for (int i = 0; i < trials; ++i) {
+    auto phase = i * 50ms + std::chrono::milliseconds{std::uniform_int_distribution<>{0, 49}(random)};
+    threads.emplace_back([&, i, phase] {
+      try {
+        std::this_thread::sleep_for(phase);
+        auto key = "job-" + std::to_string(i);
+        auto before = Clock::now();  // the write comes after this
+        cachelock::Lock lock{key, {.cache = cache, .ttl = 1s}};
+        std::this_thread::sleep_until(before + 900ms);
+        auto stored = server.raw_get(cache->make_key(key));
+        // Read less than 1 s after the write, a lock that lives at least its
+        // ttl is surely there; a trial that ran late (a loaded machine) proves
+        // nothing either way.
+        if (Clock::now() - before >= 1s) {
+          ++late;
+        } else if (!stored || stored->value != lock.token()) {
+          ++lost;
+        }
+      } catch (const std::exception& e) {
+        MESSAGE("trial " << i << ": " << e.what());
+        ++errors;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  CHECK(errors.load() == 0);
+  CHECK(lost.load() == 0);
+  CHECK(late.load() <= trials / 4);
+}
+
+TEST_CASE("memcached: a forked child's copies of a Lock and Mutexes leave the parent's locks held") {
+  auto& server = test::shared_memcached();
+  auto cache = cache_on({server.server()}, false, {.key_prefix = test::unique("forklock")});
+  cachelock::LockOptions options{.cache = cache, .ttl = 60s};
+  auto lock = std::make_unique<cachelock::Lock>("job", options);
+  auto destroyed = std::make_unique<cachelock::Mutex>("queue", options);
+  auto unlocked = std::make_unique<cachelock::Mutex>("report", options);
+  destroyed->lock();
+  unlocked->lock();
+  const auto token = lock->token();
+  auto stored = [&](const char* key) { return server.raw_get(cache->make_key(key)); };
+  const auto queue_token = stored("queue").value().value;
+  const auto report_token = stored("report").value().value;
+
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // The child's copies: release() says it owns nothing, and neither it,
+    // the destructors nor unlock() touch the parent's entries. Reported
+    // through the exit status.
+    int status = 0;
+    try {
+      if (lock->release()) status |= 1;
+      lock.reset();
+      destroyed.reset();
+      unlocked->unlock();
+      unlocked.reset();
+      if (cache->get("job") != token) status |= 2;  // through the child's own connection
+      if (cache->get("queue") != queue_token) status |= 4;
+      if (cache->get("report") != report_token) status |= 8;
+    } catch (...) {
+      status |= 16;
+    }
+    ::_exit(status);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(stored("job").value().value == token);
+  CHECK(stored("queue").value().value == queue_token);
+  CHECK(stored("report").value().value == report_token);
+  CHECK(lock->release());
+  destroyed->unlock();
+  unlocked->unlock();
+  CHECK_FALSE(stored("job").has_value());
+  CHECK_FALSE(stored("queue").has_value());
+  CHECK_FALSE(stored("report").has_value());
 }

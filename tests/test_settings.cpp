@@ -423,7 +423,12 @@ TEST_CASE("malformed settings: each gets its exact error, none crashes") {
       {"memcached-distribution", ":6:21: CACHES.default.OPTIONS.distribution: expected modula or ketama, got \"random\""},
       {"memcached-timeout-zero",
        ":6:16: CACHES.default.OPTIONS.timeout: expected a number of seconds greater than 0, got \"0\""},
-      {"memcached-pool-zero", ":6:18: CACHES.default.OPTIONS.pool_size: expected an integer of at least 1, got \"0\""},
+      {"memcached-timeout-huge",
+       ":6:7: CACHES.default.OPTIONS: memcached options: timeout must be at most 2147483 ms, got 3000000 ms"},
+      {"memcached-failure-limit-huge",
+       ":6:29: CACHES.default.OPTIONS.server_failure_limit: expected an integer from 0 to 1000, got "
+       "\"5000000000\""},
+      {"memcached-pool-zero", ":6:18: CACHES.default.OPTIONS.pool_size: expected an integer from 1 to 100000, got \"0\""},
       {"memcached-ignore-exc",
        ":6:7: CACHES.default.OPTIONS.ignore_exc: not supported: it turns server errors into misses, "
        "and a lock must fail closed when its server fails"},

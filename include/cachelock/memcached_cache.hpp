@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -56,7 +57,7 @@ struct MemcachedOptions {
   std::chrono::milliseconds retry_timeout{2000};
   /// Consecutive connection failures (counted per pooled connection) after
   /// which a server is skipped, its calls failing at once, until
-  /// retry_timeout has passed; 0 acts as 1.
+  /// retry_timeout has passed; 0 acts as 1, at most 1000.
   unsigned server_failure_limit = 2;
   MemcachedDistribution distribution = MemcachedDistribution::modula;
   /// Connections kept for concurrent use; a call waits up to `timeout` for one.
@@ -64,6 +65,14 @@ struct MemcachedOptions {
   /// SASL credentials (binary protocol only); empty: no authentication.
   std::string username{};
   std::string password{};
+};
+
+/// The statistics one memcached server reports (its `stats` command).
+struct MemcachedServerStats {
+  /// The server, in LOCATION syntax.
+  std::string server;
+  /// Its counters by name, as the server words them: "evictions", "uptime", ...
+  std::map<std::string, std::string> values;
 };
 
 /// A cache on memcached servers, through a pool of libmemcached handles: a
@@ -77,20 +86,38 @@ struct MemcachedOptions {
 /// treats as deleted in both protocols), an extend 2.
 ///
 /// Timeouts follow Django's memcached backends: never is 0, an already
-/// expired timeout is a time in the past, durations count whole seconds
-/// (rounded up) and those past 30 days are sent as an absolute time.
+/// expired timeout is a time in the past, and those past 30 days are sent as
+/// an absolute time. A duration is sent as its whole seconds, rounded up,
+/// plus one: memcached's clock ticks once a second and an entry expires at a
+/// tick, so an entry sent with N seconds lives between N-1 and N. With the
+/// extra second an entry (and so a lock) lives at least its ttl and at most
+/// ttl + 2 s.
 ///
-/// Every libmemcached failure becomes a CacheError naming the operation, the
-/// key, the server and libmemcached's text; a server that is down or silent
+/// Every failure is a CacheError reading `memcached SERVER: OP 'KEY' failed:
+/// REASON` (libmemcached's text, or ours); a server that is down or silent
 /// fails the call within connect_timeout + timeout (plus up to timeout
-/// waiting for a free connection when all pool_size are busy).
+/// waiting for a free connection when all pool_size are busy). After a
+/// failure that leaves a reply unread (a timeout, a broken connection) the
+/// connection is closed, so a late reply is never taken for a later call's.
 ///
 /// Thread safety: safe to share between threads.
 class MemcachedCache final : public Cache {
  public:
-  /// Connects lazily, on first use. Throws: ConfigError for bad options.
+  /// Connects lazily, on first use. Throws: ConfigError for bad options (as
+  /// check(), or a setting libmemcached refuses).
   explicit MemcachedCache(MemcachedOptions memcached, CacheOptions options = {});
   ~MemcachedCache() override;
+
+  /// Checks `memcached` as the constructor does, without libmemcached and
+  /// without connecting: for validating settings when they are loaded.
+  /// Throws: ConfigError saying what is wrong, e.g.
+  /// "memcached options: pool_size must be at least 1".
+  static void check(const MemcachedOptions& memcached);
+
+  /// Every server's statistics, one round trip each. `cachelock check` uses
+  /// them to warn about evictions, which can drop held locks.
+  /// Throws: CacheError naming the servers that failed.
+  std::vector<MemcachedServerStats> stats();
 
   const MemcachedOptions& memcached_options() const noexcept;
 

@@ -417,6 +417,20 @@ int check(const Globals& globals) {
       auto took = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start);
       cache->erase_if_equals(probe, "check");
       line += fmt::format(": ok, {:.2f} ms", took.count());
+#if CACHELOCK_HAS_MEMCACHED
+      // An evicting memcached can drop a held lock before its ttl.
+      if (auto memcached = std::dynamic_pointer_cast<cachelock::MemcachedCache>(cache)) {
+        for (const auto& server : memcached->stats()) {
+          auto evictions = server.values.find("evictions");
+          if (evictions != server.values.end() && evictions->second != "0") {
+            line += fmt::format("\n  warning: memcached {} has evicted {} items since it started: held locks "
+                                "can be lost before their ttl; give locks a memcached of their own, or more "
+                                "memory (-m)",
+                                server.server, evictions->second);
+          }
+        }
+      }
+#endif
     } catch (const cachelock::Error& e) {
       line += fmt::format(": FAILED: {}", e.what());
       all_ok = false;
