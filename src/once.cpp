@@ -51,7 +51,8 @@ OnceCore::OnceCore(std::string key_template, OnceOptions options, std::optional<
                     .cache = std::move(options.cache),
                     .ttl = options.ttl,
                     .wait = options.wait,
-                    .renew = options.renew},
+                    .renew = options.renew,
+                    .on_lost = std::move(options.on_lost)},
       raise_if_lock_{options.raise_if_lock} {
   auto fail = [this](std::string_view what) {
     throw ConfigError(fmt::format("once key template {}: {}", quote(template_), what));

@@ -262,3 +262,22 @@ TEST_CASE("many threads calling one once key never overlap") {
   CHECK(ran.load() + skipped.load() == 4'000);
   CHECK(ran.load() > 0);
 }
+
+TEST_CASE("once with renew keeps its key through a long call and reports a loss") {
+  test::FreshRegistry fresh;
+  std::atomic<bool> lost{false};
+  auto slow_job = once("long", {.ttl = test::slow(300ms), .renew = true, .on_lost = [&] { lost = true; }},
+                       [&] {
+                         std::this_thread::sleep_for(test::slow(1000ms));  // three ttls
+                         return default_cache()->get("long").has_value();
+                       });
+  CHECK(slow_job() == true);  // still held at the end: renewed
+  CHECK_FALSE(lost.load());
+  auto stolen = once("stolen", {.ttl = test::slow(300ms), .renew = true, .on_lost = [&] { lost = true; }}, [&] {
+    default_cache()->set("stolen", "someone else");
+    std::this_thread::sleep_for(test::slow(500ms));
+  });
+  CHECK(stolen());
+  CHECK(lost.load());
+  CHECK(default_cache()->get("stolen") == "someone else");  // not deleted by the wrapper
+}

@@ -24,7 +24,8 @@ struct LockOptions {
   /// Lifetime of the lock: a holder that crashes blocks the key this long at
   /// most. Unset means the cache's `TIMEOUT` (300 s unless configured; an
   /// alias with `TIMEOUT: null` makes locks that never expire). Must be
-  /// positive. memcached counts whole seconds: a ttl is rounded up to one.
+  /// positive. memcached counts whole seconds: a ttl is sent rounded up, plus
+  /// one, so the lock lives at least its ttl and at most two seconds more.
   std::optional<std::chrono::milliseconds> ttl{};
   /// Lock only: how long to keep trying while the key is held, with
   /// exponential backoff and jitter. Zero (the default) fails at once.
@@ -58,6 +59,9 @@ struct OnceOptions {
   bool raise_if_lock = false;
   /// As LockOptions::renew: keep the key while a long call runs.
   bool renew = false;
+  /// As LockOptions::on_lost: told, on the renewal thread, that the key was
+  /// lost while the call ran.
+  std::function<void()> on_lost{};
 };
 
 }  // namespace cachelock

@@ -190,7 +190,65 @@ void killed_holder(const char* name, const std::string& backend, const std::stri
   CHECK(figures.lost == 0);
 }
 
+// A holder whose section outlives its ttl: it learns so from extend() and
+// release(), and never deletes the next owner's lock.
+void outlived_ttl(const std::shared_ptr<cachelock::Cache>& cache, std::chrono::milliseconds ttl,
+                  std::chrono::milliseconds expired_after) {
+  cachelock::Lock late{"job", {.cache = cache, .ttl = ttl}};
+  std::this_thread::sleep_for(expired_after);
+  cachelock::Lock next{"job", {.cache = cache}};
+  CHECK_FALSE(late.extend());
+  CHECK_FALSE(late.release());
+  CHECK(cache->get("job") == next.token());
+  CHECK(next.release());
+}
+
+// fork() while holding: the child's copies of the guards do nothing to the
+// parent's lock, whatever the child does with them.
+void fork_while_holding(const std::shared_ptr<cachelock::Cache>& cache) {
+  auto lock = std::make_unique<cachelock::Lock>("job", cachelock::LockOptions{.cache = cache});
+  cachelock::Mutex mutex{"mutex-job", {.cache = cache}};
+  mutex.lock();
+  auto token = lock->token();
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    int code = 0;
+    try {
+      if (lock->release()) code = 10;  // must not release the parent's lock
+      if (lock->extend()) code = 11;
+      mutex.unlock();
+      lock.reset();
+    } catch (...) {
+      code = 12;
+    }
+    ::_exit(code);  // and no destructor of a parent's guard runs here either
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(cache->get("job") == token);
+  CHECK(cache->get("mutex-job").has_value());
+  CHECK(lock->release());
+  mutex.unlock();
+  CHECK_FALSE(cache->get("mutex-job").has_value());
+}
+
 }  // namespace
+
+TEST_CASE("torture: a section that outlives its ttl; fork() while holding") {
+  Run run{"ttl"};
+  auto cache = std::make_shared<cachelock::FileCache>(cachelock::FileOptions{.directory = run.dir + "/locks"});
+  outlived_ttl(cache, 300ms, 600ms);
+  fork_while_holding(cache);
+#if CACHELOCK_HAS_MEMCACHED
+  test::MemcachedProcess server;
+  auto memcached = std::make_shared<cachelock::MemcachedCache>(cachelock::MemcachedOptions{.servers = {server.server()}});
+  outlived_ttl(memcached, 1000ms, 3500ms);  // memcached keeps it up to two seconds longer
+  fork_while_holding(memcached);
+#endif
+}
 
 TEST_CASE("torture: memory, 1 process x 8 threads") { plain_run("memory, 1 process x 8 threads", "memory", "", 1, 8); }
 
