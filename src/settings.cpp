@@ -250,12 +250,6 @@ std::int64_t integer_at_least(const Field& field, std::int64_t least) {
   return value;
 }
 
-std::int64_t integer_between(const Field& field, std::int64_t least, std::int64_t most) {
-  auto value = field.integer();
-  if (value < least || value > most) field.expected(fmt::format("an integer from {} to {}", least, most));
-  return value;
-}
-
 void check_key_prefix(const Field& field, std::string_view prefix) {
   if (auto at = find_bad_key_byte(prefix); at != std::string_view::npos) {
     field.fail(fmt::format("contains {}; keys may not contain spaces or control characters",
@@ -264,6 +258,12 @@ void check_key_prefix(const Field& field, std::string_view prefix) {
 }
 
 #if CACHELOCK_HAS_MEMCACHED
+std::int64_t integer_between(const Field& field, std::int64_t least, std::int64_t most) {
+  auto value = field.integer();
+  if (value < least || value > most) field.expected(fmt::format("an integer from {} to {}", least, most));
+  return value;
+}
+
 std::chrono::milliseconds positive_duration(const Field& field) {
   auto seconds = field.seconds();
   if (seconds <= 0) field.expected("a number of seconds greater than 0");
