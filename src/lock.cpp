@@ -99,7 +99,7 @@ Lock::Lock(Lock&& other) noexcept
       options_{std::move(other.options_)},
       leased_{std::move(other.leased_)},
       lease_version_{other.lease_version_},
-      token_{std::move(other.token_)},
+      token_{other.token_},
       renewal_{std::move(other.renewal_)},
       fork_generation_{other.fork_generation_},
       owns_{std::exchange(other.owns_, false)} {}
@@ -111,7 +111,7 @@ Lock& Lock::operator=(Lock&& other) noexcept {
     options_ = std::move(other.options_);
     leased_ = std::move(other.leased_);
     lease_version_ = other.lease_version_;
-    token_ = std::move(other.token_);
+    token_ = other.token_;
     renewal_ = std::move(other.renewal_);
     fork_generation_ = other.fork_generation_;
     owns_ = std::exchange(other.owns_, false);
@@ -137,10 +137,10 @@ bool Lock::try_acquire_until(Clock::time_point deadline) {
   }
   Timeout ttl = cache().resolve(options_.ttl ? Timeout{*options_.ttl} : Timeout::standard());
   auto lifetime = ttl.is_never() ? std::nullopt : std::optional{ttl.duration()};
-  token_ = detail::new_token(lifetime);
+  detail::new_token(token_, lifetime);
   Backoff backoff;
   try {
-    while (!cache().add(key_, token_, ttl)) {
+    while (!cache().add(key_, token_.view(), ttl)) {
       if (!backoff.sleep_before_retry(deadline)) {
         return_lease();
         return false;
@@ -157,7 +157,7 @@ bool Lock::try_acquire_until(Clock::time_point deadline) {
     // it in a state nobody expects.
     renewal_.reset();
     try {
-      cache().erase_if_equals(key_, token_);
+      cache().erase_if_equals(key_, token_.view());
     } catch (...) {  // NOLINT(bugprone-empty-catch): it then frees itself at its ttl
     }
     return_lease();
@@ -172,7 +172,7 @@ void Lock::start_renewal(std::chrono::milliseconds ttl) {
   auto renewal = std::make_shared<detail::Renewal>();
   renewal->cache = options_.cache ? options_.cache : leased_;
   renewal->key = key_;
-  renewal->token = token_;
+  renewal->token = token_.view();
   renewal->ttl = ttl;
   renewal->on_lost = options_.on_lost;
   renewal_ = renewal;
@@ -180,7 +180,7 @@ void Lock::start_renewal(std::chrono::milliseconds ttl) {
 }
 
 std::string Lock::token() const {
-  if (!renewal_) return token_;
+  if (!renewal_) return std::string{token_.view()};
   std::lock_guard guard{renewal_->mutex};
   return renewal_->token;
 }
@@ -225,7 +225,7 @@ bool Lock::release() {
     if (renewal_->lost) return false;
     return cache().erase_if_equals(key_, renewal_->token);
   }
-  return cache().erase_if_equals(key_, token_);
+  return cache().erase_if_equals(key_, token_.view());
 }
 
 void Lock::release_quietly() noexcept {
@@ -242,18 +242,18 @@ bool Lock::extend(std::optional<milliseconds> ttl) {
   Timeout timeout = cache().resolve(requested ? Timeout{*requested} : Timeout::standard());
   auto lifetime = timeout.is_never() ? std::nullopt : std::optional{timeout.duration()};
   std::unique_lock<std::mutex> guard;
-  std::string* current = &token_;
+  std::string_view current = token_.view();
   if (renewal_) {
     guard = std::unique_lock{renewal_->mutex};
-    current = &renewal_->token;
+    current = renewal_->token;
     if (!renewal_->active) {
       owns_ = false;
       return_lease();
       return false;
     }
   }
-  auto next = detail::retimed_token(*current, lifetime);
-  if (!cache().replace_if_equals(key_, *current, next, timeout)) {
+  auto next = detail::retimed_token(current, lifetime);
+  if (!cache().replace_if_equals(key_, current, next, timeout)) {
     owns_ = false;
     if (renewal_) {
       renewal_->active = false;
@@ -262,7 +262,11 @@ bool Lock::extend(std::optional<milliseconds> ttl) {
     return_lease();
     return false;
   }
-  *current = std::move(next);
+  if (renewal_) {
+    renewal_->token = std::move(next);
+  } else {
+    token_.assign(next);
+  }
   if (renewal_ && lifetime) {
     renewal_->ttl = *lifetime;  // later renewals keep the lifetime asked for here
     renewal_->confirmed_until = std::chrono::steady_clock::now() + *lifetime;

@@ -3,12 +3,18 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <charconv>
+#include <cstdint>
 #include <functional>
-#include <iterator>
+#include <limits>
 #include <mutex>
+#include <new>
 #include <string_view>
-#include <unordered_map>
+#include <vector>
 
+#include <fmt/format.h>
+
+#include "cachelock/errors.hpp"
 #include "clock.hpp"
 #include "text.hpp"
 
@@ -18,43 +24,131 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Keys carry their hash, computed once per operation: it picks the shard
-// and the bucket.
-struct HashedView {
-  std::string_view text;
-  std::size_t hash;
-
-  explicit HashedView(std::string_view key) noexcept
-      : text{key}, hash{std::hash<std::string_view>{}(key)} {}
-};
-
-struct HashedKey {
-  std::string text;
-  std::size_t hash;
-
-  explicit HashedKey(const HashedView& view) : text{view.text}, hash{view.hash} {}
-};
-
-struct KeyHash {
-  using is_transparent = void;
-  std::size_t operator()(const HashedKey& key) const noexcept { return key.hash; }
-  std::size_t operator()(const HashedView& key) const noexcept { return key.hash; }
-};
-
-struct KeyEqual {
-  using is_transparent = void;
-  template <class A, class B>
-  bool operator()(const A& a, const B& b) const noexcept {
-    return a.hash == b.hash && a.text == b.text;
-  }
-};
-
+// One allocation per entry: this header, then the key's bytes, then the
+// value's. A lock cycle thus costs one allocation and one free, and a held
+// lock about the size of its key and token plus 40 bytes.
 struct Entry {
-  std::string value;
+  Entry* next;               // the bucket's chain
+  std::size_t hash;          // of the key
   Clock::time_point expires;  // Clock::time_point::max(): never
+  std::uint32_t key_size;
+  std::uint32_t value_size;
+  std::uint32_t value_capacity;
+
+  char* bytes() noexcept { return reinterpret_cast<char*>(this + 1); }
+  const char* bytes() const noexcept { return reinterpret_cast<const char*>(this + 1); }
+  std::string_view key() const noexcept { return {bytes(), key_size}; }
+  std::string_view value() const noexcept { return {bytes() + key_size, value_size}; }
+  bool live(Clock::time_point now) const noexcept { return expires > now; }
 };
 
-using Map = std::unordered_map<HashedKey, Entry, KeyHash, KeyEqual>;
+std::uint32_t checked_size(std::string_view key, std::string_view value) {
+  if (value.size() > std::numeric_limits<std::uint32_t>::max() - Cache::max_key_size) {
+    throw CacheError(fmt::format("memory cache: the value for {} is {} bytes; at most 4 GiB fit",
+                                 detail::quote(key), value.size()));
+  }
+  return static_cast<std::uint32_t>(value.size());
+}
+
+Entry* new_entry(std::size_t hash, std::string_view key, std::string_view value) {
+  auto value_size = checked_size(key, value);
+  void* memory = ::operator new(sizeof(Entry) + key.size() + value.size());
+  auto* entry = new (memory) Entry{nullptr, hash, Clock::time_point::max(),
+                                   static_cast<std::uint32_t>(key.size()), value_size, value_size};
+  key.copy(entry->bytes(), key.size());
+  value.copy(entry->bytes() + key.size(), value.size());
+  return entry;
+}
+
+void delete_entry(Entry* entry) noexcept { ::operator delete(entry); }
+
+// A chained hash table of entries, owning them: a power-of-two number of
+// buckets picked by the hash's low bits (the shard took the top bits).
+class Table {
+ public:
+  Table() = default;
+  Table(const Table&) = delete;
+  Table& operator=(const Table&) = delete;
+  ~Table() { clear(); }
+
+  std::size_t size() const noexcept { return size_; }
+
+  // The link that points at the entry for `key` (null when absent): unlink()
+  // takes it.
+  Entry** find(std::size_t hash, std::string_view key) noexcept {
+    if (buckets_.empty()) return nullptr;
+    for (Entry** link = &buckets_[hash & (buckets_.size() - 1)]; *link; link = &(*link)->next) {
+      const Entry& entry = **link;
+      if (entry.hash == hash && entry.key() == key) return link;
+    }
+    return nullptr;
+  }
+
+  // Takes ownership of an entry whose key is absent. Throws std::bad_alloc
+  // (and then does not take it) when the table cannot grow.
+  void insert(Entry* entry) {
+    if (size_ >= buckets_.size()) grow();
+    auto& head = buckets_[entry->hash & (buckets_.size() - 1)];
+    entry->next = head;
+    head = entry;
+    ++size_;
+  }
+
+  // Unlinks and frees the entry `link` points at.
+  void erase(Entry** link) noexcept {
+    Entry* entry = *link;
+    *link = entry->next;
+    delete_entry(entry);
+    --size_;
+  }
+
+  // Puts `replacement` where the entry `link` points at was, freeing that one.
+  void replace(Entry** link, Entry* replacement) noexcept {
+    Entry* old = *link;
+    replacement->next = old->next;
+    *link = replacement;
+    delete_entry(old);
+  }
+
+  // Erases the entries `drop(entry)` selects (at most `limit`); the count.
+  template <class Drop>
+  std::size_t erase_if(Drop drop, std::size_t limit = std::numeric_limits<std::size_t>::max()) {
+    std::size_t erased = 0;
+    for (auto& head : buckets_) {
+      for (Entry** link = &head; *link && erased < limit;) {
+        if (drop(**link)) {
+          erase(link);
+          ++erased;
+        } else {
+          link = &(*link)->next;
+        }
+      }
+    }
+    return erased;
+  }
+
+  void clear() noexcept {
+    erase_if([](const Entry&) { return true; });
+  }
+
+ private:
+  void grow() {
+    std::vector<Entry*> next(std::max<std::size_t>(8, buckets_.size() * 2), nullptr);
+    for (Entry* head : buckets_) {
+      while (head) {
+        Entry* entry = head;
+        head = entry->next;
+        auto& slot = next[entry->hash & (next.size() - 1)];
+        entry->next = slot;
+        slot = entry;
+      }
+    }
+    buckets_ = std::move(next);
+  }
+
+  std::vector<Entry*> buckets_;
+  std::size_t size_ = 0;
+};
 
 // Sweeping when a shard has doubled since its last sweep keeps the cost of
 // dropping abandoned entries constant per insert, amortized.
@@ -62,7 +156,7 @@ constexpr std::size_t min_sweep_size = 64;
 
 struct alignas(64) Shard {  // whole cache lines, so shards do not false-share
   std::mutex mutex;
-  Map map;
+  Table table;
   std::size_t sweep_at = min_sweep_size;
 };
 
@@ -76,7 +170,7 @@ Clock::time_point deadline(Timeout timeout, Clock::time_point now) {
   return now + timeout.duration() + detail::CoarseSteadyClock::resolution();
 }
 
-bool live(const Entry& entry, Clock::time_point now) { return entry.expires > now; }
+std::size_t hash_of(std::string_view key) noexcept { return std::hash<std::string_view>{}(key); }
 
 }  // namespace
 
@@ -86,43 +180,77 @@ struct MemoryCache::Impl {
   unsigned cull_frequency = 3;
   std::atomic<std::size_t> count{0};  // kept only when max_entries is set
 
-  Shard& shard_for(const HashedView& key) {
-    // The top bits pick the shard; the map's buckets use the low bits.
-    return shards[key.hash >> (sizeof(std::size_t) * 8 - shard_bits)];
+  Shard& shard_for(std::size_t hash) {
+    // The top bits pick the shard; the table's buckets use the low bits.
+    return shards[hash >> (sizeof(std::size_t) * 8 - shard_bits)];
   }
 
-  // The live entry for `key`, dropping it if it has expired. Caller holds the shard.
-  Map::iterator find_live(Shard& shard, const HashedView& key, Clock::time_point now) {
-    auto it = shard.map.find(key);
-    if (it != shard.map.end() && !live(it->second, now)) {
-      remove(shard, it);
-      return shard.map.end();
+  // The link to the live entry for `key` (null if none), dropping it if it
+  // has expired. Caller holds the shard.
+  Entry** find_live(Shard& shard, std::size_t hash, std::string_view key, Clock::time_point now) {
+    Entry** link = shard.table.find(hash, key);
+    if (link && !(*link)->live(now)) {
+      remove(shard, link);
+      return nullptr;
     }
-    return it;
+    return link;
   }
 
-  // The entry for `key`, created empty if absent; second: whether it was
-  // absent or expired. Caller holds the shard.
-  std::pair<Map::iterator, bool> find_or_create(Shard& shard, const HashedView& key,
-                                                Clock::time_point now) {
-    if (auto it = shard.map.find(key); it != shard.map.end()) return {it, !live(it->second, now)};
-    if (max_entries) count.fetch_add(1, std::memory_order_relaxed);
-    return {shard.map.try_emplace(HashedKey{key}).first, true};
-  }
-
-  void remove(Shard& shard, Map::iterator it) {
-    shard.map.erase(it);
+  void remove(Shard& shard, Entry** link) noexcept {
+    shard.table.erase(link);
     if (max_entries) count.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  // Adds `value` under `key`, which is absent, for `timeout` (not expired).
+  // Caller holds the shard.
+  void insert(Shard& shard, std::size_t hash, std::string_view key, std::string_view value,
+              Timeout timeout, Clock::time_point now) {
+    if (shard.table.size() >= shard.sweep_at) sweep(shard, now);
+    Entry* entry = new_entry(hash, key, value);
+    entry->expires = deadline(timeout, now);
+    try {
+      shard.table.insert(entry);
+    } catch (...) {
+      delete_entry(entry);
+      throw;
+    }
+    if (max_entries) count.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // Stores `value` in the entry `link` points at, for `timeout`; an
+  // already-expired timeout removes it. Caller holds the shard.
+  void store(Shard& shard, Entry** link, std::string_view value, Timeout timeout,
+             Clock::time_point now) {
+    if (timeout.is_expired()) {
+      remove(shard, link);
+      return;
+    }
+    Entry* entry = *link;
+    if (value.size() <= entry->value_capacity) {
+      value.copy(entry->bytes() + entry->key_size, value.size());
+      entry->value_size = static_cast<std::uint32_t>(value.size());
+    } else {
+      entry = new_entry(entry->hash, entry->key(), value);
+      shard.table.replace(link, entry);
+    }
+    entry->expires = deadline(timeout, now);
+  }
+
+  // Writes `value` under `key` whether or not it is there. Caller holds the shard.
+  void put(Shard& shard, std::size_t hash, std::string_view key, std::string_view value,
+           Timeout timeout, Clock::time_point now) {
+    if (Entry** link = shard.table.find(hash, key)) {
+      store(shard, link, value, timeout, now);
+    } else if (!timeout.is_expired()) {
+      insert(shard, hash, key, value, timeout, now);
+    }
   }
 
   // Caller holds the shard.
   void sweep(Shard& shard, Clock::time_point now) {
-    for (auto it = shard.map.begin(); it != shard.map.end();) {
-      auto next = std::next(it);
-      if (!live(it->second, now)) remove(shard, it);
-      it = next;
-    }
-    shard.sweep_at = std::max(min_sweep_size, 2 * shard.map.size());
+    auto dropped = shard.table.erase_if([now](const Entry& entry) { return !entry.live(now); });
+    if (max_entries) count.fetch_sub(dropped, std::memory_order_relaxed);
+    shard.sweep_at = std::max(min_sweep_size, 2 * shard.table.size());
   }
 
   // Django's _cull: when full, drop expired entries, then 1/cull_frequency of
@@ -137,25 +265,10 @@ struct MemoryCache::Impl {
     if (count.load(std::memory_order_relaxed) < *max_entries) return;
     for (auto& shard : shards) {
       std::lock_guard lock{shard.mutex};
-      auto drop = cull_frequency == 0 ? shard.map.size() : shard.map.size() / cull_frequency;
-      for (auto it = shard.map.begin(); drop > 0 && it != shard.map.end(); --drop) {
-        auto next = std::next(it);
-        remove(shard, it);
-        it = next;
-      }
+      auto drop = cull_frequency == 0 ? shard.table.size() : shard.table.size() / cull_frequency;
+      auto dropped = shard.table.erase_if([](const Entry&) { return true; }, drop);
+      count.fetch_sub(dropped, std::memory_order_relaxed);
     }
-  }
-
-  // Stores `value` in `it` for `timeout`; an already-expired timeout removes it.
-  void store(Shard& shard, Map::iterator it, std::string_view value, Timeout timeout,
-             Clock::time_point now) {
-    if (timeout.is_expired()) {
-      remove(shard, it);
-      return;
-    }
-    it->second.value.assign(value);
-    it->second.expires = deadline(timeout, now);
-    if (shard.map.size() >= shard.sweep_at) sweep(shard, now);
   }
 };
 
@@ -171,108 +284,116 @@ std::size_t MemoryCache::size() const {
   std::size_t total = 0;
   for (auto& shard : impl_->shards) {
     std::lock_guard lock{shard.mutex};
-    total += shard.map.size();
+    total += shard.table.size();
   }
   return total;
 }
 
 std::optional<std::string> MemoryCache::get_(std::string_view key) {
-  HashedView hashed{key};
-  auto& shard = impl_->shard_for(hashed);
+  auto hash = hash_of(key);
+  auto& shard = impl_->shard_for(hash);
   auto now = detail::CoarseSteadyClock::now();
   std::lock_guard lock{shard.mutex};
-  auto it = impl_->find_live(shard, hashed, now);
-  if (it == shard.map.end()) return std::nullopt;
-  return it->second.value;
+  Entry** link = impl_->find_live(shard, hash, key, now);
+  if (!link) return std::nullopt;
+  return std::string{(*link)->value()};
 }
 
 void MemoryCache::set_(std::string_view key, std::string_view value, Timeout timeout) {
   impl_->make_room();
-  HashedView hashed{key};
-  auto& shard = impl_->shard_for(hashed);
+  auto hash = hash_of(key);
+  auto& shard = impl_->shard_for(hash);
   auto now = detail::CoarseSteadyClock::now();
   std::lock_guard lock{shard.mutex};
-  impl_->store(shard, impl_->find_or_create(shard, hashed, now).first, value, timeout, now);
+  impl_->put(shard, hash, key, value, timeout, now);
 }
 
 bool MemoryCache::erase_(std::string_view key) {
-  HashedView hashed{key};
-  auto& shard = impl_->shard_for(hashed);
+  auto hash = hash_of(key);
+  auto& shard = impl_->shard_for(hash);
   auto now = detail::CoarseSteadyClock::now();
   std::lock_guard lock{shard.mutex};
-  auto it = impl_->find_live(shard, hashed, now);
-  if (it == shard.map.end()) return false;
-  impl_->remove(shard, it);
+  Entry** link = impl_->find_live(shard, hash, key, now);
+  if (!link) return false;
+  impl_->remove(shard, link);
   return true;
 }
 
 bool MemoryCache::add_(std::string_view key, std::string_view value, Timeout timeout) {
   impl_->make_room();
-  HashedView hashed{key};
-  auto& shard = impl_->shard_for(hashed);
+  auto hash = hash_of(key);
+  auto& shard = impl_->shard_for(hash);
   auto now = detail::CoarseSteadyClock::now();
   std::lock_guard lock{shard.mutex};
-  auto [it, free] = impl_->find_or_create(shard, hashed, now);
-  if (!free) return false;
-  impl_->store(shard, it, value, timeout, now);
+  Entry** link = shard.table.find(hash, key);
+  if (link && (*link)->live(now)) return false;
+  if (link) {
+    impl_->store(shard, link, value, timeout, now);  // takes the expired entry's place
+  } else if (!timeout.is_expired()) {
+    impl_->insert(shard, hash, key, value, timeout, now);
+  }
   return true;
 }
 
 bool MemoryCache::touch_(std::string_view key, Timeout timeout) {
-  HashedView hashed{key};
-  auto& shard = impl_->shard_for(hashed);
+  auto hash = hash_of(key);
+  auto& shard = impl_->shard_for(hash);
   auto now = detail::CoarseSteadyClock::now();
   std::lock_guard lock{shard.mutex};
-  auto it = impl_->find_live(shard, hashed, now);
-  if (it == shard.map.end()) return false;
+  Entry** link = impl_->find_live(shard, hash, key, now);
+  if (!link) return false;
   if (timeout.is_expired()) {
-    impl_->remove(shard, it);
+    impl_->remove(shard, link);
   } else {
-    it->second.expires = deadline(timeout, now);
+    (*link)->expires = deadline(timeout, now);
   }
   return true;
 }
 
 std::optional<std::int64_t> MemoryCache::incr_(std::string_view key, std::int64_t delta) {
-  HashedView hashed{key};
-  auto& shard = impl_->shard_for(hashed);
+  auto hash = hash_of(key);
+  auto& shard = impl_->shard_for(hash);
   auto now = detail::CoarseSteadyClock::now();
   std::lock_guard lock{shard.mutex};
-  auto it = impl_->find_live(shard, hashed, now);
-  if (it == shard.map.end()) return std::nullopt;
-  auto number = detail::incremented(key, it->second.value, delta);
-  it->second.value = std::to_string(number);
+  Entry** link = impl_->find_live(shard, hash, key, now);
+  if (!link) return std::nullopt;
+  auto number = detail::incremented(key, (*link)->value(), delta);
+  char digits[24];
+  auto end = std::to_chars(digits, digits + sizeof digits, number).ptr;
+  auto expires = (*link)->expires;
+  impl_->store(shard, link, {digits, static_cast<std::size_t>(end - digits)}, Timeout::never(), now);
+  (*link)->expires = expires;  // incr keeps the entry's lifetime
   return number;
 }
 
 bool MemoryCache::erase_if_equals_(std::string_view key, std::string_view expected) {
-  HashedView hashed{key};
-  auto& shard = impl_->shard_for(hashed);
+  auto hash = hash_of(key);
+  auto& shard = impl_->shard_for(hash);
   auto now = detail::CoarseSteadyClock::now();
   std::lock_guard lock{shard.mutex};
-  auto it = impl_->find_live(shard, hashed, now);
-  if (it == shard.map.end() || it->second.value != expected) return false;
-  impl_->remove(shard, it);
+  Entry** link = impl_->find_live(shard, hash, key, now);
+  if (!link || (*link)->value() != expected) return false;
+  impl_->remove(shard, link);
   return true;
 }
 
 bool MemoryCache::replace_if_equals_(std::string_view key, std::string_view expected,
                                      std::string_view value, Timeout timeout) {
-  HashedView hashed{key};
-  auto& shard = impl_->shard_for(hashed);
+  auto hash = hash_of(key);
+  auto& shard = impl_->shard_for(hash);
   auto now = detail::CoarseSteadyClock::now();
   std::lock_guard lock{shard.mutex};
-  auto it = impl_->find_live(shard, hashed, now);
-  if (it == shard.map.end() || it->second.value != expected) return false;
-  impl_->store(shard, it, value, timeout, now);
+  Entry** link = impl_->find_live(shard, hash, key, now);
+  if (!link || (*link)->value() != expected) return false;
+  impl_->store(shard, link, value, timeout, now);
   return true;
 }
 
 void MemoryCache::clear_() {
   for (auto& shard : impl_->shards) {
     std::lock_guard lock{shard.mutex};
-    if (impl_->max_entries) impl_->count.fetch_sub(shard.map.size(), std::memory_order_relaxed);
-    shard.map.clear();
+    if (impl_->max_entries) impl_->count.fetch_sub(shard.table.size(), std::memory_order_relaxed);
+    shard.table.clear();
     shard.sweep_at = min_sweep_size;
   }
 }

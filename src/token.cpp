@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <charconv>
+#include <algorithm>
 #include <climits>
 #include <random>
 
@@ -33,9 +34,12 @@ std::string host_name() {
 // same nonces and the child's tokens carry its own pid.
 struct TokenSource {
   std::uint64_t generation = UINT64_MAX;
-  std::string head;  // "HOST:PID:UNIX_MS:" for the millisecond of the last token
-  std::size_t ms_at = 0;  // where UNIX_MS starts in head
+  // "HOST:PID:SINCE_MS:EXPIRES_MS:" of the last token.
+  std::string head;
+  std::size_t ms_at = 0;  // where SINCE_MS starts in head
   std::int64_t ms = -1;
+  std::optional<std::optional<std::chrono::milliseconds>> expires_for;  // the lifetime EXPIRES_MS is for
+  std::size_t expires_at = 0;  // where EXPIRES_MS starts in head
   std::uint64_t state = 0;  // splitmix64: small, fast, and unique nonces per seed
 
   void refresh(std::uint64_t current) {
@@ -43,6 +47,7 @@ struct TokenSource {
     head = fmt::format("{}:{}:", host_name(), ::getpid());
     ms_at = head.size();
     ms = -1;
+    expires_for.reset();
     std::random_device device;
     state = (std::uint64_t{device()} << 32) ^ device();
   }
@@ -72,28 +77,34 @@ void append_number(std::string& out, std::int64_t value) {
 
 }  // namespace
 
-std::string new_token(std::optional<std::chrono::milliseconds> lifetime) {
+void new_token(TokenText& out, std::optional<std::chrono::milliseconds> lifetime) {
   thread_local TokenSource source;
   if (auto current = fork_generation(); source.generation != current) source.refresh(current);
-  // Tokens are made on every acquire: the "SINCE_MS:" part is rendered only
-  // when the millisecond changes, and the nonce is written directly.
+  // Tokens are made on every acquire: "SINCE_MS:" and "EXPIRES_MS:" are
+  // rendered again only when the millisecond or the lifetime changes, and
+  // the nonce is written directly.
   auto now = coarse_unix_ms();
   if (now != source.ms) {
     source.ms = now;
     source.head.resize(source.ms_at);
     append_number(source.head, now);
     source.head.push_back(':');
+    source.expires_at = source.head.size();
+    source.expires_for.reset();
   }
-  std::string token;
-  token.reserve(source.head.size() + 20 + 1 + 16);
-  token.append(source.head);
-  append_number(token, expiry_ms(now, lifetime));
-  token.push_back(':');
-  auto at = token.size();
-  token.resize(at + 16);
+  if (!source.expires_for || *source.expires_for != lifetime) {
+    source.expires_for = lifetime;
+    source.head.resize(source.expires_at);
+    append_number(source.head, expiry_ms(now, lifetime));
+    source.head.push_back(':');
+  }
+  // The head has at most 64 + 1 + 10 + 1 + 20 + 1 + 20 + 1 bytes: 118 + 16 fit.
+  static_assert(TokenText::capacity >= HOST_NAME_MAX + 1 + 10 + 1 + 20 + 1 + 20 + 1 + 16);
+  char* at = out.data();
+  at = std::copy(source.head.begin(), source.head.end(), at);
   auto nonce = source.next();
-  for (int i = 15; i >= 0; --i, nonce >>= 4) token[at + static_cast<std::size_t>(i)] = "0123456789abcdef"[nonce & 0xf];
-  return token;
+  for (int i = 15; i >= 0; --i, nonce >>= 4) at[i] = "0123456789abcdef"[nonce & 0xf];
+  out.resize(static_cast<std::size_t>(at + 16 - out.data()));
 }
 
 std::string retimed_token(std::string_view token, std::optional<std::chrono::milliseconds> lifetime) {

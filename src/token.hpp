@@ -7,13 +7,15 @@
 #include <string>
 #include <string_view>
 
+#include "cachelock/lock.hpp"
+
 namespace cachelock::detail {
 
 /// A new owner token, unique across hosts, processes, threads and time:
 /// `HOST:PID:SINCE_MS:EXPIRES_MS:NONCE` (Unix milliseconds; EXPIRES_MS 0 for a
 /// lock that never expires; NONCE 16 random hex digits). `lifetime` is the
-/// lock's resolved ttl (nullopt: never).
-std::string new_token(std::optional<std::chrono::milliseconds> lifetime);
+/// lock's resolved ttl (nullopt: never). Written to `out`.
+void new_token(TokenText& out, std::optional<std::chrono::milliseconds> lifetime);
 
 /// `token` with EXPIRES_MS moved to now + `lifetime`: what an extend stores.
 std::string retimed_token(std::string_view token, std::optional<std::chrono::milliseconds> lifetime);

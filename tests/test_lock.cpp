@@ -60,6 +60,23 @@ TEST_CASE("the owner token names host, pid, since and expiry, and a random part"
   CHECK(other.token().substr(other.token().rfind(':') + 1).size() == 16);
 }
 
+TEST_CASE("tokens made in one millisecond carry each lock's own expiry") {
+  test::FreshRegistry fresh;
+  // Tokens reuse their rendered times within a millisecond: a change of ttl
+  // between two locks must still show in the second token.
+  for (int round = 0; round < 100; ++round) {
+    Lock a{"a", {.ttl = 10s}};
+    Lock b{"b", {.ttl = 20s}};
+    Lock c{"c", {.ttl = 10s}};
+    auto ta = cachelock::LockOwner::parse(a.token()), tb = cachelock::LockOwner::parse(b.token()),
+         tc = cachelock::LockOwner::parse(c.token());
+    REQUIRE((ta && tb && tc && ta->expires && tb->expires && tc->expires));
+    CHECK(*ta->expires - ta->since == 10s);
+    CHECK(*tb->expires - tb->since == 20s);
+    CHECK(*tc->expires - tc->since == 10s);
+  }
+}
+
 TEST_CASE("LockOwner::parse reads only cachelock tokens") {
   auto owner = cachelock::LockOwner::parse("web-1:4242:1795747643001:0:0123456789abcdef");
   REQUIRE(owner.has_value());

@@ -124,3 +124,35 @@ TEST_CASE("memory: keys may hold any byte above 0x20 but 0x7f") {
     }
   }
 }
+
+TEST_CASE("memory: a value grows, shrinks and grows again under one key") {
+  cachelock::MemoryCache cache;
+  // Each entry holds its key and value in one block sized for the first
+  // value: a longer one moves the entry, a shorter one reuses the block.
+  const std::string sizes[] = {"v", std::string(300, 'a'), "bb", std::string(5000, 'c'), ""};
+  for (const auto& value : sizes) {
+    cache.set("k", value, 60s);
+    CHECK(cache.get("k") == value);
+  }
+  CHECK(cache.add("other", "1"));
+  CHECK(cache.replace_if_equals("k", "", std::string(70, 'd'), 60s));
+  CHECK(cache.get("k") == std::string(70, 'd'));
+  CHECK(cache.incr("other", 1'000'000'000'000) == 1'000'000'000'001);  // grows the value
+  CHECK(cache.get("other") == "1000000000001");
+  CHECK(cache.size() == 2);
+}
+
+TEST_CASE("memory: many keys through table growth, then erase and clear") {
+  cachelock::MemoryCache cache;
+  constexpr int keys = 50'000;
+  for (int i = 0; i < keys; ++i) REQUIRE(cache.add("key-" + std::to_string(i), std::to_string(i)));
+  CHECK(cache.size() == keys);
+  for (int i = 0; i < keys; i += 7) CHECK(cache.get("key-" + std::to_string(i)) == std::to_string(i));
+  for (int i = 0; i < keys; i += 2) CHECK(cache.erase_if_equals("key-" + std::to_string(i), std::to_string(i)));
+  CHECK(cache.size() == keys / 2);
+  CHECK_FALSE(cache.get("key-0").has_value());
+  CHECK(cache.get("key-1") == "1");
+  cache.clear();
+  CHECK(cache.size() == 0);
+  CHECK(cache.add("key-1", "again"));
+}

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "cachelock/options.hpp"
 
@@ -38,6 +39,24 @@ std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, 
   }
   return steady_clock::now() + ceil<steady_clock::duration>(timeout);
 }
+
+/// An owner token kept inside its guard. Tokens are bounded (a host name has
+/// at most 64 bytes, the numbers at most 20 digits), so taking a lock
+/// allocates nothing for its token.
+class TokenText {
+ public:
+  static constexpr std::size_t capacity = 136;
+  std::string_view view() const noexcept { return {bytes_, size_}; }
+  /// Room for `capacity` bytes; set the length used with resize().
+  char* data() noexcept { return bytes_; }
+  void resize(std::size_t size) noexcept { size_ = static_cast<unsigned char>(size < capacity ? size : capacity); }
+  /// Copies `text` (cut to `capacity`).
+  void assign(std::string_view text) noexcept { resize(text.copy(bytes_, capacity)); }
+
+ private:
+  char bytes_[capacity];
+  unsigned char size_ = 0;
+};
 }  // namespace detail
 
 /// Who holds a lock, read from the owner token stored under its key.
@@ -126,7 +145,7 @@ class Lock {
   LockOptions options_;
   std::shared_ptr<Cache> leased_;  // the alias's cache, held while the lock is
   std::uint64_t lease_version_ = 0;
-  std::string token_;  // while renewal_ is set, renewal_->token is the current one
+  detail::TokenText token_;  // while renewal_ is set, renewal_->token is the current one
   std::shared_ptr<detail::Renewal> renewal_;
   std::uint64_t fork_generation_ = 0;
   bool owns_ = false;
