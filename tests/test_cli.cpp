@@ -135,6 +135,7 @@ TEST_CASE("cli: SIGINT, SIGTERM and SIGHUP are passed to the program") {
     REQUIRE(test::eventually([&] { return fs::exists(box.dir + "/ready"); }));
     run.signal(signal);
     int expected = signal == SIGINT ? 40 : signal == SIGTERM ? 41 : 42;
+    REQUIRE(test::eventually([&] { return run.ended(); }, 10s));  // not passed on: fail, do not hang
     CHECK(run.wait() == expected);
     CHECK_FALSE(box.held("job"));
     fs::remove(box.dir + "/ready");
