@@ -87,6 +87,11 @@ bool Cache::replace_if_equals(std::string_view key, std::string_view expected,
 
 void Cache::clear() { clear_(); }
 
+std::optional<bool> Cache::wait_until_absent(std::string_view key,
+                                             std::chrono::steady_clock::time_point deadline) {
+  return wait_until_absent_(stored_key(key).view(), deadline);
+}
+
 // The fallbacks below are correct for one thread but NOT atomic: another
 // client can write between the get_() and the write that follows it.
 
@@ -126,6 +131,11 @@ bool Cache::replace_if_equals_(std::string_view key, std::string_view expected, 
 }
 
 void Cache::clear_() { throw CacheError("clear: this cache cannot remove all its entries"); }
+
+std::optional<bool> Cache::wait_until_absent_(std::string_view /*key*/,
+                                              std::chrono::steady_clock::time_point /*deadline*/) {
+  return std::nullopt;
+}
 
 void Cache::validate_key_(std::string_view key) const { detail::check_stored_key(key); }
 

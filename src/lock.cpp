@@ -45,6 +45,14 @@ class Backoff {
   microseconds next_{500};
 };
 
+// Waits until the key may be free: until the cache says it was freed, where
+// the cache can tell, else for the next poll. False once `deadline` has passed.
+bool wait_for_turn(Cache& cache, std::string_view key, Backoff& backoff, Clock::time_point deadline) {
+  if (deadline == Clock::time_point::min() || Clock::now() >= deadline) return false;
+  if (auto absent = cache.wait_until_absent(key, deadline)) return *absent;
+  return backoff.sleep_before_retry(deadline);
+}
+
 void check_ttl(std::optional<milliseconds> ttl, std::string_view key) {
   if (ttl && ttl->count() <= 0) {
     throw ConfigError(fmt::format("lock {}: ttl must be positive, got {} ms", detail::quote(key),
@@ -141,7 +149,7 @@ bool Lock::try_acquire_until(Clock::time_point deadline) {
   Backoff backoff;
   try {
     while (!cache().add(key_, token_.view(), ttl)) {
-      if (!backoff.sleep_before_retry(deadline)) {
+      if (!wait_for_turn(cache(), key_, backoff, deadline)) {
         return_lease();
         return false;
       }

@@ -4,6 +4,7 @@
 #include <array>
 #include <atomic>
 #include <charconv>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <limits>
@@ -158,6 +159,14 @@ struct alignas(64) Shard {  // whole cache lines, so shards do not false-share
   std::mutex mutex;
   Table table;
   std::size_t sweep_at = min_sweep_size;
+  // Threads in wait_until_absent_() for a key of this shard sleep on `freed`,
+  // notified whenever an entry leaves the table (only if someone waits).
+  std::condition_variable freed;
+  std::size_t waiters = 0;
+
+  void wake() {
+    if (waiters > 0) freed.notify_all();
+  }
 };
 
 constexpr std::size_t shard_bits = 6;
@@ -199,6 +208,7 @@ struct MemoryCache::Impl {
   void remove(Shard& shard, Entry** link) noexcept {
     shard.table.erase(link);
     if (max_entries) count.fetch_sub(1, std::memory_order_relaxed);
+    shard.wake();
   }
 
   // Adds `value` under `key`, which is absent, for `timeout` (not expired).
@@ -250,6 +260,7 @@ struct MemoryCache::Impl {
   void sweep(Shard& shard, Clock::time_point now) {
     auto dropped = shard.table.erase_if([now](const Entry& entry) { return !entry.live(now); });
     if (max_entries) count.fetch_sub(dropped, std::memory_order_relaxed);
+    if (dropped > 0) shard.wake();
     shard.sweep_at = std::max(min_sweep_size, 2 * shard.table.size());
   }
 
@@ -268,6 +279,7 @@ struct MemoryCache::Impl {
       auto drop = cull_frequency == 0 ? shard.table.size() : shard.table.size() / cull_frequency;
       auto dropped = shard.table.erase_if([](const Entry&) { return true; }, drop);
       count.fetch_sub(dropped, std::memory_order_relaxed);
+      if (dropped > 0) shard.wake();
     }
   }
 };
@@ -395,6 +407,29 @@ void MemoryCache::clear_() {
     if (impl_->max_entries) impl_->count.fetch_sub(shard.table.size(), std::memory_order_relaxed);
     shard.table.clear();
     shard.sweep_at = min_sweep_size;
+    shard.wake();
+  }
+}
+
+std::optional<bool> MemoryCache::wait_until_absent_(std::string_view key, Clock::time_point deadline) {
+  auto hash = hash_of(key);
+  auto& shard = impl_->shard_for(hash);
+  std::unique_lock lock{shard.mutex};
+  for (;;) {
+    // The precise clock: a waiter woken at an entry's deadline finds it
+    // expired and drops it, so the add that follows succeeds at once.
+    auto now = Clock::now();
+    Entry** link = impl_->find_live(shard, hash, key, now);
+    if (!link) return true;
+    if (now >= deadline) return false;
+    auto until = std::min(deadline, (*link)->expires);
+    ++shard.waiters;
+    if (until == Clock::time_point::max()) {
+      shard.freed.wait(lock);
+    } else {
+      shard.freed.wait_until(lock, until);
+    }
+    --shard.waiters;
   }
 }
 

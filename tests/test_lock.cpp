@@ -7,12 +7,15 @@
 #include <filesystem>
 #include <future>
 #include <thread>
+#include <vector>
 
 #include "support.hpp"
 
 using namespace std::chrono_literals;
+
 using cachelock::Lock;
 using cachelock::LockError;
+using cachelock::LockOptions;
 
 namespace {
 std::shared_ptr<cachelock::Cache> default_cache() { return cachelock::CacheRegistry::global().get(); }
@@ -240,6 +243,41 @@ TEST_CASE("wait acquires once the holder releases") {
   CHECK(waiter.owns_lock());
   CHECK(waited >= 100ms);
   CHECK(waited < 2s);
+}
+
+TEST_CASE("wait polls a cache that cannot watch keys until the holder releases") {
+  auto cache = std::make_shared<test::MapCache>();
+  auto holder = std::make_unique<Lock>("job", LockOptions{.cache = cache});
+  auto released = std::async(std::launch::async, [&] {
+    std::this_thread::sleep_for(150ms);
+    holder.reset();
+  });
+  int gets_before = cache->gets;
+  Lock waiter{"job", {.cache = cache, .wait = 5s}};
+  released.get();
+  CHECK(waiter.owns_lock());
+  CHECK(cache->gets - gets_before >= 3);  // several polls (the fallback add is get, then set)
+}
+
+TEST_CASE("8 threads x 2,000 waiting Locks on one key lose no update") {
+  // Each thread makes its own Lock each time and waits: on MemoryCache the
+  // waiters sleep until the key is freed and are woken then.
+  auto cache = std::make_shared<cachelock::MemoryCache>();
+  constexpr int threads = 8, rounds = 2'000;
+  long counter = 0;  // not atomic: the lock is what protects it
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&] {
+      for (int i = 0; i < rounds; ++i) {
+        Lock lock{"counter", {.cache = cache, .ttl = 60s, .wait = 60s}};
+        auto seen = counter;
+        if (i % 64 == 0) std::this_thread::yield();
+        counter = seen + 1;
+      }
+    });
+  }
+  for (auto& worker : workers) worker.join();
+  CHECK(counter == long{threads} * rounds);
 }
 
 TEST_CASE("wait gives up with LockError after its deadline") {

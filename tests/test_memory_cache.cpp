@@ -156,3 +156,71 @@ TEST_CASE("memory: many keys through table growth, then erase and clear") {
   CHECK(cache.size() == 0);
   CHECK(cache.add("key-1", "again"));
 }
+
+TEST_CASE("memory: wait_until_absent wakes on release, erase, clear and expiry") {
+  using Clock = std::chrono::steady_clock;
+  cachelock::MemoryCache cache;
+  // Entries live 300 s and waits end at 20 s at the latest; the changes below
+  // come within 150 ms. A wait that returns true well before its deadline
+  // was woken by the change (a missed wake-up would sleep the whole 20 s).
+  const auto start = Clock::now();
+  const auto far = start + 20s;
+  auto woken_early = [&] { return Clock::now() - start < 10s; };
+
+  CHECK(cache.wait_until_absent("free", far) == true);
+
+  SUBCASE("a held key until its deadline: false, not before it") {
+    cache.add("held", "t", 300s);
+    CHECK(cache.wait_until_absent("held", start + 100ms) == false);
+    CHECK(Clock::now() - start >= 100ms);
+  }
+  SUBCASE("released by erase_if_equals from another thread") {
+    cache.add("held", "t", 300s);
+    std::thread holder{[&] {
+      std::this_thread::sleep_for(50ms);
+      CHECK(cache.erase_if_equals("held", "t"));
+    }};
+    CHECK(cache.wait_until_absent("held", far) == true);
+    CHECK(woken_early());
+    holder.join();
+  }
+  SUBCASE("erased, or the whole cache cleared") {
+    cache.add("a", "t", 300s);
+    cache.add("b", "t", 300s);
+    std::thread other{[&] {
+      std::this_thread::sleep_for(50ms);
+      cache.erase("a");
+      std::this_thread::sleep_for(50ms);
+      cache.clear();
+    }};
+    CHECK(cache.wait_until_absent("a", far) == true);
+    CHECK(cache.wait_until_absent("b", far) == true);
+    CHECK(woken_early());
+    other.join();
+  }
+  SUBCASE("expired: woken at the entry's deadline, with nobody touching it") {
+    cache.add("held", "t", 150ms);
+    CHECK(cache.wait_until_absent("held", far) == true);
+    CHECK(Clock::now() - start >= 150ms);
+    CHECK(woken_early());
+    CHECK(cache.add("held", "next", 60s));  // the expired entry is gone at once
+  }
+  SUBCASE("a key that merely shares the shard does not end the wait") {
+    cache.add("held", "t", 300s);
+    std::thread other{[&] {
+      for (int i = 0; i < 200; ++i) {
+        cache.add("other-" + std::to_string(i), "t");
+        cache.erase("other-" + std::to_string(i));
+      }
+    }};
+    CHECK(cache.wait_until_absent("held", start + 200ms) == false);
+    other.join();
+  }
+}
+
+TEST_CASE("wait_until_absent: backends that cannot watch keys return nullopt") {
+  test::MapCache custom;
+  CHECK_FALSE(custom.wait_until_absent("k", std::chrono::steady_clock::now() + 1s).has_value());
+  cachelock::DummyCache dummy;
+  CHECK_FALSE(dummy.wait_until_absent("k", std::chrono::steady_clock::now() + 1s).has_value());
+}

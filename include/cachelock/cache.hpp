@@ -136,6 +136,13 @@ class Cache {
   /// Removes every entry of this cache (Django's clear()).
   /// Throws: CacheError, also when the backend cannot clear.
   void clear();
+  /// Blocks until `key` is absent (erased, released or expired) or
+  /// `deadline` passes, on a backend that is told of changes: true if the
+  /// key is absent, false at the deadline. nullopt at once on a backend that
+  /// cannot watch keys (only MemoryCache can): waiters then poll. A waiting
+  /// Lock uses it to take a freed key at once. Throws: InvalidKeyError, CacheError.
+  std::optional<bool> wait_until_absent(std::string_view key,
+                                        std::chrono::steady_clock::time_point deadline);
 
   /// The stored key for `key`: `KEY_PREFIX:VERSION:key`, checked.
   /// Throws: InvalidKeyError.
@@ -173,6 +180,9 @@ class Cache {
                                   std::string_view value, Timeout timeout);
   /// The default throws CacheError: a get/set/erase cache cannot enumerate.
   virtual void clear_();
+  /// Optional: see wait_until_absent(). The default returns nullopt.
+  virtual std::optional<bool> wait_until_absent_(std::string_view key,
+                                                 std::chrono::steady_clock::time_point deadline);
   /// Throws InvalidKeyError for stored keys this backend cannot hold. The
   /// default applies memcached's rules (see the file comment).
   virtual void validate_key_(std::string_view key) const;

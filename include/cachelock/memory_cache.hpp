@@ -18,6 +18,8 @@ namespace cachelock {
 /// abandoned keys do not pile up. The table is split into independently locked
 /// shards, so threads working on distinct keys rarely wait for each other.
 /// `max_entries` is honoured only when set (eviction can drop held locks).
+/// A Lock waiting for a held key sleeps until the key is freed or expires,
+/// and is woken then (wait_until_absent), rather than polling.
 ///
 /// Thread safety: safe to share between threads.
 class MemoryCache final : public Cache {
@@ -40,6 +42,8 @@ class MemoryCache final : public Cache {
   bool replace_if_equals_(std::string_view key, std::string_view expected, std::string_view value,
                           Timeout timeout) override;
   void clear_() override;
+  std::optional<bool> wait_until_absent_(std::string_view key,
+                                         std::chrono::steady_clock::time_point deadline) override;
 
  private:
   struct Impl;

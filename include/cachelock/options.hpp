@@ -27,8 +27,10 @@ struct LockOptions {
   /// positive. memcached counts whole seconds: a ttl is sent rounded up, plus
   /// one, so the lock lives at least its ttl and at most two seconds more.
   std::optional<std::chrono::milliseconds> ttl{};
-  /// Lock only: how long to keep trying while the key is held, with
-  /// exponential backoff and jitter. Zero (the default) fails at once.
+  /// Lock only: how long to keep trying while the key is held. Zero (the
+  /// default) fails at once. On MemoryCache a waiter is woken when the key is
+  /// freed or expires; other backends are polled with exponential backoff
+  /// and jitter (0.25-0.5 ms at first, up to 50 ms between tries).
   std::chrono::milliseconds wait{0};
   /// Keep the lock alive while it is held: one background thread, shared by
   /// every renewing lock of the process, extends it every ttl/3. If the lock
