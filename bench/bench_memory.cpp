@@ -96,9 +96,10 @@ void lock_cycle_distinct_keys(benchmark::State& state) {
 }
 BENCHMARK(lock_cycle_distinct_keys)->Threads(1)->Threads(2)->UseRealTime();
 
-// Two threads taking one key, each waiting for the other (Lock's `wait`:
-// polling with exponential backoff). A handoff is an acquire by the thread
-// that did not hold the key last. The critical section is empty.
+// Two threads taking one key, each waiting for the other (Lock's `wait`: on
+// MemoryCache the waiter sleeps until the key is freed and is woken then).
+// A handoff is an acquire by the thread that did not hold the key last.
+// The critical section is empty.
 std::atomic<int> last_holder{-1};
 
 std::shared_ptr<cachelock::Cache> handoff_cache() {
