@@ -87,8 +87,7 @@ bool Cache::replace_if_equals(std::string_view key, std::string_view expected,
 
 void Cache::clear() { clear_(); }
 
-std::optional<bool> Cache::wait_until_absent(std::string_view key,
-                                             std::chrono::steady_clock::time_point deadline) {
+WaitResult Cache::wait_until_absent(std::string_view key, std::chrono::steady_clock::time_point deadline) {
   return wait_until_absent_(stored_key(key).view(), deadline);
 }
 
@@ -132,9 +131,9 @@ bool Cache::replace_if_equals_(std::string_view key, std::string_view expected, 
 
 void Cache::clear_() { throw CacheError("clear: this cache cannot remove all its entries"); }
 
-std::optional<bool> Cache::wait_until_absent_(std::string_view /*key*/,
-                                              std::chrono::steady_clock::time_point /*deadline*/) {
-  return std::nullopt;
+WaitResult Cache::wait_until_absent_(std::string_view /*key*/,
+                                     std::chrono::steady_clock::time_point /*deadline*/) {
+  return WaitResult::unsupported;
 }
 
 void Cache::validate_key_(std::string_view key) const { detail::check_stored_key(key); }

@@ -49,7 +49,11 @@ class Backoff {
 // the cache can tell, else for the next poll. False once `deadline` has passed.
 bool wait_for_turn(Cache& cache, std::string_view key, Backoff& backoff, Clock::time_point deadline) {
   if (deadline == Clock::time_point::min() || Clock::now() >= deadline) return false;
-  if (auto absent = cache.wait_until_absent(key, deadline)) return *absent;
+  switch (cache.wait_until_absent(key, deadline)) {
+    case WaitResult::absent: return true;
+    case WaitResult::timed_out: return false;
+    case WaitResult::unsupported: break;
+  }
   return backoff.sleep_before_retry(deadline);
 }
 
@@ -107,7 +111,7 @@ Lock::Lock(Lock&& other) noexcept
       options_{std::move(other.options_)},
       leased_{std::move(other.leased_)},
       lease_version_{other.lease_version_},
-      token_{other.token_},
+      token_{std::exchange(other.token_, {})},
       renewal_{std::move(other.renewal_)},
       fork_generation_{other.fork_generation_},
       owns_{std::exchange(other.owns_, false)} {}
@@ -119,7 +123,7 @@ Lock& Lock::operator=(Lock&& other) noexcept {
     options_ = std::move(other.options_);
     leased_ = std::move(other.leased_);
     lease_version_ = other.lease_version_;
-    token_ = other.token_;
+    token_ = std::exchange(other.token_, {});
     renewal_ = std::move(other.renewal_);
     fork_generation_ = other.fork_generation_;
     owns_ = std::exchange(other.owns_, false);

@@ -35,6 +35,7 @@ struct Entry {
   std::uint32_t key_size;
   std::uint32_t value_size;
   std::uint32_t value_capacity;
+  bool watched;  // a thread in wait_until_absent_() waits for this entry to go
 
   char* bytes() noexcept { return reinterpret_cast<char*>(this + 1); }
   const char* bytes() const noexcept { return reinterpret_cast<const char*>(this + 1); }
@@ -55,7 +56,7 @@ Entry* new_entry(std::size_t hash, std::string_view key, std::string_view value)
   auto value_size = checked_size(key, value);
   void* memory = ::operator new(sizeof(Entry) + key.size() + value.size());
   auto* entry = new (memory) Entry{nullptr, hash, Clock::time_point::max(),
-                                   static_cast<std::uint32_t>(key.size()), value_size, value_size};
+                                   static_cast<std::uint32_t>(key.size()), value_size, value_size, false};
   key.copy(entry->bytes(), key.size());
   value.copy(entry->bytes() + key.size(), value.size());
   return entry;
@@ -159,8 +160,10 @@ struct alignas(64) Shard {  // whole cache lines, so shards do not false-share
   std::mutex mutex;
   Table table;
   std::size_t sweep_at = min_sweep_size;
-  // Threads in wait_until_absent_() for a key of this shard sleep on `freed`,
-  // notified whenever an entry leaves the table (only if someone waits).
+  // Threads in wait_until_absent_() for a key of this shard sleep on `freed`.
+  // It is notified when a watched entry leaves or is given an earlier
+  // expiry, and after bulk removals while anyone waits; other writes to the
+  // shard cost the waiters nothing.
   std::condition_variable freed;
   std::size_t waiters = 0;
 
@@ -206,9 +209,18 @@ struct MemoryCache::Impl {
   }
 
   void remove(Shard& shard, Entry** link) noexcept {
+    bool watched = (*link)->watched;
     shard.table.erase(link);
     if (max_entries) count.fetch_sub(1, std::memory_order_relaxed);
-    shard.wake();
+    if (watched) shard.wake();
+  }
+
+  // Gives the entry `link` points at a new expiry, waking its waiters if
+  // that is earlier: they sleep until the expiry they saw.
+  static void set_expiry(Shard& shard, Entry& entry, Clock::time_point expires) {
+    bool earlier = expires < entry.expires;
+    entry.expires = expires;
+    if (earlier && entry.watched) shard.wake();
   }
 
   // Adds `value` under `key`, which is absent, for `timeout` (not expired).
@@ -240,10 +252,13 @@ struct MemoryCache::Impl {
       value.copy(entry->bytes() + entry->key_size, value.size());
       entry->value_size = static_cast<std::uint32_t>(value.size());
     } else {
-      entry = new_entry(entry->hash, entry->key(), value);
-      shard.table.replace(link, entry);
+      Entry* moved = new_entry(entry->hash, entry->key(), value);
+      moved->expires = entry->expires;
+      moved->watched = entry->watched;
+      shard.table.replace(link, moved);
+      entry = moved;
     }
-    entry->expires = deadline(timeout, now);
+    set_expiry(shard, *entry, deadline(timeout, now));
   }
 
   // Writes `value` under `key` whether or not it is there. Caller holds the shard.
@@ -273,13 +288,35 @@ struct MemoryCache::Impl {
       std::lock_guard lock{shard.mutex};
       sweep(shard, now);
     }
-    if (count.load(std::memory_order_relaxed) < *max_entries) return;
-    for (auto& shard : shards) {
+    auto total = count.load(std::memory_order_relaxed);
+    if (total < *max_entries) return;
+    // 1/cull_frequency of all entries (at least one), each shard giving its
+    // share, then one more from each shard in turn until that many are gone:
+    // shares rounded down would leave small caches never culled.
+    auto target = cull_frequency == 0 ? total : std::max<std::size_t>(1, total / cull_frequency);
+    std::size_t dropped = 0;
+    auto drop = [&](Shard& shard, std::size_t limit) {
       std::lock_guard lock{shard.mutex};
-      auto drop = cull_frequency == 0 ? shard.table.size() : shard.table.size() / cull_frequency;
-      auto dropped = shard.table.erase_if([](const Entry&) { return true; }, drop);
-      count.fetch_sub(dropped, std::memory_order_relaxed);
-      if (dropped > 0) shard.wake();
+      auto n = shard.table.erase_if([](const Entry&) { return true; }, limit);
+      count.fetch_sub(n, std::memory_order_relaxed);
+      if (n > 0) shard.wake();
+      dropped += n;
+      return n;
+    };
+    for (auto& shard : shards) {
+      std::size_t size = 0;
+      {
+        std::lock_guard lock{shard.mutex};
+        size = shard.table.size();
+      }
+      drop(shard, cull_frequency == 0 ? size : size * target / total);
+    }
+    for (bool progress = true; dropped < target && progress;) {
+      progress = false;
+      for (auto& shard : shards) {
+        if (dropped >= target) break;
+        progress |= drop(shard, 1) > 0;
+      }
     }
   }
 };
@@ -357,7 +394,7 @@ bool MemoryCache::touch_(std::string_view key, Timeout timeout) {
   if (timeout.is_expired()) {
     impl_->remove(shard, link);
   } else {
-    (*link)->expires = deadline(timeout, now);
+    Impl::set_expiry(shard, **link, deadline(timeout, now));
   }
   return true;
 }
@@ -411,7 +448,7 @@ void MemoryCache::clear_() {
   }
 }
 
-std::optional<bool> MemoryCache::wait_until_absent_(std::string_view key, Clock::time_point deadline) {
+WaitResult MemoryCache::wait_until_absent_(std::string_view key, Clock::time_point deadline) {
   auto hash = hash_of(key);
   auto& shard = impl_->shard_for(hash);
   std::unique_lock lock{shard.mutex};
@@ -420,9 +457,10 @@ std::optional<bool> MemoryCache::wait_until_absent_(std::string_view key, Clock:
     // expired and drops it, so the add that follows succeeds at once.
     auto now = Clock::now();
     Entry** link = impl_->find_live(shard, hash, key, now);
-    if (!link) return true;
-    if (now >= deadline) return false;
+    if (!link) return WaitResult::absent;
+    if (now >= deadline) return WaitResult::timed_out;
     auto until = std::min(deadline, (*link)->expires);
+    (*link)->watched = true;
     ++shard.waiters;
     if (until == Clock::time_point::max()) {
       shard.freed.wait(lock);

@@ -3,9 +3,9 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
-#include <algorithm>
 #include <climits>
 #include <random>
 

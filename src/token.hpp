@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "cachelock/lock.hpp"
+#include "cachelock/detail/token_text.hpp"
 
 namespace cachelock::detail {
 

@@ -4,11 +4,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <condition_variable>
 #include <filesystem>
 #include <future>
+#include <mutex>
 #include <thread>
 #include <vector>
 
+#include "process.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -248,15 +251,73 @@ TEST_CASE("wait acquires once the holder releases") {
 TEST_CASE("wait polls a cache that cannot watch keys until the holder releases") {
   auto cache = std::make_shared<test::MapCache>();
   auto holder = std::make_unique<Lock>("job", LockOptions{.cache = cache});
+  int gets_before = cache->gets;
   auto released = std::async(std::launch::async, [&] {
-    std::this_thread::sleep_for(150ms);
+    // Released once the waiter has polled a few times (the fallback add is
+    // a get, then a set).
+    CHECK(test::eventually([&] { return cache->gets - gets_before >= 3; }));
     holder.reset();
   });
-  int gets_before = cache->gets;
-  Lock waiter{"job", {.cache = cache, .wait = 5s}};
+  Lock waiter{"job", {.cache = cache, .wait = 30s}};
   released.get();
   CHECK(waiter.owns_lock());
-  CHECK(cache->gets - gets_before >= 3);  // several polls (the fallback add is get, then set)
+}
+
+namespace {
+// A get/set/erase cache that can also watch its keys: every erase wakes the
+// threads in wait_until_absent_().
+class WatchingCache : public test::MapCache {
+ public:
+  std::atomic<int> waits{0};
+
+ protected:
+  bool erase_(std::string_view key) override {
+    bool erased = MapCache::erase_(key);
+    {
+      std::lock_guard lock{watch_mutex_};
+      ++erasures_;
+    }
+    erased_.notify_all();
+    return erased;
+  }
+  cachelock::WaitResult wait_until_absent_(std::string_view key,
+                                           std::chrono::steady_clock::time_point deadline) override {
+    ++waits;
+    std::unique_lock lock{watch_mutex_};
+    for (;;) {
+      auto seen = erasures_;
+      lock.unlock();
+      bool present = get_(key).has_value();
+      lock.lock();
+      if (!present) return cachelock::WaitResult::absent;
+      if (!erased_.wait_until(lock, deadline, [&] { return erasures_ != seen; })) {
+        return cachelock::WaitResult::timed_out;
+      }
+    }
+  }
+
+ private:
+  std::mutex watch_mutex_;
+  std::condition_variable erased_;
+  long erasures_ = 0;  // guarded by watch_mutex_
+};
+}  // namespace
+
+TEST_CASE("a waiting Lock sleeps in the cache's wait_until_absent and takes the key when woken") {
+  auto cache = std::make_shared<WatchingCache>();
+  auto holder = std::make_unique<Lock>("job", LockOptions{.cache = cache});
+  int gets_at_release = 0;
+  auto released = std::async(std::launch::async, [&] {
+    CHECK(test::eventually([&] { return cache->waits > 0; }));
+    gets_at_release = cache->gets;
+    holder.reset();
+  });
+  Lock waiter{"job", {.cache = cache, .wait = 30s}};
+  released.get();
+  CHECK(waiter.owns_lock());
+  CHECK(cache->waits == 1);
+  // The release's get, the watcher's look after the erase, the add's get: no polling.
+  CHECK(cache->gets - gets_at_release <= 3);
 }
 
 TEST_CASE("8 threads x 2,000 waiting Locks on one key lose no update") {

@@ -159,68 +159,111 @@ TEST_CASE("memory: many keys through table growth, then erase and clear") {
 
 TEST_CASE("memory: wait_until_absent wakes on release, erase, clear and expiry") {
   using Clock = std::chrono::steady_clock;
+  using cachelock::WaitResult;
   cachelock::MemoryCache cache;
   // Entries live 300 s and waits end at 20 s at the latest; the changes below
-  // come within 150 ms. A wait that returns true well before its deadline
+  // come within 150 ms. A wait that returns absent well before its deadline
   // was woken by the change (a missed wake-up would sleep the whole 20 s).
   const auto start = Clock::now();
   const auto far = start + 20s;
   auto woken_early = [&] { return Clock::now() - start < 10s; };
+  // Runs `change` on another thread 50 ms from now.
+  auto later = [](auto change) {
+    return std::thread{[change] {
+      std::this_thread::sleep_for(50ms);
+      change();
+    }};
+  };
 
-  CHECK(cache.wait_until_absent("free", far) == true);
+  CHECK(cache.wait_until_absent("free", far) == WaitResult::absent);
 
-  SUBCASE("a held key until its deadline: false, not before it") {
+  SUBCASE("a held key until its deadline: timed out, not before it") {
     cache.add("held", "t", 300s);
-    CHECK(cache.wait_until_absent("held", start + 100ms) == false);
+    CHECK(cache.wait_until_absent("held", start + 100ms) == WaitResult::timed_out);
     CHECK(Clock::now() - start >= 100ms);
   }
   SUBCASE("released by erase_if_equals from another thread") {
     cache.add("held", "t", 300s);
-    std::thread holder{[&] {
-      std::this_thread::sleep_for(50ms);
-      CHECK(cache.erase_if_equals("held", "t"));
-    }};
-    CHECK(cache.wait_until_absent("held", far) == true);
+    auto holder = later([&] { CHECK(cache.erase_if_equals("held", "t")); });
+    CHECK(cache.wait_until_absent("held", far) == WaitResult::absent);
     CHECK(woken_early());
     holder.join();
   }
   SUBCASE("erased, or the whole cache cleared") {
     cache.add("a", "t", 300s);
     cache.add("b", "t", 300s);
-    std::thread other{[&] {
-      std::this_thread::sleep_for(50ms);
+    auto other = later([&] {
       cache.erase("a");
       std::this_thread::sleep_for(50ms);
       cache.clear();
-    }};
-    CHECK(cache.wait_until_absent("a", far) == true);
-    CHECK(cache.wait_until_absent("b", far) == true);
+    });
+    CHECK(cache.wait_until_absent("a", far) == WaitResult::absent);
+    CHECK(cache.wait_until_absent("b", far) == WaitResult::absent);
     CHECK(woken_early());
     other.join();
   }
   SUBCASE("expired: woken at the entry's deadline, with nobody touching it") {
     cache.add("held", "t", 150ms);
-    CHECK(cache.wait_until_absent("held", far) == true);
+    CHECK(cache.wait_until_absent("held", far) == WaitResult::absent);
     CHECK(Clock::now() - start >= 150ms);
     CHECK(woken_early());
     CHECK(cache.add("held", "next", 60s));  // the expired entry is gone at once
   }
-  SUBCASE("a key that merely shares the shard does not end the wait") {
+  SUBCASE("given an earlier expiry while waited for: by touch, set or replace_if_equals") {
+    cache.add("held", "t", 300s);
+    std::thread shorten;
+    SUBCASE("touch") { shorten = later([&] { cache.touch("held", 100ms); }); }
+    SUBCASE("set") { shorten = later([&] { cache.set("held", std::string(500, 'x'), 100ms); }); }
+    SUBCASE("replace_if_equals (a Lock's extend)") {
+      shorten = later([&] { CHECK(cache.replace_if_equals("held", "t", "u", 100ms)); });
+    }
+    CHECK(cache.wait_until_absent("held", far) == WaitResult::absent);
+    CHECK(Clock::now() - start >= 150ms);
+    CHECK(woken_early());
+    if (shorten.joinable()) shorten.join();
+  }
+  SUBCASE("keys that merely share the shard do not end the wait") {
     cache.add("held", "t", 300s);
     std::thread other{[&] {
-      for (int i = 0; i < 200; ++i) {
+      // 2,000 keys: about 30 of them land in the waited key's shard.
+      for (int i = 0; i < 2'000; ++i) {
         cache.add("other-" + std::to_string(i), "t");
         cache.erase("other-" + std::to_string(i));
       }
     }};
-    CHECK(cache.wait_until_absent("held", start + 200ms) == false);
+    CHECK(cache.wait_until_absent("held", start + 200ms) == WaitResult::timed_out);
     other.join();
   }
 }
 
-TEST_CASE("wait_until_absent: backends that cannot watch keys return nullopt") {
+TEST_CASE("wait_until_absent: backends that cannot watch keys say so at once") {
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
   test::MapCache custom;
-  CHECK_FALSE(custom.wait_until_absent("k", std::chrono::steady_clock::now() + 1s).has_value());
+  CHECK(custom.wait_until_absent("k", deadline) == cachelock::WaitResult::unsupported);
   cachelock::DummyCache dummy;
-  CHECK_FALSE(dummy.wait_until_absent("k", std::chrono::steady_clock::now() + 1s).has_value());
+  CHECK(dummy.wait_until_absent("k", deadline) == cachelock::WaitResult::unsupported);
+  CHECK(std::chrono::steady_clock::now() < deadline - 5s);
+}
+
+TEST_CASE("memory: max_entries keeps its count through sweeps of expired entries") {
+  // Expired entries swept as the table grows must leave the count: counted
+  // twice, the cache would think itself full and cull live keys.
+  cachelock::MemoryCache cache{{.max_entries = 8'000}};
+  for (int i = 0; i < 5'000; ++i) cache.set("short-" + std::to_string(i), "v", 20ms);
+  std::this_thread::sleep_for(60ms);
+  for (int i = 0; i < 5'000; ++i) cache.set("long-" + std::to_string(i), "v");
+  int missing = 0;
+  for (int i = 0; i < 5'000; ++i) missing += !cache.get("long-" + std::to_string(i)).has_value();
+  CHECK(missing == 0);
+}
+
+TEST_CASE("memory: a small max_entries is honoured") {
+  for (std::size_t limit : {std::size_t{1}, std::size_t{10}, std::size_t{100}}) {
+    CAPTURE(limit);
+    cachelock::MemoryCache cache{{.max_entries = limit}};
+    for (int i = 0; i < 1'000; ++i) cache.set("k-" + std::to_string(i), "v");
+    CHECK(cache.size() <= limit);
+    CHECK(cache.size() >= 1);
+    CHECK(cache.get("k-999") == "v");  // the newest write is never culled
+  }
 }

@@ -16,7 +16,8 @@
 // free and both "acquire" it. Override them with atomic versions (a single
 // server-side operation, or one critical section) for real mutual exclusion.
 // Hooks receive stored keys (already prefixed and validated) and a resolved
-// timeout (never standard()).
+// timeout (never standard()). A backend that can tell when a key goes away
+// may also override wait_until_absent_(), so waiting locks need not poll.
 #pragma once
 
 #include <chrono>
@@ -78,6 +79,13 @@ class Timeout {
   std::chrono::milliseconds duration_{0};
 };
 
+/// What Cache::wait_until_absent() saw.
+enum class WaitResult {
+  absent,       ///< the key is absent: freed, erased or expired
+  timed_out,    ///< the deadline passed with the key still present
+  unsupported,  ///< this backend cannot watch keys; poll instead
+};
+
 /// Settings every backend shares (Django's TIMEOUT, KEY_PREFIX, VERSION,
 /// OPTIONS.MAX_ENTRIES and OPTIONS.CULL_FREQUENCY).
 struct CacheOptions {
@@ -137,12 +145,11 @@ class Cache {
   /// Throws: CacheError, also when the backend cannot clear.
   void clear();
   /// Blocks until `key` is absent (erased, released or expired) or
-  /// `deadline` passes, on a backend that is told of changes: true if the
-  /// key is absent, false at the deadline. nullopt at once on a backend that
-  /// cannot watch keys (only MemoryCache can): waiters then poll. A waiting
-  /// Lock uses it to take a freed key at once. Throws: InvalidKeyError, CacheError.
-  std::optional<bool> wait_until_absent(std::string_view key,
-                                        std::chrono::steady_clock::time_point deadline);
+  /// `deadline` passes, on a backend that sees its keys change. Returns at
+  /// once with WaitResult::unsupported on one that cannot (of the built-in
+  /// backends, only MemoryCache can): callers then poll. A waiting Lock uses
+  /// it to take a freed key at once. Throws: InvalidKeyError, CacheError.
+  WaitResult wait_until_absent(std::string_view key, std::chrono::steady_clock::time_point deadline);
 
   /// The stored key for `key`: `KEY_PREFIX:VERSION:key`, checked.
   /// Throws: InvalidKeyError.
@@ -180,9 +187,13 @@ class Cache {
                                   std::string_view value, Timeout timeout);
   /// The default throws CacheError: a get/set/erase cache cannot enumerate.
   virtual void clear_();
-  /// Optional: see wait_until_absent(). The default returns nullopt.
-  virtual std::optional<bool> wait_until_absent_(std::string_view key,
-                                                 std::chrono::steady_clock::time_point deadline);
+  /// Optional: see wait_until_absent(). The default returns unsupported.
+  /// An override returns absent only after seeing the key absent (a waiting
+  /// Lock retries its add at once, without backoff), timed_out no later than
+  /// `deadline`, and must wake early when the key is removed or its expiry
+  /// moves earlier.
+  virtual WaitResult wait_until_absent_(std::string_view key,
+                                        std::chrono::steady_clock::time_point deadline);
   /// Throws InvalidKeyError for stored keys this backend cannot hold. The
   /// default applies memcached's rules (see the file comment).
   virtual void validate_key_(std::string_view key) const;

@@ -20,6 +20,7 @@
 #include <string>
 #include <string_view>
 
+#include "cachelock/detail/token_text.hpp"
 #include "cachelock/options.hpp"
 
 namespace cachelock {
@@ -39,24 +40,6 @@ std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, 
   }
   return steady_clock::now() + ceil<steady_clock::duration>(timeout);
 }
-
-/// An owner token kept inside its guard. Tokens are bounded (a host name has
-/// at most 64 bytes, the numbers at most 20 digits), so taking a lock
-/// allocates nothing for its token.
-class TokenText {
- public:
-  static constexpr std::size_t capacity = 136;
-  std::string_view view() const noexcept { return {bytes_, size_}; }
-  /// Room for `capacity` bytes; set the length used with resize().
-  char* data() noexcept { return bytes_; }
-  void resize(std::size_t size) noexcept { size_ = static_cast<unsigned char>(size < capacity ? size : capacity); }
-  /// Copies `text` (cut to `capacity`).
-  void assign(std::string_view text) noexcept { resize(text.copy(bytes_, capacity)); }
-
- private:
-  char bytes_[capacity];
-  unsigned char size_ = 0;
-};
 }  // namespace detail
 
 /// Who holds a lock, read from the owner token stored under its key.

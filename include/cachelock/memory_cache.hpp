@@ -42,8 +42,8 @@ class MemoryCache final : public Cache {
   bool replace_if_equals_(std::string_view key, std::string_view expected, std::string_view value,
                           Timeout timeout) override;
   void clear_() override;
-  std::optional<bool> wait_until_absent_(std::string_view key,
-                                         std::chrono::steady_clock::time_point deadline) override;
+  WaitResult wait_until_absent_(std::string_view key,
+                                std::chrono::steady_clock::time_point deadline) override;
 
  private:
   struct Impl;
