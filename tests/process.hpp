@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -63,14 +64,13 @@ class Process {
     // SIGINT and SIGQUIT, nohup ignores SIGHUP, and those would be passed on.
     posix_spawnattr_t attributes;
     posix_spawnattr_init(&attributes);
-    sigset_t defaults, empty;
-    sigemptyset(&defaults);
-    for (int sig : {SIGINT, SIGQUIT, SIGTERM, SIGHUP, SIGPIPE}) sigaddset(&defaults, sig);
-    sigemptyset(&empty);
-    posix_spawnattr_setsigdefault(&attributes, &defaults);
-    posix_spawnattr_setsigmask(&attributes, &empty);
-    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    int error = posix_spawn(&pid_, args[0], &actions, &attributes, args.data(), envp.data());
+    sigset_t every, none;
+    sigfillset(&every);  // SIGKILL and SIGSTOP, which cannot be set, are skipped
+    sigemptyset(&none);
+    int error = posix_spawnattr_setsigdefault(&attributes, &every);
+    if (error == 0) error = posix_spawnattr_setsigmask(&attributes, &none);
+    if (error == 0) error = posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    if (error == 0) error = posix_spawn(&pid_, args[0], &actions, &attributes, args.data(), envp.data());
     posix_spawnattr_destroy(&attributes);
     posix_spawn_file_actions_destroy(&actions);
     if (error != 0) pid_ = -1;
@@ -95,6 +95,7 @@ class Process {
     if (!done_) {
       int status = 0;
       while (::waitpid(pid_, &status, 0) < 0) {
+        if (errno != EINTR) return -1;  // not our child any more: nothing to wait for
       }
       code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
       done_ = true;
