@@ -19,6 +19,7 @@
 #include <cachelock/cachelock.hpp>
 
 #include "../process.hpp"
+#include "../support.hpp"
 #if CACHELOCK_HAS_MEMCACHED
 #include "../fake_memcached.hpp"
 #include "../memcached_server.hpp"
@@ -167,14 +168,18 @@ void killed_holder(const char* name, const std::string& backend, const std::stri
   // keeps it up to two seconds past its ttl) and then work on.
   double seconds = seconds_per_run() + 2 * ttl_ms / 1000.0 + 3;
   std::vector<std::unique_ptr<test::Process>> checkers;
+  // The victim works alone until it stalls in a section: among busy pollers
+  // it could wait long for its turn (locks are not fair). The others then
+  // start, find the key held, and are waiting for it when the holder dies.
   checkers.push_back(std::make_unique<test::Process>(
       run.args(0, backend, lock_target, 1, seconds,
                {"--ttl-ms", std::to_string(ttl_ms), "--stall-after", "20", "--stall-marker", marker})));
+  REQUIRE(test::eventually([&] { return fs::exists(marker); }, test::slow(30s)));
   for (int p = 1; p < 3; ++p) {
     checkers.push_back(std::make_unique<test::Process>(
         run.args(p, backend, lock_target, 2, seconds, {"--ttl-ms", std::to_string(ttl_ms)})));
   }
-  REQUIRE(test::eventually([&] { return fs::exists(marker); }, 30s));
+  std::this_thread::sleep_for(test::slow(200ms));
   checkers[0]->signal(SIGKILL);
   auto killed_at = run.verdict(3).sections;
   CHECK(checkers[0]->wait() == 128 + SIGKILL);
