@@ -309,7 +309,7 @@ struct MemoryCache::Impl {
         std::lock_guard lock{shard.mutex};
         size = shard.table.size();
       }
-      drop(shard, cull_frequency == 0 ? size : size * target / total);
+      drop(shard, cull_frequency == 0 ? size : size / cull_frequency);
     }
     for (bool progress = true; dropped < target && progress;) {
       progress = false;
