@@ -16,6 +16,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 #include <thread>
@@ -253,8 +254,12 @@ TEST_CASE_TEMPLATE_DEFINE("locks on the backend: held, expired, extended", B, co
     CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), cachelock::LockError);
   }
   SUBCASE("extend keeps a lock past its first ttl") {
-    cachelock::Lock lock{"job", {.cache = cache, .ttl = ttl}};
-    auto until = std::chrono::steady_clock::now() + 2 * B::expired_after;
+    // Stretched under the sanitizers: a stall longer than the ttl between two
+    // extends would lose the lock, as it should, and fail the test.
+    const auto stretched = test::slow(ttl);
+    cachelock::Lock lock{"job", {.cache = cache, .ttl = stretched}};
+    const std::chrono::milliseconds run_for = 2 * B::expired_after;
+    auto until = std::chrono::steady_clock::now() + std::max(run_for, 3 * stretched);
     while (std::chrono::steady_clock::now() < until) {
       REQUIRE(lock.extend());
       CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), cachelock::LockError);
