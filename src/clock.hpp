@@ -11,22 +11,15 @@
 
 namespace cachelock::detail {
 
-/// std::chrono::steady_clock (CLOCK_MONOTONIC), read coarsely: it may lag
-/// the precise clock by up to resolution().
+/// std::chrono::steady_clock (CLOCK_MONOTONIC), read coarsely: it lags the
+/// precise clock by about a kernel tick (more when ticks run late) and never
+/// runs ahead of it.
 struct CoarseSteadyClock {
   static std::chrono::steady_clock::time_point now() noexcept {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return std::chrono::steady_clock::time_point{std::chrono::seconds{ts.tv_sec} +
                                                  std::chrono::nanoseconds{ts.tv_nsec}};
-  }
-  static std::chrono::nanoseconds resolution() noexcept {
-    static const auto value = [] {
-      timespec ts{};
-      clock_getres(CLOCK_MONOTONIC_COARSE, &ts);
-      return std::chrono::seconds{ts.tv_sec} + std::chrono::nanoseconds{ts.tv_nsec};
-    }();
-    return value;
   }
 };
 

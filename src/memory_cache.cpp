@@ -174,12 +174,14 @@ struct alignas(64) Shard {  // whole cache lines, so shards do not false-share
 
 constexpr std::size_t shard_bits = 6;
 
-// The coarse clock may lag by up to its resolution when the deadline is set,
-// so add that much: an entry lives at least its timeout, and at most two
-// ticks more.
+// Writes that set a deadline read the precise clock (`now` below); reads
+// check against the coarse one, which never runs ahead of it: an entry lives
+// at least its timeout, and longer only by how far the coarse clock lags
+// (about a tick). A coarse deadline padded by one tick was not enough: a
+// late tick (a loaded virtual machine) let entries go a few milliseconds early.
 Clock::time_point deadline(Timeout timeout, Clock::time_point now) {
   if (timeout.is_never()) return Clock::time_point::max();
-  return now + timeout.duration() + detail::CoarseSteadyClock::resolution();
+  return now + timeout.duration();
 }
 
 std::size_t hash_of(std::string_view key) noexcept { return std::hash<std::string_view>{}(key); }
@@ -352,7 +354,7 @@ void MemoryCache::set_(std::string_view key, std::string_view value, Timeout tim
   impl_->make_room();
   auto hash = hash_of(key);
   auto& shard = impl_->shard_for(hash);
-  auto now = detail::CoarseSteadyClock::now();
+  auto now = Clock::now();  // a write: see deadline()
   std::lock_guard lock{shard.mutex};
   impl_->put(shard, hash, key, value, timeout, now);
 }
@@ -372,7 +374,7 @@ bool MemoryCache::add_(std::string_view key, std::string_view value, Timeout tim
   impl_->make_room();
   auto hash = hash_of(key);
   auto& shard = impl_->shard_for(hash);
-  auto now = detail::CoarseSteadyClock::now();
+  auto now = Clock::now();  // a write: see deadline()
   std::lock_guard lock{shard.mutex};
   Entry** link = shard.table.find(hash, key);
   if (link && (*link)->live(now)) return false;
@@ -387,7 +389,7 @@ bool MemoryCache::add_(std::string_view key, std::string_view value, Timeout tim
 bool MemoryCache::touch_(std::string_view key, Timeout timeout) {
   auto hash = hash_of(key);
   auto& shard = impl_->shard_for(hash);
-  auto now = detail::CoarseSteadyClock::now();
+  auto now = Clock::now();  // a write: see deadline()
   std::lock_guard lock{shard.mutex};
   Entry** link = impl_->find_live(shard, hash, key, now);
   if (!link) return false;
@@ -402,7 +404,7 @@ bool MemoryCache::touch_(std::string_view key, Timeout timeout) {
 std::optional<std::int64_t> MemoryCache::incr_(std::string_view key, std::int64_t delta) {
   auto hash = hash_of(key);
   auto& shard = impl_->shard_for(hash);
-  auto now = detail::CoarseSteadyClock::now();
+  auto now = Clock::now();  // a write: see deadline()
   std::lock_guard lock{shard.mutex};
   Entry** link = impl_->find_live(shard, hash, key, now);
   if (!link) return std::nullopt;
@@ -430,7 +432,7 @@ bool MemoryCache::replace_if_equals_(std::string_view key, std::string_view expe
                                      std::string_view value, Timeout timeout) {
   auto hash = hash_of(key);
   auto& shard = impl_->shard_for(hash);
-  auto now = detail::CoarseSteadyClock::now();
+  auto now = Clock::now();  // a write: see deadline()
   std::lock_guard lock{shard.mutex};
   Entry** link = impl_->find_live(shard, hash, key, now);
   if (!link || (*link)->value() != expected) return false;

@@ -11,9 +11,10 @@ namespace cachelock {
 /// same MemoryCache. Locks in it exclude threads of one process only.
 ///
 /// Every operation is atomic (one critical section). Expiry runs on the
-/// monotonic clock, so wall-clock jumps do not shorten or stretch a lock; it
-/// is read at the kernel tick's resolution, so an entry lives at least its
-/// timeout and at most two ticks (2-8 ms) longer.
+/// monotonic clock, so wall-clock jumps do not shorten or stretch a lock. A
+/// deadline is set from the precise clock and checked against the coarse one
+/// (read at the kernel tick), which never runs ahead: an entry lives at least
+/// its timeout, and longer by about a tick (1-4 ms).
 /// Expired entries are dropped when touched and swept as the table grows, so
 /// abandoned keys do not pile up. The table is split into independently locked
 /// shards, so threads working on distinct keys rarely wait for each other.
