@@ -48,7 +48,7 @@ class Backoff {
 // Waits until the key may be free: until the cache says it was freed, where
 // the cache can tell, else for the next poll. False once `deadline` has passed.
 bool wait_for_turn(Cache& cache, std::string_view key, Backoff& backoff, Clock::time_point deadline) {
-  if (deadline == Clock::time_point::min() || Clock::now() >= deadline) return false;
+  if (Clock::now() >= deadline) return false;
   switch (cache.wait_until_absent(key, deadline)) {
     case WaitResult::absent: return true;
     case WaitResult::timed_out: return false;

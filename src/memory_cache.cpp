@@ -217,8 +217,8 @@ struct MemoryCache::Impl {
     if (watched) shard.wake();
   }
 
-  // Gives the entry `link` points at a new expiry, waking its waiters if
-  // that is earlier: they sleep until the expiry they saw.
+  // Gives `entry` a new expiry, waking its waiters if that is earlier: they
+  // sleep until the expiry they saw.
   static void set_expiry(Shard& shard, Entry& entry, Clock::time_point expires) {
     bool earlier = expires < entry.expires;
     entry.expires = expires;
@@ -297,27 +297,22 @@ struct MemoryCache::Impl {
     // shares rounded down would leave small caches never culled.
     auto target = cull_frequency == 0 ? total : std::max<std::size_t>(1, total / cull_frequency);
     std::size_t dropped = 0;
-    auto drop = [&](Shard& shard, std::size_t limit) {
+    // Drops up to limit(size of the shard) entries of one shard.
+    auto drop = [&](Shard& shard, auto limit) {
       std::lock_guard lock{shard.mutex};
-      auto n = shard.table.erase_if([](const Entry&) { return true; }, limit);
+      auto n = shard.table.erase_if([](const Entry&) { return true; }, limit(shard.table.size()));
       count.fetch_sub(n, std::memory_order_relaxed);
       if (n > 0) shard.wake();
       dropped += n;
       return n;
     };
-    for (auto& shard : shards) {
-      std::size_t size = 0;
-      {
-        std::lock_guard lock{shard.mutex};
-        size = shard.table.size();
-      }
-      drop(shard, cull_frequency == 0 ? size : size / cull_frequency);
-    }
+    auto share = [this](std::size_t size) { return cull_frequency == 0 ? size : size / cull_frequency; };
+    for (auto& shard : shards) drop(shard, share);
     for (bool progress = true; dropped < target && progress;) {
       progress = false;
       for (auto& shard : shards) {
         if (dropped >= target) break;
-        progress |= drop(shard, 1) > 0;
+        progress |= drop(shard, [](std::size_t) { return std::size_t{1}; }) > 0;
       }
     }
   }
