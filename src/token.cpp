@@ -38,7 +38,7 @@ struct TokenSource {
   std::string head;
   std::size_t ms_at = 0;  // where SINCE_MS starts in head
   std::int64_t ms = -1;
-  std::optional<std::optional<std::chrono::milliseconds>> expires_for;  // the lifetime EXPIRES_MS is for
+  std::int64_t expires = -1;   // EXPIRES_MS in head; -1: none rendered
   std::size_t expires_at = 0;  // where EXPIRES_MS starts in head
   std::uint64_t state = 0;  // splitmix64: small, fast, and unique nonces per seed
 
@@ -47,7 +47,7 @@ struct TokenSource {
     head = fmt::format("{}:{}:", host_name(), ::getpid());
     ms_at = head.size();
     ms = -1;
-    expires_for.reset();
+    expires = -1;
     std::random_device device;
     state = (std::uint64_t{device()} << 32) ^ device();
   }
@@ -81,8 +81,8 @@ void new_token(TokenText& out, std::optional<std::chrono::milliseconds> lifetime
   thread_local TokenSource source;
   if (auto current = fork_generation(); source.generation != current) source.refresh(current);
   // Tokens are made on every acquire: "SINCE_MS:" and "EXPIRES_MS:" are
-  // rendered again only when the millisecond or the lifetime changes, and
-  // the nonce is written directly.
+  // rendered again only when their values change, and the nonce is written
+  // directly.
   auto now = coarse_unix_ms();
   if (now != source.ms) {
     source.ms = now;
@@ -90,12 +90,12 @@ void new_token(TokenText& out, std::optional<std::chrono::milliseconds> lifetime
     append_number(source.head, now);
     source.head.push_back(':');
     source.expires_at = source.head.size();
-    source.expires_for.reset();
+    source.expires = -1;
   }
-  if (!source.expires_for || *source.expires_for != lifetime) {
-    source.expires_for = lifetime;
+  if (auto expires = expiry_ms(now, lifetime); expires != source.expires) {
+    source.expires = expires;
     source.head.resize(source.expires_at);
-    append_number(source.head, expiry_ms(now, lifetime));
+    append_number(source.head, expires);
     source.head.push_back(':');
   }
   // The head has at most 64 + 1 + 10 + 1 + 20 + 1 + 20 + 1 bytes: 118 + 16 fit.
