@@ -9,9 +9,13 @@
 
 namespace cachelock {
 
-Cache::Cache(CacheOptions options)
+Cache::Cache(CacheOptions options) : Cache{std::move(options), HookKeys::stored} {}
+
+Cache::Cache(CacheOptions options, HookKeys hook_keys)
     : options_{std::move(options)},
-      key_head_{fmt::format("{}:{}:", options_.key_prefix, options_.version)} {
+      key_head_{fmt::format("{}:{}:", options_.key_prefix, options_.version)},
+      key_head_valid_{detail::find_bad_key_byte(key_head_) == std::string_view::npos},
+      hook_keys_{hook_keys} {
   if (options_.timeout.is_standard()) {
     throw ConfigError("cache options: timeout must be a duration or never, not standard()");
   }
@@ -19,76 +23,86 @@ Cache::Cache(CacheOptions options)
 
 Cache::~Cache() = default;
 
-// The stored key, built on the stack: every operation needs one, and the
-// 250-byte limit lets it live without a heap allocation.
-class Cache::StoredKey {
+// The key a hook receives, checked. The stored key is built on the stack:
+// every operation needs one, and the 250-byte limit lets it live without a
+// heap allocation. The check reads the user key where it already is, not
+// the copy just written: reading bytes right after writing them in another
+// pattern stalls the processor.
+class Cache::HookKey {
  public:
-  StoredKey(std::string_view head, std::string_view key) {
+  HookKey(const Cache& cache, std::string_view key) {
     if (key.empty()) throw InvalidKeyError("empty key; a key needs at least one character");
-    size_ = head.size() + key.size();
-    if (size_ <= max_key_size) {
-      head.copy(bytes_, head.size());
-      key.copy(bytes_ + head.size(), key.size());
-    } else {
-      overflow_.reserve(size_);
-      overflow_.append(head).append(key);
+    const std::string_view head = cache.key_head_;
+    const auto size = head.size() + key.size();
+    if (size > max_key_size || !cache.key_head_valid_ ||
+        detail::find_bad_key_byte(key) != std::string_view::npos) {
+      std::string stored;
+      stored.reserve(size);
+      stored.append(head).append(key);
+      detail::check_stored_key(stored);  // throws, quoting the whole stored key
     }
+    if (cache.hook_keys_ == HookKeys::user) {
+      view_ = key;
+      return;
+    }
+    head.copy(bytes_, head.size());
+    key.copy(bytes_ + head.size(), key.size());
+    view_ = {bytes_, size};
   }
-  std::string_view view() const noexcept {
-    return size_ <= max_key_size ? std::string_view{bytes_, size_} : std::string_view{overflow_};
-  }
+  HookKey(const HookKey&) = delete;
+  HookKey& operator=(const HookKey&) = delete;
+
+  std::string_view view() const noexcept { return view_; }
 
  private:
+  std::string_view view_;
   char bytes_[max_key_size];
-  std::size_t size_;
-  std::string overflow_;  // only to quote an over-long key in the error
 };
 
-Cache::StoredKey Cache::stored_key(std::string_view key) const {
-  StoredKey stored{key_head_, key};
-  validate_key_(stored.view());
-  return stored;
+std::string Cache::make_key(std::string_view key) const {
+  HookKey checked{*this, key};
+  std::string stored;
+  stored.reserve(key_head_.size() + key.size());
+  return stored.append(key_head_).append(key);
 }
-
-std::string Cache::make_key(std::string_view key) const { return std::string{stored_key(key).view()}; }
 
 Timeout Cache::resolve(Timeout timeout) const noexcept {
   return timeout.is_standard() ? options_.timeout : timeout;
 }
 
 bool Cache::add(std::string_view key, std::string_view value, Timeout timeout) {
-  return add_(stored_key(key).view(), value, resolve(timeout));
+  return add_(HookKey{*this, key}.view(), value, resolve(timeout));
 }
 
-std::optional<std::string> Cache::get(std::string_view key) { return get_(stored_key(key).view()); }
+std::optional<std::string> Cache::get(std::string_view key) { return get_(HookKey{*this, key}.view()); }
 
 void Cache::set(std::string_view key, std::string_view value, Timeout timeout) {
-  set_(stored_key(key).view(), value, resolve(timeout));
+  set_(HookKey{*this, key}.view(), value, resolve(timeout));
 }
 
-bool Cache::erase(std::string_view key) { return erase_(stored_key(key).view()); }
+bool Cache::erase(std::string_view key) { return erase_(HookKey{*this, key}.view()); }
 
 bool Cache::touch(std::string_view key, Timeout timeout) {
-  return touch_(stored_key(key).view(), resolve(timeout));
+  return touch_(HookKey{*this, key}.view(), resolve(timeout));
 }
 
 std::optional<std::int64_t> Cache::incr(std::string_view key, std::int64_t delta) {
-  return incr_(stored_key(key).view(), delta);
+  return incr_(HookKey{*this, key}.view(), delta);
 }
 
 bool Cache::erase_if_equals(std::string_view key, std::string_view expected) {
-  return erase_if_equals_(stored_key(key).view(), expected);
+  return erase_if_equals_(HookKey{*this, key}.view(), expected);
 }
 
 bool Cache::replace_if_equals(std::string_view key, std::string_view expected,
                               std::string_view value, Timeout timeout) {
-  return replace_if_equals_(stored_key(key).view(), expected, value, resolve(timeout));
+  return replace_if_equals_(HookKey{*this, key}.view(), expected, value, resolve(timeout));
 }
 
 void Cache::clear() { clear_(); }
 
 WaitResult Cache::wait_until_absent(std::string_view key, std::chrono::steady_clock::time_point deadline) {
-  return wait_until_absent_(stored_key(key).view(), deadline);
+  return wait_until_absent_(HookKey{*this, key}.view(), deadline);
 }
 
 // The fallbacks below are correct for one thread but NOT atomic: another
@@ -135,7 +149,5 @@ WaitResult Cache::wait_until_absent_(std::string_view /*key*/,
                                      std::chrono::steady_clock::time_point /*deadline*/) {
   return WaitResult::unsupported;
 }
-
-void Cache::validate_key_(std::string_view key) const { detail::check_stored_key(key); }
 
 }  // namespace cachelock

@@ -5,11 +5,13 @@
 #include <atomic>
 #include <charconv>
 #include <condition_variable>
+#include <cstring>
 #include <cstdint>
 #include <functional>
 #include <limits>
 #include <mutex>
 #include <new>
+#include <random>
 #include <string_view>
 #include <vector>
 
@@ -26,8 +28,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // One allocation per entry: this header, then the key's bytes, then the
-// value's. A lock cycle thus costs one allocation and one free, and a held
-// lock about the size of its key and token plus 40 bytes.
+// value's. The key is the user key: the stored key's head
+// (`KEY_PREFIX:VERSION:`) is the same for every entry, so it is left out.
+// A lock cycle thus costs one allocation and one free, and a held lock
+// about the size of its key and token plus 40 bytes.
 struct Entry {
   Entry* next;               // the bucket's chain
   std::size_t hash;          // of the key
@@ -184,7 +188,50 @@ Clock::time_point deadline(Timeout timeout, Clock::time_point now) {
   return now + timeout.duration();
 }
 
-std::size_t hash_of(std::string_view key) noexcept { return std::hash<std::string_view>{}(key); }
+std::uint64_t load64(const char* p) noexcept {
+  std::uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+std::uint64_t load32(const char* p) noexcept {
+  std::uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// 64x64 -> 128-bit multiply, halves folded: each output bit depends on
+// every input bit.
+__extension__ using Uint128 = unsigned __int128;  // GCC and Clang on 64-bit targets
+
+std::uint64_t fold_mul(std::uint64_t a, std::uint64_t b) noexcept {
+  auto product = static_cast<Uint128>(a) * b;
+  return static_cast<std::uint64_t>(product) ^ static_cast<std::uint64_t>(product >> 64);
+}
+
+// A key hash inlined into every operation (std::hash is an out-of-line call
+// and reads the tail a byte at a time): eight bytes per step, the last
+// eight read overlapping, seeded per process.
+std::size_t hash_of(std::string_view key) noexcept {
+  static const std::uint64_t seed = [] {
+    std::random_device device;
+    return (std::uint64_t{device()} << 32) ^ device();
+  }();
+  constexpr std::uint64_t k0 = 0x9e3779b97f4a7c15, k1 = 0xbf58476d1ce4e5b9;
+  const char* p = key.data();
+  std::size_t n = key.size();
+  std::uint64_t h = seed ^ (n * k0);
+  if (n >= 8) {
+    for (; n > 8; p += 8, n -= 8) h = fold_mul(h ^ load64(p), k1);
+    h = fold_mul(h ^ load64(p + n - 8), k0);
+  } else if (n >= 4) {
+    h = fold_mul(h ^ (load32(p) << 32 | load32(p + n - 4)), k0);
+  } else if (n > 0) {
+    auto byte = [p](std::size_t i) { return std::uint64_t{static_cast<unsigned char>(p[i])}; };
+    h = fold_mul(h ^ (byte(0) << 16 | byte(n / 2) << 8 | byte(n - 1)), k0);
+  }
+  return static_cast<std::size_t>(fold_mul(h, k1));
+}
 
 }  // namespace
 
@@ -319,7 +366,7 @@ struct MemoryCache::Impl {
 };
 
 MemoryCache::MemoryCache(CacheOptions options)
-    : Cache{std::move(options)}, impl_{std::make_unique<Impl>()} {
+    : Cache{std::move(options), HookKeys::user}, impl_{std::make_unique<Impl>()} {
   impl_->max_entries = this->options().max_entries;
   impl_->cull_frequency = this->options().cull_frequency;
 }
@@ -403,7 +450,8 @@ std::optional<std::int64_t> MemoryCache::incr_(std::string_view key, std::int64_
   std::lock_guard lock{shard.mutex};
   Entry** link = impl_->find_live(shard, hash, key, now);
   if (!link) return std::nullopt;
-  auto number = detail::incremented(key, (*link)->value(), delta);
+  // Named in errors by its stored key, as the other backends name it.
+  auto number = detail::incremented(make_key(key), (*link)->value(), delta);
   char digits[24];
   auto end = std::to_chars(digits, digits + sizeof digits, number).ptr;
   auto expires = (*link)->expires;

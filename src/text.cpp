@@ -43,24 +43,36 @@ std::string quote(std::string_view s, char mark) {
   return out;
 }
 
-std::size_t find_bad_key_byte(std::string_view key) noexcept {
-  // Every stored key passes through here, so test eight bytes at a time
-  // (bytes below 0x21, and 0x7f) and look for the position only on failure.
+namespace {
+// Whether any of the eight bytes in `v` is below 0x21 or is 0x7f.
+bool has_bad_key_byte(std::uint64_t v) noexcept {
   constexpr std::uint64_t ones = 0x0101010101010101;
   constexpr std::uint64_t highs = 0x8080808080808080;
+  std::uint64_t below = (v - ones * 0x21) & ~v;  // high bit set where a byte < 0x21 (for bytes < 0x80)
+  std::uint64_t del = v ^ (ones * 0x7f);
+  std::uint64_t is_del = (del - ones) & ~del;  // high bit set where a byte == 0x7f
+  return ((below | is_del) & highs) != 0;
+}
+}  // namespace
+
+std::size_t find_bad_key_byte(std::string_view key) noexcept {
+  // Every key passes through here, so test eight bytes at a time (the last
+  // eight overlapping the ones before) and look for the position only on failure.
+  const std::size_t n = key.size();
   bool any = false;
-  std::size_t i = 0;
-  for (; i + 8 <= key.size(); i += 8) {
-    std::uint64_t v;
-    std::memcpy(&v, key.data() + i, 8);
-    std::uint64_t below = (v - ones * 0x21) & ~v;  // high bit set where a byte < 0x21 (for bytes < 0x80)
-    std::uint64_t del = v ^ (ones * 0x7f);
-    std::uint64_t is_del = (del - ones) & ~del;     // high bit set where a byte == 0x7f
-    any |= ((below | is_del) & highs) != 0;
+  if (n >= 8) {
+    auto word = [&key](std::size_t at) {
+      std::uint64_t v;
+      std::memcpy(&v, key.data() + at, sizeof v);
+      return v;
+    };
+    for (std::size_t i = 0; i + 8 < n; i += 8) any |= has_bad_key_byte(word(i));
+    any |= has_bad_key_byte(word(n - 8));
+  } else {
+    for (unsigned char c : key) any |= is_bad_key_byte(c);
   }
-  for (; i < key.size(); ++i) any |= is_bad_key_byte(static_cast<unsigned char>(key[i]));
   if (!any) return std::string_view::npos;
-  for (std::size_t j = 0; j < key.size(); ++j) {
+  for (std::size_t j = 0; j < n; ++j) {
     if (is_bad_key_byte(static_cast<unsigned char>(key[j]))) return j;
   }
   return std::string_view::npos;

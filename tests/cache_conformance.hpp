@@ -185,6 +185,13 @@ TEST_CASE_TEMPLATE_DEFINE("keys a backend cannot store are refused before any wr
   CHECK_THROWS_WITH_AS(cache->add("x\r\nflush_all", "v"),
                        doctest::Contains(":1:x\\r\\nflush_all' contains control character \\x0d "),
                        cachelock::InvalidKeyError);
+  // A bad KEY_PREFIX spoils every key, good user keys included.
+  auto spoiled = B::make({.key_prefix = "two words"});
+  CHECK_THROWS_WITH_AS(spoiled->add("k", "v"),
+                       "key 'two words:1:k' contains a space at byte 3; keys may not contain spaces "
+                       "or control characters",
+                       cachelock::InvalidKeyError);
+  CHECK_THROWS_AS(spoiled->get("k"), cachelock::InvalidKeyError);
 }
 
 TEST_CASE_TEMPLATE_DEFINE("values are bytes", B, conformance_values) {

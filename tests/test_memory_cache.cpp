@@ -115,14 +115,21 @@ TEST_CASE("memory: keys may hold any byte above 0x20 but 0x7f") {
     CHECK_NOTHROW(cache.set(key, "v"));
     CHECK(cache.get(key) == "v");
   }
-  // Bad bytes at every position of a long key, so each 8-byte lane is checked.
-  for (std::size_t at = 0; at < 40; ++at) {
-    for (char bad : {' ', '\0', '\x1f', '\x7f', '\n'}) {
-      std::string key(40, 'k');
-      key[at] = bad;
-      CAPTURE(at);
-      CHECK_THROWS_AS(cache.set(key, "v"), cachelock::InvalidKeyError);
+  // Bad bytes at every position of keys of every length up to 40, so each
+  // 8-byte lane (and the overlapping last one) is checked.
+  for (std::size_t size = 1; size <= 40; ++size) {
+    for (std::size_t at = 0; at < size; ++at) {
+      for (char bad : {' ', '\0', '\x1f', '\x7f', '\n'}) {
+        std::string key(size, 'k');
+        key[at] = bad;
+        CAPTURE(size);
+        CAPTURE(at);
+        CHECK_THROWS_WITH_AS(cache.set(key, "v"),
+                             doctest::Contains((" at byte " + std::to_string(at + 3) + "; ").c_str()),  // after ":1:"
+                             cachelock::InvalidKeyError);
+      }
     }
+    CHECK_NOTHROW(cache.set(std::string(size, 'k'), "v"));
   }
 }
 

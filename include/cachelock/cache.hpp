@@ -18,6 +18,8 @@
 // Hooks receive stored keys (already prefixed and validated) and a resolved
 // timeout (never standard()). A backend that can tell when a key goes away
 // may also override wait_until_absent_(), so waiting locks need not poll.
+// A backend that no other program reads may ask for the user keys instead
+// (HookKeys::user): its keys all share one head, so building it adds nothing.
 #pragma once
 
 #include <chrono>
@@ -162,9 +164,18 @@ class Cache {
   const CacheOptions& options() const noexcept { return options_; }
 
  protected:
-  // The hooks a backend implements. `key` is always the stored key, already
-  // checked (at most 250 bytes); `timeout` is never standard(). They report
-  // backend failures by throwing CacheError.
+  /// What the hooks below receive as `key`.
+  enum class HookKeys {
+    stored,  ///< the stored key, `KEY_PREFIX:VERSION:key`: what other programs see
+    user,    ///< the user key: for a backend in this process alone (MemoryCache)
+  };
+  /// Throws: ConfigError as Cache(CacheOptions).
+  Cache(CacheOptions options, HookKeys hook_keys);
+
+  // The hooks a backend implements. `key` is the stored key (or the user key,
+  // see HookKeys), already checked: the stored key has at most 250 bytes and
+  // no space or control character. `timeout` is never standard(). They
+  // report backend failures by throwing CacheError.
 
   /// Required: the value of `key`, or nullopt if absent or expired.
   virtual std::optional<std::string> get_(std::string_view key) = 0;
@@ -194,16 +205,14 @@ class Cache {
   /// moves earlier.
   virtual WaitResult wait_until_absent_(std::string_view key,
                                         std::chrono::steady_clock::time_point deadline);
-  /// Throws InvalidKeyError for stored keys this backend cannot hold. The
-  /// default applies memcached's rules (see the file comment).
-  virtual void validate_key_(std::string_view key) const;
 
  private:
-  class StoredKey;
-  StoredKey stored_key(std::string_view key) const;
+  class HookKey;
 
   CacheOptions options_;
   std::string key_head_;  // "KEY_PREFIX:VERSION:"
+  bool key_head_valid_;   // key_head_ holds no byte a key may not hold
+  HookKeys hook_keys_;
 };
 
 }  // namespace cachelock
