@@ -92,7 +92,8 @@ struct Spare {
   std::string alias;
   std::shared_ptr<Cache> cache;
 };
-thread_local Spare spare;
+// initial-exec: see new_token() in token.cpp.
+[[gnu::tls_model("initial-exec")]] thread_local Spare spare;
 }  // namespace
 
 CacheRegistry::CacheRegistry() : id_{next_registry_id.fetch_add(1)}, config_{Config::built_in()} {}

@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <charconv>
 #include <climits>
+#include <cstring>
 #include <random>
 
 #include <fmt/format.h>
@@ -70,6 +72,26 @@ std::int64_t expiry_ms(std::int64_t now_ms, std::optional<std::chrono::milliseco
   return lifetime ? now_ms + lifetime->count() : 0;
 }
 
+// The 16 lowercase hex digits of `value`, most significant first, written
+// as two 8-byte words: the add that follows reads the token at once, and
+// reading bytes just written one at a time would stall.
+void write_hex(char* out, std::uint64_t value) noexcept {
+  auto digits = [](std::uint32_t half) {
+    std::uint64_t v = half;
+    v = (v | v << 16) & 0x0000ffff0000ffff;  // byte i of the result holds nibble i
+    v = (v | v << 8) & 0x00ff00ff00ff00ff;
+    v = (v | v << 4) & 0x0f0f0f0f0f0f0f0f;
+    std::uint64_t letters = ((v + 0x0606060606060606) >> 4) & 0x0101010101010101;  // nibbles >= 10
+    v += 0x3030303030303030 + letters * ('a' - '0' - 10);
+    // The most significant nibble first in memory.
+    if constexpr (std::endian::native == std::endian::little) v = __builtin_bswap64(v);
+    return v;
+  };
+  std::uint64_t words[2] = {digits(static_cast<std::uint32_t>(value >> 32)),
+                            digits(static_cast<std::uint32_t>(value))};
+  std::memcpy(out, words, sizeof words);
+}
+
 void append_number(std::string& out, std::int64_t value) {
   char digits[20];
   out.append(digits, std::to_chars(digits, digits + sizeof digits, value).ptr);
@@ -78,7 +100,10 @@ void append_number(std::string& out, std::int64_t value) {
 }  // namespace
 
 void new_token(TokenText& out, std::optional<std::chrono::milliseconds> lifetime) {
-  thread_local TokenSource source;
+  // initial-exec: a fixed offset from the thread pointer, not a call into the
+  // dynamic loader on every acquire (the few bytes fit the space glibc keeps
+  // for libraries loaded later, too).
+  [[gnu::tls_model("initial-exec")]] thread_local TokenSource source;
   if (auto current = fork_generation(); source.generation != current) source.refresh(current);
   // Tokens are made on every acquire: "SINCE_MS:" and "EXPIRES_MS:" are
   // rendered again only when their values change, and the nonce is written
@@ -102,8 +127,7 @@ void new_token(TokenText& out, std::optional<std::chrono::milliseconds> lifetime
   static_assert(TokenText::capacity >= HOST_NAME_MAX + 1 + 10 + 1 + 20 + 1 + 20 + 1 + 16);
   char* at = out.data();
   at = std::copy(source.head.begin(), source.head.end(), at);
-  auto nonce = source.next();
-  for (int i = 15; i >= 0; --i, nonce >>= 4) at[i] = "0123456789abcdef"[nonce & 0xf];
+  write_hex(at, source.next());
   out.resize(static_cast<std::size_t>(at + 16 - out.data()));
 }
 
