@@ -95,7 +95,10 @@ std::optional<LockOwner> LockOwner::parse(std::string_view token) {
   return owner;
 }
 
-Lock::Lock(std::string key, LockOptions options) : Lock{std::move(key), std::defer_lock, std::move(options)} {
+// Not delegating to the deferred constructor: that would move the key and
+// options once more on every lock taken.
+Lock::Lock(std::string key, LockOptions options) : key_{std::move(key)}, options_{std::move(options)} {
+  check_ttl(options_.ttl, key_);
   acquire();
 }
 
