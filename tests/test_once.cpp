@@ -29,7 +29,22 @@ struct KeySpy {
 struct Point {
   int x;
 };
+
+// Formattable, but neither copyable nor movable: a key field must read it in place.
+struct Ticket {
+  explicit Ticket(int number) : number{number} {}
+  Ticket(const Ticket&) = delete;
+  Ticket& operator=(const Ticket&) = delete;
+  int number;
+};
 }  // namespace
+
+template <>
+struct fmt::formatter<Ticket> : fmt::formatter<int> {
+  auto format(const Ticket& ticket, format_context& ctx) const -> decltype(ctx.out()) {
+    return fmt::formatter<int>::format(ticket.number, ctx);
+  }
+};
 
 TEST_CASE("once formats its key from named arguments, as the Python package") {
   test::FreshRegistry fresh;
@@ -123,6 +138,29 @@ TEST_CASE("once supports positional fields and format specs") {
   auto precise = once("n-{0:.2f}", [&](double) { spy.look(); });
   CHECK(precise(3.5));
   CHECK(spy.seen == "n-3.50");
+}
+
+TEST_CASE("arguments are formatted in place, named, positional or both") {
+  test::FreshRegistry fresh;
+  KeySpy spy{{"t-42-x", "t-(null)", "g-7-8", "g-3-4"}, {}};
+  // Named (every parameter has a name) and positional: a class by reference.
+  auto named = once("t-{ticket:02d}-{1}", {.params = {"ticket", "tag"}},
+                    [&](const Ticket&, const char*) { spy.look(); });
+  CHECK(named(Ticket{42}, "x"));
+  CHECK(spy.seen == "t-42-x");
+  auto null_text = once("t-{}", [&](const char*) { spy.look(); });
+  CHECK(null_text(nullptr));
+  CHECK(spy.seen == "t-(null)");
+  spy.seen.clear();
+  CHECK(null_text(static_cast<const char*>(nullptr)));
+  CHECK(spy.seen == "t-(null)");
+  // A generic callable with fewer names than arguments: the first ones are
+  // named, the rest positional.
+  auto generic = once("g-{a}-{1}", {.params = {"a"}}, [&](const auto&...) { spy.look(); });
+  CHECK(generic(7, Ticket{8}));
+  CHECK(spy.seen == "g-7-8");
+  CHECK(generic(Ticket{3}, 4));
+  CHECK(spy.seen == "g-3-4");
 }
 
 TEST_CASE("a bad key template throws when the wrapper is made") {

@@ -57,11 +57,7 @@ class Once {
   template <class G, class... Args>
   auto call(G& fn, Args&&... args) const {
     using R = std::invoke_result_t<G&, Args&&...>;
-    detail::ArgStore store;
-    store.reserve(sizeof...(Args), std::min(sizeof...(Args), core_->params().size()));
-    std::size_t index = 0;
-    (detail::push_arg(store, core_->params(), index++, args), ...);
-    Lock lock = core_->enter(core_->format_key(store));
+    Lock lock = core_->enter(detail::format_key(*core_, args...));
     if constexpr (std::is_void_v<R>) {
       if (!lock.owns_lock()) return false;
       std::invoke(fn, std::forward<Args>(args)...);

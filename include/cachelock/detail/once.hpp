@@ -1,12 +1,15 @@
 // Internals of once() that its templates need (not part of the public API).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <fmt/args.h>
@@ -90,28 +93,80 @@ struct callable_arity<F, std::void_t<decltype(&F::operator())>> {
 
 using ArgStore = fmt::dynamic_format_arg_store<fmt::format_context>;
 
+/// What {fmt} is given for the argument at `index`: text as a string_view,
+/// a class by reference (no copy of the caller's object), a scalar by value,
+/// and a stand-in that fails to format for a type {fmt} cannot format.
 template <class T>
-void push_arg(ArgStore& store, const std::vector<std::string>& params, std::size_t index,
-              const T& value) {
-  auto push = [&](const auto& arg) {
-    if (index < params.size()) {
-      store.push_back(fmt::arg(params[index].c_str(), arg));
-    } else {
-      store.push_back(arg);
-    }
-  };
+decltype(auto) format_form(std::size_t index, const T& value) {
   using V = std::remove_cvref_t<T>;
-  if constexpr (std::is_pointer_v<V> && std::is_convertible_v<V, std::string_view>) {
-    push(std::string_view{value != nullptr ? value : "(null)"});
+  if constexpr (std::is_null_pointer_v<V>) {
+    return std::string_view{"(null)"};
+  } else if constexpr (std::is_pointer_v<V> && std::is_convertible_v<V, std::string_view>) {
+    return std::string_view{value != nullptr ? value : "(null)"};
   } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
-    push(std::string_view{value});
+    return std::string_view{value};
   } else if constexpr (!fmt::is_formattable<V>::value) {
-    push(Unformattable{index});
+    return Unformattable{index};
   } else if constexpr (std::is_class_v<V>) {
-    push(std::cref(value));  // no copy of the caller's object
+    return static_cast<const T&>(value);
   } else {
-    push(value);
+    return V{value};
   }
+}
+
+/// Formats the key template with `args`, named after the parameters (all of
+/// them or none: see format_key_dynamic() for the rest). The arguments live
+/// on the stack: nothing is allocated but the key.
+template <std::size_t... I, class... Args>
+std::string format_key_static(const OnceCore& core, std::index_sequence<I...>, const Args&... args) {
+  std::tuple<decltype(format_form(I, args))...> forms{format_form(I, args)...};
+  return std::apply(
+      [&core](const auto&... form) {
+        const auto& params = core.params();
+        if (params.empty()) return core.format_key(fmt::make_format_args(form...));
+        std::tuple named{fmt::arg(params[I].c_str(), form)...};
+        return std::apply(
+            [&core](const auto&... arg) { return core.format_key(fmt::make_format_args(arg...)); }, named);
+      },
+      forms);
+}
+
+/// As format_key_static(), for a generic callable given names for only some
+/// of its arguments: the first ones named, the rest positional.
+template <class... Args>
+std::string format_key_dynamic(const OnceCore& core, const Args&... args) {
+  const auto& params = core.params();
+  ArgStore store;
+  store.reserve(sizeof...(Args), std::min(sizeof...(Args), params.size()));
+  std::size_t index = 0;
+  [[maybe_unused]] auto push = [&](const auto& value) {
+    decltype(auto) form = format_form(index, value);
+    auto put = [&](const auto& arg) {
+      if (index < params.size()) {
+        store.push_back(fmt::arg(params[index].c_str(), arg));
+      } else {
+        store.push_back(arg);
+      }
+    };
+    if constexpr (std::is_reference_v<decltype(form)>) {
+      put(std::cref(form));  // the caller's object, not a copy
+    } else {
+      put(form);
+    }
+    ++index;
+  };
+  (push(args), ...);
+  return core.format_key(store);
+}
+
+/// The key for a call with `args`.
+template <class... Args>
+std::string format_key(const OnceCore& core, const Args&... args) {
+  auto named = core.params().size();
+  if (named == 0 || named == sizeof...(Args)) {
+    return format_key_static(core, std::index_sequence_for<Args...>{}, args...);
+  }
+  return format_key_dynamic(core, args...);
 }
 
 }  // namespace cachelock::detail
