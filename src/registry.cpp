@@ -92,8 +92,7 @@ struct Spare {
   std::string alias;
   std::shared_ptr<Cache> cache;
 };
-// initial-exec: see new_token() in token.cpp.
-[[gnu::tls_model("initial-exec")]] thread_local Spare spare;
+thread_local Spare spare;
 }  // namespace
 
 CacheRegistry::CacheRegistry() : id_{next_registry_id.fetch_add(1)}, config_{Config::built_in()} {}

@@ -100,10 +100,7 @@ void append_number(std::string& out, std::int64_t value) {
 }  // namespace
 
 void new_token(TokenText& out, std::optional<std::chrono::milliseconds> lifetime) {
-  // initial-exec: a fixed offset from the thread pointer, not a call into the
-  // dynamic loader on every acquire (the few bytes fit the space glibc keeps
-  // for libraries loaded later, too).
-  [[gnu::tls_model("initial-exec")]] thread_local TokenSource source;
+  thread_local TokenSource source;
   if (auto current = fork_generation(); source.generation != current) source.refresh(current);
   // Tokens are made on every acquire: "SINCE_MS:" and "EXPIRES_MS:" are
   // rendered again only when their values change, and the nonce is written
