@@ -36,6 +36,33 @@ struct MutexMap {
   }
 };
 
+// The baseline plus what expiry needs at the least: each entry stamped with
+// a deadline read off the precise monotonic clock, as MemoryCache does so
+// that no entry goes before its timeout. It shows how much of a Lock
+// cycle's ratio the clock alone takes.
+struct DeadlineMap {
+  using Clock = std::chrono::steady_clock;
+  struct Entry {
+    std::string value;
+    Clock::time_point expires;
+  };
+  std::mutex mutex;
+  std::unordered_map<std::string, Entry> map;
+
+  bool add(const std::string& key, const std::string& value) {
+    auto expires = Clock::now() + 300s;
+    std::lock_guard lock{mutex};
+    return map.try_emplace(key, Entry{value, expires}).second;
+  }
+  bool erase_if_equals(const std::string& key, const std::string& value) {
+    std::lock_guard lock{mutex};
+    auto it = map.find(key);
+    if (it == map.end() || it->second.value != value) return false;
+    map.erase(it);
+    return true;
+  }
+};
+
 // As long as a real owner token on this host, so both sides copy the same bytes.
 const std::string& token_sized() {
   static const std::string token = [] {
@@ -46,23 +73,30 @@ const std::string& token_sized() {
 }
 
 // One lock cycle each way, interleaved (bench/interleave.hpp): the baseline;
-// Lock through the default alias and through a given cache; the Cache calls
-// of a Lock cycle without the guard (no token drawn, no options or alias:
-// what the backend itself costs); a once call.
+// the baseline with a deadline per entry; Lock through the default alias and
+// through a given cache; the Cache calls of a Lock cycle without the guard
+// (no token drawn, no options or alias: what the backend itself costs); a
+// once call.
 void cycles(benchmark::State& state) {
   cachelock::CacheRegistry::global().reset();
   MutexMap map;
+  DeadlineMap deadline_map;
   auto cache = std::make_shared<cachelock::MemoryCache>();
   auto bare = std::make_shared<cachelock::MemoryCache>();
   auto job = cachelock::once("nightly-{0}", [](int day) { return day; });
   const std::string key = "nightly-report";
   const auto& token = token_sized();
   bench::interleave(
-      state, 256, {"baseline", "lock", "lock_given_cache", "cache_calls", "once"},
+      state, 256, {"baseline", "baseline_deadline", "lock", "lock_given_cache", "cache_calls", "once"},
       [&] {
         bool taken = map.add(key, token);
         benchmark::DoNotOptimize(taken);
         map.erase_if_equals(key, token);
+      },
+      [&] {
+        bool taken = deadline_map.add(key, token);
+        benchmark::DoNotOptimize(taken);
+        deadline_map.erase_if_equals(key, token);
       },
       [&] {
         cachelock::Lock lock{key};
@@ -157,6 +191,12 @@ int main(int argc, char** argv) {
       {.label = "memory: Cache add+erase_if_equals, no Lock (the backend's share) vs mutex+map",
        .subject = "cycles", .baseline = "cycles", .subject_counter = "cache_calls_ns",
        .baseline_counter = "baseline_ns"},
+      {.label = "memory: mutex+map stamping a deadline per entry (the clock read expiry needs) vs mutex+map",
+       .subject = "cycles", .baseline = "cycles", .subject_counter = "baseline_deadline_ns",
+       .baseline_counter = "baseline_ns"},
+      {.label = "memory: Lock cycle (given cache) vs mutex+map stamping a deadline",
+       .subject = "cycles", .baseline = "cycles", .subject_counter = "lock_given_cache_ns",
+       .baseline_counter = "baseline_deadline_ns"},
       {.label = "memory: 2 threads vs 1 on distinct keys (cycles/s)",
        .subject = "lock_cycle_distinct_keys/real_time/threads:2",
        .baseline = "lock_cycle_distinct_keys/real_time/threads:1", .kind = Comparison::Kind::throughput,
