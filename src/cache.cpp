@@ -39,7 +39,9 @@ class Cache::HookKey {
       std::string stored;
       stored.reserve(size);
       stored.append(head).append(key);
-      detail::check_stored_key(stored);  // throws, quoting the whole stored key
+      // Throws, quoting the whole stored key; it applies the same
+      // max_key_size, so the copy below always fits bytes_.
+      detail::check_stored_key(stored);
     }
     if (cache.hook_keys_ == HookKeys::user) {
       view_ = key;
@@ -124,8 +126,12 @@ bool Cache::touch_(std::string_view key, Timeout timeout) {
 std::optional<std::int64_t> Cache::incr_(std::string_view key, std::int64_t delta) {
   auto value = get_(key);
   if (!value) return std::nullopt;
-  auto number = detail::incremented(key, *value, delta);
-  set_(key, std::to_string(number), options_.timeout);
+  auto number = detail::try_incremented(*value, delta);
+  if (!number) {
+    throw detail::increment_error(hook_keys_ == HookKeys::user ? make_key(key) : std::string{key}, *value,
+                                  delta);
+  }
+  set_(key, std::to_string(*number), options_.timeout);
   return number;
 }
 

@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "cachelock/errors.hpp"
+#include "bits.hpp"
 #include "text.hpp"
 
 namespace cachelock {
@@ -88,7 +89,7 @@ std::uint64_t fnv1a64(std::uint64_t hash, std::string_view bytes) {
 constexpr std::uint64_t fnv64_basis = 0xcbf29ce484222325;
 
 // FNV-1a 128: stable across processes, builds and versions, which file names must be.
-__extension__ using uint128 = unsigned __int128;  // a GCC and clang extension
+using uint128 = detail::Uint128;
 
 std::string file_name(std::string_view stored_key) {
   uint128 hash = (static_cast<uint128>(0x6c62272e07bb0142) << 64) | 0x62b821756295c58d;

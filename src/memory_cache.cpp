@@ -5,19 +5,18 @@
 #include <atomic>
 #include <charconv>
 #include <condition_variable>
-#include <cstring>
 #include <cstdint>
 #include <functional>
 #include <limits>
 #include <mutex>
 #include <new>
-#include <random>
 #include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "cachelock/errors.hpp"
+#include "bits.hpp"
 #include "clock.hpp"
 #include "text.hpp"
 
@@ -48,16 +47,12 @@ struct Entry {
   bool live(Clock::time_point now) const noexcept { return expires > now; }
 };
 
-std::uint32_t checked_size(std::string_view key, std::string_view value) {
-  if (value.size() > std::numeric_limits<std::uint32_t>::max() - Cache::max_key_size) {
-    throw CacheError(fmt::format("memory cache: the value for {} is {} bytes; at most 4 GiB fit",
-                                 detail::quote(key), value.size()));
-  }
-  return static_cast<std::uint32_t>(value.size());
-}
+// The largest value an entry holds (its sizes are 32-bit).
+constexpr std::size_t max_value_size = std::numeric_limits<std::uint32_t>::max() - Cache::max_key_size;
 
+// `value` is at most max_value_size bytes (check_value_size()).
 Entry* new_entry(std::size_t hash, std::string_view key, std::string_view value) {
-  auto value_size = checked_size(key, value);
+  auto value_size = static_cast<std::uint32_t>(value.size());
   void* memory = ::operator new(sizeof(Entry) + key.size() + value.size());
   auto* entry = new (memory) Entry{nullptr, hash, Clock::time_point::max(),
                                    static_cast<std::uint32_t>(key.size()), value_size, value_size, false};
@@ -188,35 +183,20 @@ Clock::time_point deadline(Timeout timeout, Clock::time_point now) {
   return now + timeout.duration();
 }
 
-std::uint64_t load64(const char* p) noexcept {
-  std::uint64_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-std::uint64_t load32(const char* p) noexcept {
-  std::uint32_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
 // 64x64 -> 128-bit multiply, halves folded: each output bit depends on
 // every input bit.
-__extension__ using Uint128 = unsigned __int128;  // GCC and Clang on 64-bit targets
-
 std::uint64_t fold_mul(std::uint64_t a, std::uint64_t b) noexcept {
-  auto product = static_cast<Uint128>(a) * b;
+  auto product = static_cast<detail::Uint128>(a) * b;
   return static_cast<std::uint64_t>(product) ^ static_cast<std::uint64_t>(product >> 64);
 }
 
 // A key hash inlined into every operation (std::hash is an out-of-line call
 // and reads the tail a byte at a time): eight bytes per step, the last
-// eight read overlapping, seeded per process.
-std::size_t hash_of(std::string_view key) noexcept {
-  static const std::uint64_t seed = [] {
-    std::random_device device;
-    return (std::uint64_t{device()} << 32) ^ device();
-  }();
+// eight read overlapping. Seeded per cache, so that keys chosen to collide
+// in one process do not collide in another.
+std::size_t hash_of(std::string_view key, std::uint64_t seed) noexcept {
+  using detail::load32;
+  using detail::load64;
   constexpr std::uint64_t k0 = 0x9e3779b97f4a7c15, k1 = 0xbf58476d1ce4e5b9;
   const char* p = key.data();
   std::size_t n = key.size();
@@ -237,6 +217,7 @@ std::size_t hash_of(std::string_view key) noexcept {
 
 struct MemoryCache::Impl {
   std::array<Shard, std::size_t{1} << shard_bits> shards;
+  std::uint64_t seed = detail::random_seed();
   std::optional<std::size_t> max_entries;
   unsigned cull_frequency = 3;
   std::atomic<std::size_t> count{0};  // kept only when max_entries is set
@@ -383,7 +364,7 @@ std::size_t MemoryCache::size() const {
 }
 
 std::optional<std::string> MemoryCache::get_(std::string_view key) {
-  auto hash = hash_of(key);
+  auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
   auto now = detail::CoarseSteadyClock::now();
   std::lock_guard lock{shard.mutex};
@@ -392,9 +373,17 @@ std::optional<std::string> MemoryCache::get_(std::string_view key) {
   return std::string{(*link)->value()};
 }
 
+void MemoryCache::check_value_size(std::string_view key, std::string_view value) const {
+  if (value.size() > max_value_size) {
+    throw CacheError(fmt::format("memory cache: the value for {} is {} bytes; at most 4 GiB fit",
+                                 detail::quote(make_key(key)), value.size()));
+  }
+}
+
 void MemoryCache::set_(std::string_view key, std::string_view value, Timeout timeout) {
+  check_value_size(key, value);
   impl_->make_room();
-  auto hash = hash_of(key);
+  auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
   auto now = Clock::now();  // a write: see deadline()
   std::lock_guard lock{shard.mutex};
@@ -402,7 +391,7 @@ void MemoryCache::set_(std::string_view key, std::string_view value, Timeout tim
 }
 
 bool MemoryCache::erase_(std::string_view key) {
-  auto hash = hash_of(key);
+  auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
   auto now = detail::CoarseSteadyClock::now();
   std::lock_guard lock{shard.mutex};
@@ -413,8 +402,9 @@ bool MemoryCache::erase_(std::string_view key) {
 }
 
 bool MemoryCache::add_(std::string_view key, std::string_view value, Timeout timeout) {
+  check_value_size(key, value);
   impl_->make_room();
-  auto hash = hash_of(key);
+  auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
   auto now = Clock::now();  // a write: see deadline()
   std::lock_guard lock{shard.mutex};
@@ -429,7 +419,7 @@ bool MemoryCache::add_(std::string_view key, std::string_view value, Timeout tim
 }
 
 bool MemoryCache::touch_(std::string_view key, Timeout timeout) {
-  auto hash = hash_of(key);
+  auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
   auto now = Clock::now();  // a write: see deadline()
   std::lock_guard lock{shard.mutex};
@@ -444,16 +434,17 @@ bool MemoryCache::touch_(std::string_view key, Timeout timeout) {
 }
 
 std::optional<std::int64_t> MemoryCache::incr_(std::string_view key, std::int64_t delta) {
-  auto hash = hash_of(key);
+  auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
   auto now = Clock::now();  // a write: see deadline()
   std::lock_guard lock{shard.mutex};
   Entry** link = impl_->find_live(shard, hash, key, now);
   if (!link) return std::nullopt;
-  // Named in errors by its stored key, as the other backends name it.
-  auto number = detail::incremented(make_key(key), (*link)->value(), delta);
+  auto number = detail::try_incremented((*link)->value(), delta);
+  // Named by its stored key, as the other backends name it.
+  if (!number) throw detail::increment_error(make_key(key), (*link)->value(), delta);
   char digits[24];
-  auto end = std::to_chars(digits, digits + sizeof digits, number).ptr;
+  auto end = std::to_chars(digits, digits + sizeof digits, *number).ptr;
   auto expires = (*link)->expires;
   impl_->store(shard, link, {digits, static_cast<std::size_t>(end - digits)}, Timeout::never(), now);
   (*link)->expires = expires;  // incr keeps the entry's lifetime
@@ -461,7 +452,7 @@ std::optional<std::int64_t> MemoryCache::incr_(std::string_view key, std::int64_
 }
 
 bool MemoryCache::erase_if_equals_(std::string_view key, std::string_view expected) {
-  auto hash = hash_of(key);
+  auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
   auto now = detail::CoarseSteadyClock::now();
   std::lock_guard lock{shard.mutex};
@@ -473,7 +464,8 @@ bool MemoryCache::erase_if_equals_(std::string_view key, std::string_view expect
 
 bool MemoryCache::replace_if_equals_(std::string_view key, std::string_view expected,
                                      std::string_view value, Timeout timeout) {
-  auto hash = hash_of(key);
+  check_value_size(key, value);
+  auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
   auto now = Clock::now();  // a write: see deadline()
   std::lock_guard lock{shard.mutex};
@@ -494,7 +486,7 @@ void MemoryCache::clear_() {
 }
 
 WaitResult MemoryCache::wait_until_absent_(std::string_view key, Clock::time_point deadline) {
-  auto hash = hash_of(key);
+  auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
   std::unique_lock lock{shard.mutex};
   for (;;) {

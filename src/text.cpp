@@ -5,12 +5,13 @@
 
 #include <fmt/format.h>
 
+#include "cachelock/cache.hpp"
 #include "cachelock/errors.hpp"
+#include "bits.hpp"
 
 namespace cachelock::detail {
 
 namespace {
-constexpr std::size_t max_key_length = 250;  // memcached's limit, which Django enforces
 
 bool is_bad_key_byte(unsigned char c) noexcept { return (c <= 0x20) | (c == 0x7f); }
 }  // namespace
@@ -61,13 +62,8 @@ std::size_t find_bad_key_byte(std::string_view key) noexcept {
   const std::size_t n = key.size();
   bool any = false;
   if (n >= 8) {
-    auto word = [&key](std::size_t at) {
-      std::uint64_t v;
-      std::memcpy(&v, key.data() + at, sizeof v);
-      return v;
-    };
-    for (std::size_t i = 0; i + 8 < n; i += 8) any |= has_bad_key_byte(word(i));
-    any |= has_bad_key_byte(word(n - 8));
+    for (std::size_t i = 0; i + 8 < n; i += 8) any |= has_bad_key_byte(load64(key.data() + i));
+    any |= has_bad_key_byte(load64(key.data() + n - 8));
   } else {
     for (unsigned char c : key) any |= is_bad_key_byte(c);
   }
@@ -84,9 +80,9 @@ std::string describe_key_byte(unsigned char c) {
 }
 
 void check_stored_key(std::string_view key) {
-  if (key.size() > max_key_length) {
+  if (key.size() > Cache::max_key_size) {
     throw InvalidKeyError(fmt::format("key {} is {} bytes long; keys may have at most {} bytes",
-                                      quote(key), key.size(), max_key_length));
+                                      quote(key), key.size(), Cache::max_key_size));
   }
   if (auto at = find_bad_key_byte(key); at != std::string_view::npos) {
     throw InvalidKeyError(fmt::format(
@@ -95,17 +91,35 @@ void check_stored_key(std::string_view key) {
   }
 }
 
-std::int64_t incremented(std::string_view key, std::string_view value, std::int64_t delta) {
+namespace {
+std::optional<std::int64_t> parsed_integer(std::string_view value) noexcept {
   std::int64_t number = 0;
   auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), number);
-  if (ec != std::errc{} || end != value.data() + value.size()) {
-    throw CacheError(fmt::format("incr {}: the stored value is not an integer", quote(key)));
-  }
+  if (ec != std::errc{} || end != value.data() + value.size()) return std::nullopt;
+  return number;
+}
+}  // namespace
+
+std::optional<std::int64_t> try_incremented(std::string_view value, std::int64_t delta) noexcept {
+  auto number = parsed_integer(value);
   std::int64_t sum = 0;
-  if (__builtin_add_overflow(number, delta, &sum)) {
-    throw CacheError(fmt::format("incr {}: {} + {} overflows a 64-bit integer", quote(key), number, delta));
-  }
+  if (!number || __builtin_add_overflow(*number, delta, &sum)) return std::nullopt;
   return sum;
+}
+
+CacheError increment_error(std::string_view stored_key, std::string_view value, std::int64_t delta) {
+  auto number = parsed_integer(value);
+  if (!number) {
+    return CacheError(fmt::format("incr {}: the stored value is not an integer", quote(stored_key)));
+  }
+  return CacheError(
+      fmt::format("incr {}: {} + {} overflows a 64-bit integer", quote(stored_key), *number, delta));
+}
+
+std::int64_t incremented(std::string_view stored_key, std::string_view value, std::int64_t delta) {
+  auto sum = try_incremented(value, delta);
+  if (!sum) throw increment_error(stored_key, value, delta);
+  return *sum;
 }
 
 }  // namespace cachelock::detail

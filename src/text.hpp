@@ -2,8 +2,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
+
+#include "cachelock/errors.hpp"
 
 namespace cachelock::detail {
 
@@ -22,8 +25,12 @@ std::size_t find_bad_key_byte(std::string_view key) noexcept;
 /// Describes a bad key byte, e.g. "a space" or "control character \x0d".
 std::string describe_key_byte(unsigned char c);
 
-/// The integer stored in `value` plus `delta`. Throws CacheError naming the
-/// stored `key` if `value` is not a decimal integer or the sum overflows.
-std::int64_t incremented(std::string_view key, std::string_view value, std::int64_t delta);
+/// The integer stored in `value` plus `delta`; nullopt if `value` is not a
+/// decimal integer or the sum overflows a 64-bit integer.
+std::optional<std::int64_t> try_incremented(std::string_view value, std::int64_t delta) noexcept;
+/// The error for a `value` that try_incremented() refused, naming `stored_key`.
+CacheError increment_error(std::string_view stored_key, std::string_view value, std::int64_t delta);
+/// try_incremented(), throwing increment_error() where it fails.
+std::int64_t incremented(std::string_view stored_key, std::string_view value, std::int64_t delta);
 
 }  // namespace cachelock::detail

@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include "bits.hpp"
 #include "clock.hpp"
 
 namespace cachelock::detail {
@@ -50,8 +51,7 @@ struct TokenSource {
     ms_at = head.size();
     ms = -1;
     expires = -1;
-    std::random_device device;
-    state = (std::uint64_t{device()} << 32) ^ device();
+    state = random_seed();
   }
 
   std::uint64_t next() noexcept {

@@ -15,11 +15,12 @@
 // followed by a write, which is NOT atomic: two processes can both see a key
 // free and both "acquire" it. Override them with atomic versions (a single
 // server-side operation, or one critical section) for real mutual exclusion.
-// Hooks receive stored keys (already prefixed and validated) and a resolved
-// timeout (never standard()). A backend that can tell when a key goes away
-// may also override wait_until_absent_(), so waiting locks need not poll.
-// A backend that no other program reads may ask for the user keys instead
-// (HookKeys::user): its keys all share one head, so building it adds nothing.
+// Hooks receive stored keys (already prefixed and checked) and a resolved
+// timeout (never standard()); a backend that no other program reads may ask
+// for the checked user keys instead (HookKeys::user): all its keys share one
+// head, so leaving it out loses nothing and saves building every key. A
+// backend that can tell when a key goes away may also override
+// wait_until_absent_(), so waiting locks need not poll.
 #pragma once
 
 #include <chrono>

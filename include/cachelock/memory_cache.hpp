@@ -47,6 +47,9 @@ class MemoryCache final : public Cache {
                                 std::chrono::steady_clock::time_point deadline) override;
 
  private:
+  // Throws CacheError, naming the stored key, for a value too large to hold.
+  void check_value_size(std::string_view key, std::string_view value) const;
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -15,7 +15,6 @@
 // function and releases the lock, also when the function throws.
 #pragma once
 
-#include <algorithm>
 #include <cstddef>
 #include <functional>
 #include <memory>

@@ -125,8 +125,9 @@ std::string format_key_static(const OnceCore& core, std::index_sequence<I...>, c
         const auto& params = core.params();
         if (params.empty()) return core.format_key(fmt::make_format_args(form...));
         std::tuple named{fmt::arg(params[I].c_str(), form)...};
+        // Not const: {fmt} 11 counts only non-const named_arg types as named.
         return std::apply(
-            [&core](const auto&... arg) { return core.format_key(fmt::make_format_args(arg...)); }, named);
+            [&core](auto&... arg) { return core.format_key(fmt::make_format_args(arg...)); }, named);
       },
       forms);
 }
