@@ -50,6 +50,14 @@ struct Entry {
 // The largest value an entry holds (its sizes are 32-bit).
 constexpr std::size_t max_value_size = std::numeric_limits<std::uint32_t>::max() - Cache::max_key_size;
 
+// Throws CacheError, naming the stored key, for a value too large to hold.
+void check_value_size(const Cache& cache, std::string_view key, std::string_view value) {
+  if (value.size() > max_value_size) {
+    throw CacheError(fmt::format("memory cache: the value for {} is {} bytes; at most 4 GiB fit",
+                                 detail::quote(cache.make_key(key)), value.size()));
+  }
+}
+
 // `value` is at most max_value_size bytes (check_value_size()).
 Entry* new_entry(std::size_t hash, std::string_view key, std::string_view value) {
   auto value_size = static_cast<std::uint32_t>(value.size());
@@ -192,8 +200,9 @@ std::uint64_t fold_mul(std::uint64_t a, std::uint64_t b) noexcept {
 
 // A key hash inlined into every operation (std::hash is an out-of-line call
 // and reads the tail a byte at a time): eight bytes per step, the last
-// eight read overlapping. Seeded per cache, so that keys chosen to collide
-// in one process do not collide in another.
+// eight read overlapping. Seeded when the cache is made (from the system's
+// random source, which can fail, so not in this noexcept function): keys
+// chosen to collide in one cache do not collide in another.
 std::size_t hash_of(std::string_view key, std::uint64_t seed) noexcept {
   using detail::load32;
   using detail::load64;
@@ -373,15 +382,8 @@ std::optional<std::string> MemoryCache::get_(std::string_view key) {
   return std::string{(*link)->value()};
 }
 
-void MemoryCache::check_value_size(std::string_view key, std::string_view value) const {
-  if (value.size() > max_value_size) {
-    throw CacheError(fmt::format("memory cache: the value for {} is {} bytes; at most 4 GiB fit",
-                                 detail::quote(make_key(key)), value.size()));
-  }
-}
-
 void MemoryCache::set_(std::string_view key, std::string_view value, Timeout timeout) {
-  check_value_size(key, value);
+  check_value_size(*this, key, value);
   impl_->make_room();
   auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
@@ -402,7 +404,7 @@ bool MemoryCache::erase_(std::string_view key) {
 }
 
 bool MemoryCache::add_(std::string_view key, std::string_view value, Timeout timeout) {
-  check_value_size(key, value);
+  check_value_size(*this, key, value);
   impl_->make_room();
   auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
@@ -464,7 +466,7 @@ bool MemoryCache::erase_if_equals_(std::string_view key, std::string_view expect
 
 bool MemoryCache::replace_if_equals_(std::string_view key, std::string_view expected,
                                      std::string_view value, Timeout timeout) {
-  check_value_size(key, value);
+  check_value_size(*this, key, value);
   auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
   auto now = Clock::now();  // a write: see deadline()

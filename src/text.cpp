@@ -1,7 +1,6 @@
 #include "text.hpp"
 
 #include <charconv>
-#include <cstring>
 
 #include <fmt/format.h>
 
@@ -12,7 +11,6 @@
 namespace cachelock::detail {
 
 namespace {
-
 bool is_bad_key_byte(unsigned char c) noexcept { return (c <= 0x20) | (c == 0x7f); }
 }  // namespace
 

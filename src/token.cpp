@@ -9,7 +9,6 @@
 #include <charconv>
 #include <climits>
 #include <cstring>
-#include <random>
 
 #include <fmt/format.h>
 

@@ -25,7 +25,8 @@ namespace cachelock {
 /// Thread safety: safe to share between threads.
 class MemoryCache final : public Cache {
  public:
-  /// An empty cache. Throws: ConfigError as Cache.
+  /// An empty cache. Throws: ConfigError as Cache; std::system_error if the
+  /// system has no random source for the hash seed.
   explicit MemoryCache(CacheOptions options = {});
   ~MemoryCache() override;
 
@@ -47,9 +48,6 @@ class MemoryCache final : public Cache {
                                 std::chrono::steady_clock::time_point deadline) override;
 
  private:
-  // Throws CacheError, naming the stored key, for a value too large to hold.
-  void check_value_size(std::string_view key, std::string_view value) const;
-
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
