@@ -23,33 +23,37 @@ Cache::Cache(CacheOptions options, HookKeys hook_keys)
 
 Cache::~Cache() = default;
 
+// The check reads the user key where it already is, not a copy just
+// written: reading bytes right after writing them in another pattern stalls
+// the processor, and every operation checks its key.
+void Cache::check_key(std::string_view key) const {
+  if (key.empty()) throw InvalidKeyError("empty key; a key needs at least one character");
+  if (key_head_.size() + key.size() > max_key_size || !key_head_valid_ ||
+      detail::find_bad_key_byte(key) != std::string_view::npos) {
+    // Throws, quoting the whole stored key; it applies the same max_key_size.
+    detail::check_stored_key(key_head_ + std::string{key});
+  }
+}
+
+std::string Cache::stored_key(std::string_view hook_key) const {
+  return hook_keys_ == HookKeys::user ? key_head_ + std::string{hook_key} : std::string{hook_key};
+}
+
 // The key a hook receives, checked. The stored key is built on the stack:
 // every operation needs one, and the 250-byte limit lets it live without a
-// heap allocation. The check reads the user key where it already is, not
-// the copy just written: reading bytes right after writing them in another
-// pattern stalls the processor.
+// heap allocation.
 class Cache::HookKey {
  public:
   HookKey(const Cache& cache, std::string_view key) {
-    if (key.empty()) throw InvalidKeyError("empty key; a key needs at least one character");
-    const std::string_view head = cache.key_head_;
-    const auto size = head.size() + key.size();
-    if (size > max_key_size || !cache.key_head_valid_ ||
-        detail::find_bad_key_byte(key) != std::string_view::npos) {
-      std::string stored;
-      stored.reserve(size);
-      stored.append(head).append(key);
-      // Throws, quoting the whole stored key; it applies the same
-      // max_key_size, so the copy below always fits bytes_.
-      detail::check_stored_key(stored);
-    }
+    cache.check_key(key);  // so the stored key fits bytes_
     if (cache.hook_keys_ == HookKeys::user) {
       view_ = key;
       return;
     }
+    const std::string_view head = cache.key_head_;
     head.copy(bytes_, head.size());
     key.copy(bytes_ + head.size(), key.size());
-    view_ = {bytes_, size};
+    view_ = {bytes_, head.size() + key.size()};
   }
   HookKey(const HookKey&) = delete;
   HookKey& operator=(const HookKey&) = delete;
@@ -62,10 +66,8 @@ class Cache::HookKey {
 };
 
 std::string Cache::make_key(std::string_view key) const {
-  HookKey checked{*this, key};
-  std::string stored;
-  stored.reserve(key_head_.size() + key.size());
-  return stored.append(key_head_).append(key);
+  check_key(key);
+  return key_head_ + std::string{key};
 }
 
 Timeout Cache::resolve(Timeout timeout) const noexcept {
@@ -128,8 +130,7 @@ std::optional<std::int64_t> Cache::incr_(std::string_view key, std::int64_t delt
   if (!value) return std::nullopt;
   auto number = detail::try_incremented(*value, delta);
   if (!number) {
-    throw detail::increment_error(hook_keys_ == HookKeys::user ? make_key(key) : std::string{key}, *value,
-                                  delta);
+    throw detail::increment_error(stored_key(key), *value, delta);
   }
   set_(key, std::to_string(*number), options_.timeout);
   return number;

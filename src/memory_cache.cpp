@@ -50,11 +50,13 @@ struct Entry {
 // The largest value an entry holds (its sizes are 32-bit).
 constexpr std::size_t max_value_size = std::numeric_limits<std::uint32_t>::max() - Cache::max_key_size;
 
-// Throws CacheError, naming the stored key, for a value too large to hold.
-void check_value_size(const Cache& cache, std::string_view key, std::string_view value) {
+// Throws CacheError for a value too large to hold, naming the stored key
+// `stored_key()` (built only then).
+template <class StoredKey>
+void check_value_size(std::string_view value, StoredKey stored_key) {
   if (value.size() > max_value_size) {
     throw CacheError(fmt::format("memory cache: the value for {} is {} bytes; at most 4 GiB fit",
-                                 detail::quote(cache.make_key(key)), value.size()));
+                                 detail::quote(stored_key()), value.size()));
   }
 }
 
@@ -383,7 +385,7 @@ std::optional<std::string> MemoryCache::get_(std::string_view key) {
 }
 
 void MemoryCache::set_(std::string_view key, std::string_view value, Timeout timeout) {
-  check_value_size(*this, key, value);
+  check_value_size(value, [&] { return stored_key(key); });
   impl_->make_room();
   auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
@@ -404,7 +406,7 @@ bool MemoryCache::erase_(std::string_view key) {
 }
 
 bool MemoryCache::add_(std::string_view key, std::string_view value, Timeout timeout) {
-  check_value_size(*this, key, value);
+  check_value_size(value, [&] { return stored_key(key); });
   impl_->make_room();
   auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
@@ -444,7 +446,7 @@ std::optional<std::int64_t> MemoryCache::incr_(std::string_view key, std::int64_
   if (!link) return std::nullopt;
   auto number = detail::try_incremented((*link)->value(), delta);
   // Named by its stored key, as the other backends name it.
-  if (!number) throw detail::increment_error(make_key(key), (*link)->value(), delta);
+  if (!number) throw detail::increment_error(stored_key(key), (*link)->value(), delta);
   char digits[24];
   auto end = std::to_chars(digits, digits + sizeof digits, *number).ptr;
   auto expires = (*link)->expires;
@@ -466,7 +468,7 @@ bool MemoryCache::erase_if_equals_(std::string_view key, std::string_view expect
 
 bool MemoryCache::replace_if_equals_(std::string_view key, std::string_view expected,
                                      std::string_view value, Timeout timeout) {
-  check_value_size(*this, key, value);
+  check_value_size(value, [&] { return stored_key(key); });
   auto hash = hash_of(key, impl_->seed);
   auto& shard = impl_->shard_for(hash);
   auto now = Clock::now();  // a write: see deadline()

@@ -172,6 +172,9 @@ class Cache {
   };
   /// Throws: ConfigError as Cache(CacheOptions).
   Cache(CacheOptions options, HookKeys hook_keys);
+  /// The stored key for a `key` a hook received, whichever HookKeys: what
+  /// error messages name.
+  std::string stored_key(std::string_view hook_key) const;
 
   // The hooks a backend implements. `key` is the stored key (or the user key,
   // see HookKeys), already checked: the stored key has at most 250 bytes and
@@ -209,6 +212,9 @@ class Cache {
 
  private:
   class HookKey;
+  /// Throws InvalidKeyError, quoting the stored key, unless the stored key
+  /// for `key` has at most max_key_size bytes and none a key may not hold.
+  void check_key(std::string_view key) const;
 
   CacheOptions options_;
   std::string key_head_;  // "KEY_PREFIX:VERSION:"
