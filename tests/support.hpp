@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -46,41 +47,54 @@ struct FreshRegistry {
 /// Counts the calls so tests can see which path a lock took.
 class MapCache : public cachelock::Cache {
  public:
-  using Cache::Cache;
+  /// The entries, by the key the hooks receive. Caches given one Store share
+  /// their entries, as clients of one server do.
+  struct Store {
+    std::mutex mutex;
+    std::map<std::string, std::pair<std::string, std::chrono::steady_clock::time_point>, std::less<>>
+        entries;
+  };
+
+  explicit MapCache(cachelock::CacheOptions options = {},
+                    std::shared_ptr<Store> store = std::make_shared<Store>())
+      : MapCache{std::move(options), HookKeys::stored, std::move(store)} {}
+
   std::atomic<int> gets{0}, sets{0}, erases{0};
 
  protected:
+  /// A cache whose hooks receive `hook_keys`.
+  MapCache(cachelock::CacheOptions options, HookKeys hook_keys, std::shared_ptr<Store> store)
+      : Cache{std::move(options), hook_keys}, store_{std::move(store)} {}
+
   std::optional<std::string> get_(std::string_view key) override {
     ++gets;
-    std::lock_guard lock{mutex_};
-    auto it = entries_.find(key);
-    if (it == entries_.end()) return std::nullopt;
+    std::lock_guard lock{store_->mutex};
+    auto it = store_->entries.find(key);
+    if (it == store_->entries.end()) return std::nullopt;
     if (it->second.second <= std::chrono::steady_clock::now()) {
-      entries_.erase(it);
+      store_->entries.erase(it);
       return std::nullopt;
     }
     return it->second.first;
   }
   void set_(std::string_view key, std::string_view value, cachelock::Timeout timeout) override {
     ++sets;
-    std::lock_guard lock{mutex_};
+    std::lock_guard lock{store_->mutex};
     auto expires = timeout.is_never() ? std::chrono::steady_clock::time_point::max()
                                       : std::chrono::steady_clock::now() + timeout.duration();
-    entries_.insert_or_assign(std::string{key}, std::pair{std::string{value}, expires});
+    store_->entries.insert_or_assign(std::string{key}, std::pair{std::string{value}, expires});
   }
   bool erase_(std::string_view key) override {
     ++erases;
-    std::lock_guard lock{mutex_};
-    auto it = entries_.find(key);
-    if (it == entries_.end()) return false;
-    entries_.erase(it);
+    std::lock_guard lock{store_->mutex};
+    auto it = store_->entries.find(key);
+    if (it == store_->entries.end()) return false;
+    store_->entries.erase(it);
     return true;
   }
 
  private:
-  std::mutex mutex_;
-  std::map<std::string, std::pair<std::string, std::chrono::steady_clock::time_point>, std::less<>>
-      entries_;
+  std::shared_ptr<Store> store_;
 };
 
 }  // namespace test
