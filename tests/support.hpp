@@ -43,7 +43,8 @@ struct FreshRegistry {
   FreshRegistry& operator=(const FreshRegistry&) = delete;
 };
 
-/// A user's own cache with only the three required operations, on a map.
+/// A user's own cache with only the three required operations, on a map
+/// (its Store), with stored keys unless a subclass asks for user keys.
 /// Counts the calls so tests can see which path a lock took.
 class MapCache : public cachelock::Cache {
  public:
@@ -62,7 +63,7 @@ class MapCache : public cachelock::Cache {
   std::atomic<int> gets{0}, sets{0}, erases{0};
 
  protected:
-  /// A cache whose hooks receive `hook_keys`.
+  /// Protected, as Cache's is: a backend picks user keys by subclassing.
   MapCache(cachelock::CacheOptions options, HookKeys hook_keys, std::shared_ptr<Store> store)
       : Cache{std::move(options), hook_keys}, store_{std::move(store)} {}
 

@@ -133,8 +133,9 @@ class Cache {
   /// Throws: InvalidKeyError, CacheError.
   bool touch(std::string_view key, Timeout timeout = Timeout::standard());
   /// Adds `delta` to an integer value and returns the result, keeping the
-  /// entry's lifetime; nullopt if the key is absent. memcached cannot go below
-  /// zero (a decrement stops at 0). Throws: CacheError if the value is not an
+  /// entry's lifetime (except on a backend without incr_(): see there);
+  /// nullopt if the key is absent. memcached cannot go below zero (a
+  /// decrement stops at 0). Throws: CacheError if the value is not an
   /// integer, InvalidKeyError.
   std::optional<std::int64_t> incr(std::string_view key, std::int64_t delta = 1);
   /// Removes `key` only if it holds `expected`; true if removed. The lock release.
@@ -193,7 +194,8 @@ class Cache {
   /// Optional, default NOT atomic: a new lifetime for a present key.
   virtual bool touch_(std::string_view key, Timeout timeout);
   /// Optional, default NOT atomic; writes the result back with the cache's
-  /// default timeout.
+  /// default timeout (`TIMEOUT`), as get_() cannot tell how long the entry
+  /// had left.
   virtual std::optional<std::int64_t> incr_(std::string_view key, std::int64_t delta);
   /// Optional, default NOT atomic: removes `key` only if it holds `expected`.
   virtual bool erase_if_equals_(std::string_view key, std::string_view expected);
