@@ -90,8 +90,9 @@ class MapCache : public cachelock::Cache {
     std::lock_guard lock{store_->mutex};
     auto it = store_->entries.find(key);
     if (it == store_->entries.end()) return false;
+    bool live = it->second.second > std::chrono::steady_clock::now();
     store_->entries.erase(it);
-    return true;
+    return live;  // an expired entry was not present
   }
 
  private:

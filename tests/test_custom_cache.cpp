@@ -2,6 +2,7 @@
 // its non-atomic fallbacks can pass, with stored keys and with user keys.
 #include <doctest/doctest.h>
 
+#include <cstddef>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -42,8 +43,7 @@ class UserKeysMapCache : public test::MapCache {
 
 // Caches on user keys made with the same prefix and version share a map,
 // as clients of one server share the stored keys those make. The table
-// owns the maps: entries outlive the caches that wrote them, as a server's
-// do, and a test reads a map after its cache is gone.
+// owns the maps: entries outlive the caches that wrote them, as a server's do.
 struct UserKeysBackend {
   static constexpr const char* name = "custom-user-keys";
   static std::shared_ptr<Store> store_for(const cachelock::CacheOptions& options) {
@@ -62,9 +62,14 @@ struct UserKeysBackend {
   static constexpr auto expired_after = 400ms;
 };
 
+// Whether `store` holds `key`, and how many keys it holds.
 bool holds(Store& store, std::string_view key) {
   std::lock_guard lock{store.mutex};
   return store.entries.contains(key);
+}
+std::size_t size_of(Store& store) {
+  std::lock_guard lock{store.mutex};
+  return store.entries.size();
 }
 
 }  // namespace
@@ -83,7 +88,7 @@ TEST_CASE("custom: hooks receive the keys the backend asked for") {
   auto user = UserKeysBackend::make(options);
   user->set("job", "v");
   CHECK(holds(*UserKeysBackend::store_for(options), "job"));
-  CHECK(UserKeysBackend::store_for(options)->entries.size() == 1);
+  CHECK(size_of(*UserKeysBackend::store_for(options)) == 1);
 }
 
 TEST_CASE_TEMPLATE("custom: clear, which a get/set/erase cache cannot do, is refused", B,
@@ -95,10 +100,21 @@ TEST_CASE_TEMPLATE("custom: clear, which a get/set/erase cache cannot do, is ref
   CHECK(cache->get("k") == "v");
 }
 
+TEST_CASE_TEMPLATE("custom: the incr fallback refuses a value that is not an integer", B,
+                   StoredKeysBackend, UserKeysBackend) {
+  const auto prefix = test::unique("app");
+  auto cache = B::make({.key_prefix = prefix, .version = 3});
+  cache->set("text", "seven");
+  CHECK_THROWS_WITH_AS(cache->incr("text"),
+                       ("incr '" + prefix + ":3:text': the stored value is not an integer").c_str(),
+                       cachelock::CacheError);
+  CHECK(cache->get("text") == "seven");
+}
+
 TEST_CASE_TEMPLATE("custom: the incr fallback writes back with the cache's TIMEOUT", B,
                    StoredKeysBackend, UserKeysBackend) {
   // get_() cannot tell how long an entry had left, so its lifetime is not
-  // kept, as it is on the built-in backends: a counter that never expired
+  // kept, unlike on the built-in backends: a counter set never to expire
   // now lives TIMEOUT.
   auto cache = test::fresh<B>({.timeout = B::short_ttl});
   cache->set("n", "1", cachelock::Timeout::never());

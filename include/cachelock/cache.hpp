@@ -133,7 +133,7 @@ class Cache {
   /// Throws: InvalidKeyError, CacheError.
   bool touch(std::string_view key, Timeout timeout = Timeout::standard());
   /// Adds `delta` to an integer value and returns the result, keeping the
-  /// entry's lifetime (except on a backend without incr_(): see there);
+  /// entry's lifetime (except on a backend that does not override incr_());
   /// nullopt if the key is absent. memcached cannot go below zero (a
   /// decrement stops at 0). Throws: CacheError if the value is not an
   /// integer, InvalidKeyError.
