@@ -150,7 +150,10 @@ bool Cache::replace_if_equals_(std::string_view key, std::string_view expected, 
   return true;
 }
 
-void Cache::clear_() { throw CacheError("clear: this cache cannot remove all its entries"); }
+void Cache::clear_() {
+  throw CacheError(
+      "clear: this cache cannot remove all its entries (its backend does not implement clear_())");
+}
 
 WaitResult Cache::wait_until_absent_(std::string_view /*key*/,
                                      std::chrono::steady_clock::time_point /*deadline*/) {
