@@ -229,13 +229,24 @@ std::chrono::milliseconds milliseconds_of(double seconds) {
 const double max_seconds =
     std::chrono::duration<double>(Timeout::max_duration).count();  // about a century
 
+// The shortest TIMEOUT: one millisecond.
+constexpr double min_timeout_seconds = 0.001;
+
 Timeout parse_timeout(const Field& field) {
   if (field.is_null()) return Timeout::never();
   auto seconds = field.seconds("a number of seconds or null");
+  // Django reads 0 or less as "expire at once": every lock would be free
+  // as soon as it is taken. Below a millisecond a lock's ttl cannot be
+  // kept: locks count whole milliseconds.
   if (seconds <= 0) {
-    field.fail(fmt::format("must be more than 0 seconds, got {} (0 or less would expire every lock "
-                           "at once; null means never)",
-                           field.node().Scalar()));
+    field.fail(fmt::format("must be at least {} seconds, got {} (in Django 0 or less means expire at "
+                           "once: every lock would be free as soon as it is taken; null means never)",
+                           min_timeout_seconds, field.node().Scalar()));
+  }
+  if (seconds < min_timeout_seconds) {
+    field.fail(fmt::format("must be at least {} seconds (a millisecond, the finest ttl a lock keeps), "
+                           "got {}",
+                           min_timeout_seconds, field.node().Scalar()));
   }
   if (seconds > max_seconds) {
     field.fail(fmt::format("must be at most {:.0f} seconds (a century), got {}; null means never",
@@ -254,6 +265,18 @@ void check_key_prefix(const Field& field, std::string_view prefix) {
   if (auto at = find_bad_key_byte(prefix); at != std::string_view::npos) {
     field.fail(fmt::format("contains {}; keys may not contain spaces or control characters",
                            describe_key_byte(static_cast<unsigned char>(prefix[at]))));
+  }
+}
+
+// A KEY_PREFIX so long that `KEY_PREFIX:VERSION:` leaves no byte for a key
+// would make every lock on the alias fail: refuse it when loading.
+void check_key_room(const Field& field, const CacheOptions& cache) {
+  auto head = cache.key_prefix.size() + fmt::formatted_size(":{}:", cache.version);
+  if (head + 1 > Cache::max_key_size) {
+    field.fail(fmt::format("is {} bytes long and leaves no room for a key: with VERSION {}, "
+                           "'KEY_PREFIX:{}:' takes {} of the {} bytes a stored key may have",
+                           cache.key_prefix.size(), cache.version, cache.version, head,
+                           Cache::max_key_size));
   }
 }
 
@@ -283,6 +306,11 @@ void add_servers(const Field& field, std::string_view text, MemcachedOptions& op
       options.servers.push_back(MemcachedServer::parse(part));
     } catch (const ConfigError& e) {
       field.fail(e.what());
+    }
+    if (const auto& server = options.servers.back(); server.is_socket() && !server.host.starts_with('/')) {
+      field.fail(fmt::format("memcached location {}: {} is a relative socket path; give an absolute one, "
+                             "or processes started in different directories would not share their locks",
+                             quote(part), quote(server.host)));
     }
     start = end + 1;
   }
@@ -411,6 +439,7 @@ AliasSettings parse_alias(const std::string& name, const Field& alias) {
     if (number < INT32_MIN || number > INT32_MAX) version->expected("an integer that fits 32 bits");
     cache.version = static_cast<int>(number);
   }
+  if (prefix) check_key_room(*prefix, cache);
 
   // MAX_ENTRIES and CULL_FREQUENCY, the OPTIONS of Django's memory and file caches.
   auto parse_cull_options = [&](std::string_view backend_name) {
@@ -476,6 +505,29 @@ AliasSettings parse_alias(const std::string& name, const Field& alias) {
   return settings;
 }
 
+ConfigError too_large(std::string_view source, std::string_view size) {
+  return ConfigError(fmt::format("{}: {} is too large for a settings file (at most {})", source, size,
+                                 max_settings_size));
+}
+
+// YAML allows no control byte but tab, line feed and carriage return, and
+// yaml-cpp, given one, reports something unrelated (a NUL byte read as an
+// unknown escape): name the byte and where it is.
+void check_text(std::string_view yaml, std::string_view source) {
+  std::size_t line = 1, line_start = 0;
+  for (std::size_t i = 0; i < yaml.size(); ++i) {
+    auto c = static_cast<unsigned char>(yaml[i]);
+    if (c == '\n') {
+      ++line;
+      line_start = i + 1;
+    } else if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f) {
+      throw ConfigError(fmt::format("{}:{}:{}: {}{}; a settings file is text", source, line,
+                                    i - line_start + 1, describe_key_byte(c),
+                                    c == 0 ? " (a NUL byte)" : ""));
+    }
+  }
+}
+
 // Where the first two documents of `yaml` start (fewer if it has fewer).
 // Not YAML::LoadAll: on some malformed input (a stray ',' after a tab) the
 // yaml-cpp 0.7 in Debian 12 reports documents for ever, allocating each time.
@@ -504,10 +556,8 @@ std::vector<YAML::Mark> document_starts(std::string_view yaml) {
 }  // namespace
 
 Settings parse_settings(std::string_view yaml, std::string_view source) {
-  if (yaml.size() > max_settings_size) {
-    throw ConfigError(fmt::format("{}: {} bytes is too large for a settings file (at most {})",
-                                  source, yaml.size(), max_settings_size));
-  }
+  if (yaml.size() > max_settings_size) throw too_large(source, fmt::format("{} bytes", yaml.size()));
+  check_text(yaml, source);
   YAML::Node document;
   try {
     auto starts = document_starts(yaml);
@@ -609,7 +659,13 @@ Settings read_settings_file(const std::string& path) {
     }
     if (n == 0) break;
     text.append(buffer, static_cast<std::size_t>(n));
-    if (text.size() > max_settings_size) break;  // parse_settings reports it
+    if (text.size() > max_settings_size) {
+      // Not read to its end: the size is the file's, if it has one.
+      if (S_ISREG(info.st_mode) && static_cast<std::size_t>(info.st_size) > max_settings_size) {
+        throw too_large(path, fmt::format("{} bytes", info.st_size));
+      }
+      throw too_large(path, fmt::format("more than {} bytes", max_settings_size));
+    }
   }
   return parse_settings(text, path);
 }

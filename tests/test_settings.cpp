@@ -3,13 +3,18 @@
 #include <doctest/doctest.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "support.hpp"
 
 using namespace std::chrono_literals;
+namespace fs = std::filesystem;
 using cachelock::CacheRegistry;
 using cachelock::ConfigError;
 
@@ -359,11 +364,18 @@ TEST_CASE("malformed settings: each gets its exact error, none crashes") {
        ":1:26: DEFAULT_CACHELOCK_ALIAS: 'lokcs' is not an alias in CACHES (known: 'default', 'locks')"},
       {"default-alias-list", ":1:26: DEFAULT_CACHELOCK_ALIAS: expected a string, got a list"},
       {"timeout-negative",
-       ":4:14: CACHES.default.TIMEOUT: must be more than 0 seconds, got -5 (0 or less would expire "
-       "every lock at once; null means never)"},
+       ":4:14: CACHES.default.TIMEOUT: must be at least 0.001 seconds, got -5 (in Django 0 or less means "
+       "expire at once: every lock would be free as soon as it is taken; null means never)"},
       {"timeout-zero",
-       ":4:14: CACHES.default.TIMEOUT: must be more than 0 seconds, got 0 (0 or less would expire "
-       "every lock at once; null means never)"},
+       ":4:14: CACHES.default.TIMEOUT: must be at least 0.001 seconds, got 0 (in Django 0 or less means "
+       "expire at once: every lock would be free as soon as it is taken; null means never)"},
+      {"timeout-tiny",
+       ":4:14: CACHES.default.TIMEOUT: must be at least 0.001 seconds (a millisecond, the finest ttl a "
+       "lock keeps), got 1e-9"},
+      {"key-prefix-long",
+       ":4:17: CACHES.default.KEY_PREFIX: is 300 bytes long and leaves no room for a key: with VERSION 1, "
+       "'KEY_PREFIX:1:' takes 303 of the 250 bytes a stored key may have"},
+      {"nul-byte", ":3:17: control character \\x00 (a NUL byte); a settings file is text"},
       {"timeout-word", ":4:14: CACHES.default.TIMEOUT: expected a number of seconds or null, got \"soon\""},
       {"timeout-list", ":4:14: CACHES.default.TIMEOUT: expected a number of seconds or null, got a list"},
       {"timeout-infinite", ":4:14: CACHES.default.TIMEOUT: expected a number of seconds or null, got \".inf\""},
@@ -408,6 +420,10 @@ TEST_CASE("malformed settings: each gets its exact error, none crashes") {
       {"memcached-no-location",
        ":3:5: CACHES.default: the memcached backend needs LOCATION: host:port, unix:/path, or a list "
        "of them"},
+      {"memcached-relative-socket",
+       ":4:15: CACHES.default.LOCATION: memcached location 'unix:relative.sock': 'relative.sock' is a "
+       "relative socket path; give an absolute one, or processes started in different directories would "
+       "not share their locks"},
       {"memcached-empty-location", ":4:15: CACHES.default.LOCATION: expected at least one server, got a list"},
       {"memcached-bad-port", ":4:15: CACHES.default.LOCATION: memcached location '127.0.0.1:99999': port '99999' is not a "
        "number from 1 to 65535"},
@@ -458,6 +474,17 @@ TEST_CASE("settings that are not a readable file") {
   CHECK_THROWS_WITH_AS(registry.load_file(missing),
                        (missing + ": cannot open the settings file: No such file or directory").c_str(),
                        ConfigError);
+  // A file far larger than the limit is refused after reading the limit
+  // only, and named with its real size.
+  auto big = fs::temp_directory_path() / test::unique("cachelock-big-settings");
+  {
+    std::ofstream{big};
+  }
+  fs::resize_file(big, 200'000'000);  // sparse: no disk used
+  CHECK_THROWS_WITH_AS(registry.load_file(big.string()),
+                       (big.string() + ": 200000000 bytes is too large for a settings file (at most 1048576)").c_str(),
+                       ConfigError);
+  fs::remove(big);
   std::string huge(2 << 20, '#');
   CHECK_THROWS_WITH_AS(registry.load_yaml(huge, "huge.yaml"),
                        "huge.yaml: 2097152 bytes is too large for a settings file (at most 1048576)",
@@ -467,4 +494,27 @@ TEST_CASE("settings that are not a readable file") {
                        "settings.yaml:4:14: CACHES.default.TIMEOUT: expected a number of seconds or "
                        "null, got \"soon\"",
                        ConfigError);
+}
+
+TEST_CASE("KEY_PREFIX may fill a stored key up to one byte for the key, and TIMEOUT may be a millisecond") {
+  auto settings = [](std::size_t prefix_size, std::string_view timeout) {
+    return fmt::format("CACHES:\n  default:\n    BACKEND: memory\n    KEY_PREFIX: {}\n    TIMEOUT: {}\n",
+                       std::string(prefix_size, 'p'), timeout);
+  };
+  CacheRegistry registry;
+  registry.load_yaml(settings(246, "0.001"), "edge.yaml");  // "PREFIX:1:" is 249 bytes: one left
+  CHECK(registry.get()->make_key("k").size() == 250);
+  CHECK(registry.get()->options().timeout == cachelock::Timeout{1ms});
+  CHECK_THROWS_WITH_AS(registry.load_yaml(settings(247, "1"), "over.yaml"),
+                       "over.yaml:4:17: CACHES.default.KEY_PREFIX: is 247 bytes long and leaves no room "
+                       "for a key: with VERSION 1, 'KEY_PREFIX:1:' takes 250 of the 250 bytes a stored key "
+                       "may have",
+                       ConfigError);
+  CHECK_THROWS_WITH_AS(registry.load_yaml(settings(10, "0.0009"), "tiny.yaml"),
+                       "tiny.yaml:5:14: CACHES.default.TIMEOUT: must be at least 0.001 seconds (a "
+                       "millisecond, the finest ttl a lock keeps), got 0.0009",
+                       ConfigError);
+  // Any control byte, not only NUL, is named with its place.
+  CHECK_THROWS_WITH_AS(registry.load_yaml("CACHES:\n  default:\n    BACKEND: memory\n  \x1b: x\n", "esc.yaml"),
+                       "esc.yaml:4:3: control character \\x1b; a settings file is text", ConfigError);
 }
