@@ -30,8 +30,8 @@ void Cache::check_key(std::string_view key) const {
   if (key.empty()) throw InvalidKeyError("empty key; a key needs at least one character");
   if (key_head_.size() + key.size() > max_key_size || !key_head_valid_ ||
       detail::find_bad_key_byte(key) != std::string_view::npos) {
-    // Throws, quoting the whole stored key; it applies the same max_key_size.
-    detail::check_stored_key(key_head_ + std::string{key});
+    // Throws, quoting the stored key; it applies the same max_key_size.
+    detail::check_stored_key(key_head_, key);
   }
 }
 
@@ -69,6 +69,8 @@ std::string Cache::make_key(std::string_view key) const {
   check_key(key);
   return key_head_ + std::string{key};
 }
+
+std::chrono::milliseconds Cache::operation_timeout() const noexcept { return std::chrono::milliseconds{0}; }
 
 Timeout Cache::resolve(Timeout timeout) const noexcept {
   return timeout.is_standard() ? options_.timeout : timeout;

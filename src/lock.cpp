@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <exception>
 #include <random>
 #include <thread>
 #include <utility>
@@ -59,7 +60,7 @@ bool wait_for_turn(Cache& cache, std::string_view key, Backoff& backoff, Clock::
 
 void check_ttl(std::optional<milliseconds> ttl, std::string_view key) {
   if (ttl && ttl->count() <= 0) {
-    throw ConfigError(fmt::format("lock {}: ttl must be positive, got {} ms", detail::quote(key),
+    throw ConfigError(fmt::format("lock {}: ttl must be positive, got {} ms", detail::quote_key(key),
                                   ttl->count()));
   }
 }
@@ -138,11 +139,11 @@ void Lock::acquire() {
   if (!try_acquire()) throw_held(options_.wait.count() > 0);
 }
 
-bool Lock::try_acquire() { return try_acquire_until(detail::deadline_after(options_.wait)); }
+bool Lock::try_acquire() { return try_acquire_until(detail::deadline_after(options_.wait), true); }
 
-bool Lock::try_acquire_until(Clock::time_point deadline) {
+bool Lock::try_acquire_until(Clock::time_point deadline, bool retry_errors) {
   if (owns_) {
-    throw LockError(fmt::format("lock {} is already owned by this guard", detail::quote(key_)));
+    throw LockError(fmt::format("lock {} is already owned by this guard", detail::quote_key(key_)));
   }
   renewal_.reset();  // a guard taken again starts afresh
   if (!options_.cache) {
@@ -152,14 +153,19 @@ bool Lock::try_acquire_until(Clock::time_point deadline) {
   }
   Timeout ttl = cache().resolve(options_.ttl ? Timeout{*options_.ttl} : Timeout::standard());
   auto lifetime = ttl.is_never() ? std::nullopt : std::optional{ttl.duration()};
+  if (options_.renew && lifetime) {
+    try {
+      check_renewable(*lifetime);
+    } catch (...) {
+      return_lease();
+      throw;
+    }
+  }
   detail::new_token(token_, lifetime);
-  Backoff backoff;
   try {
-    while (!cache().add(key_, token_.view(), ttl)) {
-      if (!wait_for_turn(cache(), key_, backoff, deadline)) {
-        return_lease();
-        return false;
-      }
+    if (!add_until(ttl, deadline, retry_errors)) {
+      return_lease();
+      return false;
     }
   } catch (...) {
     return_lease();
@@ -181,6 +187,35 @@ bool Lock::try_acquire_until(Clock::time_point deadline) {
   fork_generation_ = detail::fork_generation();
   owns_ = true;
   return true;
+}
+
+bool Lock::add_until(Timeout ttl, Clock::time_point deadline, bool retry_errors) {
+  Backoff backoff;
+  // A waiting acquire rides out backend failures (a restarting server, a
+  // broken connection) until its deadline, and reports the last one only if
+  // the deadline passes with it: a dead server is still named as such.
+  std::exception_ptr last_error;
+  bool after_error = false;
+  for (;;) {
+    try {
+      if (cache().add(key_, token_.view(), ttl)) return true;
+      // An add whose reply was lost may have stored our token all the same:
+      // then the key is ours, not someone else's.
+      if (after_error && cache().get(key_) == token_.view()) return true;
+      last_error = nullptr;
+      after_error = false;
+      if (wait_for_turn(cache(), key_, backoff, deadline)) continue;
+    } catch (const InvalidKeyError&) {
+      throw;  // the same key fails every time: nothing to wait for
+    } catch (const CacheError&) {
+      if (!retry_errors || deadline == Clock::time_point::min()) throw;
+      last_error = std::current_exception();
+      after_error = true;
+      if (backoff.sleep_before_retry(deadline)) continue;
+    }
+    if (last_error) std::rethrow_exception(last_error);
+    return false;
+  }
 }
 
 void Lock::start_renewal(std::chrono::milliseconds ttl) {
@@ -208,17 +243,29 @@ void Lock::return_lease() noexcept {
   }
 }
 
-void Lock::throw_held(bool waited) const {
-  std::string where;
-  if (!options_.cache) {
-    auto alias = options_.alias.empty() ? CacheRegistry::global().default_alias() : options_.alias;
-    where = fmt::format(" on alias {}", detail::quote(alias));
+std::string Lock::where() const {
+  if (options_.cache) return {};
+  auto alias = options_.alias.empty() ? CacheRegistry::global().default_alias() : options_.alias;
+  return fmt::format(" on alias {}", detail::quote(alias));
+}
+
+void Lock::check_renewable(milliseconds ttl) const {
+  auto bound = cache().operation_timeout();
+  if (bound.count() > 0 && ttl < 3 * bound) {
+    throw ConfigError(fmt::format(
+        "lock {}{}: a renewing lock needs a ttl of at least {} ms (3 x {} ms, the longest one "
+        "operation of this cache may take), got {} ms",
+        detail::quote_key(key_), where(), (3 * bound).count(), bound.count(), ttl.count()));
   }
+}
+
+void Lock::throw_held(bool waited) const {
+  auto where = this->where();
   if (waited) {
     throw LockError(fmt::format("lock {}{} is still held after waiting {} ms",
-                                detail::quote(key_), where, options_.wait.count()));
+                                detail::quote_key(key_), where, options_.wait.count()));
   }
-  throw LockError(fmt::format("lock {}{} is already held", detail::quote(key_), where));
+  throw LockError(fmt::format("lock {}{} is already held", detail::quote_key(key_), where));
 }
 
 bool Lock::release() {
@@ -256,6 +303,7 @@ bool Lock::extend(std::optional<milliseconds> ttl) {
   auto requested = ttl ? ttl : options_.ttl;
   Timeout timeout = cache().resolve(requested ? Timeout{*requested} : Timeout::standard());
   auto lifetime = timeout.is_never() ? std::nullopt : std::optional{timeout.duration()};
+  if (renewal_ && lifetime) check_renewable(*lifetime);
   std::unique_lock<std::mutex> guard;
   std::string_view current = token_.view();
   if (renewal_) {
@@ -314,14 +362,16 @@ void Mutex::leave() noexcept {
   local_free_.notify_one();
 }
 
-void Mutex::lock() { try_lock_until_steady(Clock::time_point::max()); }
+// lock() has no deadline at which to report a failing backend, so it reports
+// the first failure rather than block for ever on a server that is gone.
+void Mutex::lock() { try_lock_until_steady(Clock::time_point::max(), false); }
 
-bool Mutex::try_lock() { return try_lock_until_steady(Clock::time_point::min()); }
+bool Mutex::try_lock() { return try_lock_until_steady(Clock::time_point::min(), false); }
 
-bool Mutex::try_lock_until_steady(Clock::time_point deadline) {
+bool Mutex::try_lock_until_steady(Clock::time_point deadline, bool retry_errors) {
   if (!enter_until(deadline)) return false;
   try {
-    if (lock_.try_acquire_until(deadline)) return true;
+    if (lock_.try_acquire_until(deadline, retry_errors)) return true;
   } catch (...) {
     leave();
     throw;

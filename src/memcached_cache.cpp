@@ -563,6 +563,10 @@ MemcachedCache::~MemcachedCache() = default;
 
 const MemcachedOptions& MemcachedCache::memcached_options() const noexcept { return impl_->options; }
 
+std::chrono::milliseconds MemcachedCache::operation_timeout() const noexcept {
+  return impl_->options.connect_timeout + impl_->options.timeout;
+}
+
 std::optional<std::string> MemcachedCache::get_(std::string_view key) {
   // memcached_get() rather than fetch(): in the binary protocol a one-key
   // mget goes out as two packets (a quiet get, then a no-op), a get as one.

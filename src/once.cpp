@@ -1,7 +1,10 @@
 #include "cachelock/once.hpp"
 
+#include <algorithm>
+#include <iterator>
 #include <set>
 
+#include "cachelock/cache.hpp"
 #include "cachelock/errors.hpp"
 #include "text.hpp"
 
@@ -55,7 +58,7 @@ OnceCore::OnceCore(std::string key_template, OnceOptions options, std::optional<
                     .on_lost = std::move(options.on_lost)},
       raise_if_lock_{options.raise_if_lock} {
   auto fail = [this](std::string_view what) {
-    throw ConfigError(fmt::format("once key template {}: {}", quote(template_), what));
+    throw ConfigError(fmt::format("once key template {}: {}", quote_key(template_), what));
   };
   if (template_.empty()) fail("the template is empty");
   std::set<std::string_view> seen;
@@ -91,12 +94,62 @@ OnceCore::OnceCore(std::string key_template, OnceOptions options, std::optional<
   }
 }
 
-std::string OnceCore::format_key(fmt::format_args args) const {
-  try {
-    return fmt::vformat(template_, args);
-  } catch (const fmt::format_error& e) {
-    throw ConfigError(fmt::format("once key template {}: {}", quote(template_), e.what()));
+namespace {
+
+// Where a key is formatted: keeps at most `limit` bytes and stops the
+// formatting by throwing KeyTooLong at the first byte beyond, so a field
+// such as `{0:{1}}` given a width of 1e9 costs neither 1 GB nor the time to
+// write it. Throws only once: {fmt} flushes what it buffered when unwinding,
+// and a second throw there would terminate.
+struct KeyTooLong {};
+struct BoundedKey {
+  std::string text;
+  std::size_t limit;
+  bool overflowed = false;
+};
+class BoundedKeyWriter {
+ public:
+  using iterator_category = std::output_iterator_tag;
+  using value_type = void;
+  using difference_type = std::ptrdiff_t;
+  using pointer = void;
+  using reference = void;
+
+  explicit BoundedKeyWriter(BoundedKey& key) : key_{&key} {}
+  BoundedKeyWriter& operator*() { return *this; }
+  BoundedKeyWriter& operator++() { return *this; }
+  BoundedKeyWriter operator++(int) { return *this; }
+  BoundedKeyWriter& operator=(char c) {
+    if (key_->overflowed) return *this;
+    if (key_->text.size() == key_->limit) {
+      key_->overflowed = true;
+      throw KeyTooLong{};
+    }
+    key_->text += c;
+    return *this;
   }
+
+ private:
+  BoundedKey* key_;
+};
+
+}  // namespace
+
+std::string OnceCore::format_key(fmt::format_args args) const {
+  // No user key longer than a whole stored key can be valid: stop there.
+  BoundedKey key{.text = {}, .limit = Cache::max_key_size};
+  key.text.reserve(std::min<std::size_t>(template_.size() + 32, Cache::max_key_size));
+  try {
+    fmt::vformat_to(BoundedKeyWriter{key}, template_, args);
+  } catch (const fmt::format_error& e) {
+    throw ConfigError(fmt::format("once key template {}: {}", quote_key(template_), e.what()));
+  } catch (const KeyTooLong&) {
+    throw InvalidKeyError(fmt::format(
+        "key {}... is more than {} bytes long; keys may have at most {} bytes (from once key template {})",
+        quote(std::string_view{key.text}.substr(0, quoted_key_bytes)), Cache::max_key_size,
+        Cache::max_key_size, quote_key(template_)));
+  }
+  return std::move(key.text);
 }
 
 Lock OnceCore::enter(std::string key) const {

@@ -77,15 +77,37 @@ std::string describe_key_byte(unsigned char c) {
   return fmt::format("control character \\x{:02x}", c);
 }
 
-void check_stored_key(std::string_view key) {
-  if (key.size() > Cache::max_key_size) {
+std::string quote_key(std::string_view key) { return quote_key(key, key.size()); }
+
+std::string quote_key(std::string_view first, std::size_t size) {
+  if (size <= quoted_key_bytes && first.size() == size) return quote(first);
+  return fmt::format("{}... ({} bytes)", quote(first.substr(0, quoted_key_bytes)), size);
+}
+
+void check_stored_key(std::string_view head, std::string_view key) {
+  const std::size_t size = head.size() + key.size();
+  // Only the first bytes of the key are copied: it may be of any length.
+  auto shown = [&] {
+    std::string first{head.substr(0, quoted_key_bytes)};
+    first += key.substr(0, quoted_key_bytes - first.size());
+    return quote_key(first, size);
+  };
+  if (size > Cache::max_key_size) {
     throw InvalidKeyError(fmt::format("key {} is {} bytes long; keys may have at most {} bytes",
-                                      quote(key), key.size(), Cache::max_key_size));
+                                      shown(), size, Cache::max_key_size));
   }
-  if (auto at = find_bad_key_byte(key); at != std::string_view::npos) {
+  auto at = find_bad_key_byte(head);
+  unsigned char bad = 0;
+  if (at != std::string_view::npos) {
+    bad = static_cast<unsigned char>(head[at]);
+  } else if (at = find_bad_key_byte(key); at != std::string_view::npos) {
+    bad = static_cast<unsigned char>(key[at]);
+    at += head.size();
+  }
+  if (at != std::string_view::npos) {
     throw InvalidKeyError(fmt::format(
         "key {} contains {} at byte {}; keys may not contain spaces or control characters",
-        quote(key), describe_key_byte(static_cast<unsigned char>(key[at])), at));
+        shown(), describe_key_byte(bad), at));
   }
 }
 

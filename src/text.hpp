@@ -15,9 +15,21 @@ namespace cachelock::detail {
 /// message shows a key or value exactly.
 std::string quote(std::string_view s, char mark = '\'');
 
-/// Throws InvalidKeyError if the stored key `key` breaks memcached's rules:
-/// at most 250 bytes, no byte in 0x00-0x20 or 0x7f.
-void check_stored_key(std::string_view key);
+/// How many bytes of a key a message shows: keys come from callers and can
+/// be of any length, a message must stay short.
+constexpr std::size_t quoted_key_bytes = 64;
+
+/// A key for a message: quote(key) if it has at most quoted_key_bytes bytes,
+/// else its first quoted_key_bytes bytes quoted and "... (N bytes)".
+std::string quote_key(std::string_view key);
+/// As quote_key(), for a key of `size` bytes of which `first` are the first
+/// ones (at least quoted_key_bytes of them, or all).
+std::string quote_key(std::string_view first, std::size_t size);
+
+/// Throws InvalidKeyError if the stored key `head` + `key` breaks memcached's
+/// rules: at most 250 bytes, no byte in 0x00-0x20 or 0x7f. The message
+/// quotes the key with quote_key(), without building it whole.
+void check_stored_key(std::string_view head, std::string_view key);
 
 /// The first byte memcached refuses in a key, or npos.
 std::size_t find_bad_key_byte(std::string_view key) noexcept;

@@ -99,4 +99,49 @@ class MapCache : public cachelock::Cache {
   std::shared_ptr<Store> store_;
 };
 
+/// A MapCache that fails like a server that went away: while `down` is set
+/// every operation throws CacheError ("flaky: the server is down"). With
+/// `lose_reply` the next add stores its value and then throws, as an add
+/// whose reply the network lost. `bound` is what operation_timeout() says.
+class FlakyCache : public MapCache {
+ public:
+  using MapCache::MapCache;
+
+  std::atomic<bool> down{false}, lose_reply{false};
+  std::atomic<int> failures{0}, adds{0};
+  std::chrono::milliseconds bound{0};
+
+  std::chrono::milliseconds operation_timeout() const noexcept override { return bound; }
+
+ protected:
+  void fail_if_down() {
+    if (down) {
+      ++failures;
+      throw cachelock::CacheError("flaky: the server is down");
+    }
+  }
+  std::optional<std::string> get_(std::string_view key) override {
+    fail_if_down();
+    return MapCache::get_(key);
+  }
+  void set_(std::string_view key, std::string_view value, cachelock::Timeout timeout) override {
+    fail_if_down();
+    MapCache::set_(key, value, timeout);
+  }
+  bool erase_(std::string_view key) override {
+    fail_if_down();
+    return MapCache::erase_(key);
+  }
+  bool add_(std::string_view key, std::string_view value, cachelock::Timeout timeout) override {
+    ++adds;
+    fail_if_down();
+    bool added = MapCache::add_(key, value, timeout);
+    if (added && lose_reply.exchange(false)) {
+      ++failures;
+      throw cachelock::CacheError("flaky: the reply was lost");
+    }
+    return added;
+  }
+};
+
 }  // namespace test

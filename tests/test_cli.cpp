@@ -353,3 +353,41 @@ TEST_CASE("cli: a memcached short of memory evicts held locks, and check warns a
   CHECK(warned.out.find("warning: memcached " + server.location() + " has evicted ") != std::string::npos);
 }
 #endif
+
+#if CACHELOCK_HAS_MEMCACHED
+TEST_CASE("cli: run --wait rides out a memcached restart, and a dead server ends it with 69 at the deadline") {
+  Sandbox box;
+  test::MemcachedProcess server;
+  auto settings = box.dir + "/restart.yaml";
+  std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: " << server.location()
+                          << "\n    OPTIONS: {connect_timeout: 0.2, timeout: 0.2, retry_timeout: 0}\n";
+  server.stop();
+  auto start = std::chrono::steady_clock::now();
+  auto dead = box.run({"--settings", settings, "run", "job", "--wait", "1", "--", "true"});
+  auto waited = std::chrono::steady_clock::now() - start;
+  CHECK(dead.code == 69);
+  CHECK(dead.err.find("cachelock: memcached " + server.location() + ": add ':1:job' failed") == 0);
+  CHECK(waited >= 1s);  // it kept trying until its deadline
+  // A waiter started while the server is down runs once it is back.
+  auto ran = box.dir + "/ran";
+  Process waiter{box.args({"--settings", settings, "run", "job", "--wait", "60", "--", "touch", ran}), box.env};
+  std::this_thread::sleep_for(test::slow(1500ms));
+  CHECK_FALSE(fs::exists(ran));
+  server.start();
+  CHECK(waiter.wait() == 0);
+  CHECK(fs::exists(ran));
+}
+
+TEST_CASE("cli: run refuses a ttl too short to renew on its memcached alias, with 64") {
+  Sandbox box;
+  auto settings = box.dir + "/slow.yaml";
+  // Nothing listens there: the ttl is refused before anything is sent.
+  std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: 127.0.0.1:"
+                          << test::free_loopback_port() << "\n    OPTIONS: {connect_timeout: 1, timeout: 1.5}\n";
+  auto refused = box.run({"--settings", settings, "run", "job", "--ttl", "7", "--", "true"});
+  CHECK(refused.code == 64);
+  CHECK(refused.err ==
+        "cachelock: lock 'job' on alias 'default': a renewing lock needs a ttl of at least 7500 ms (3 x 2500 ms, "
+        "the longest one operation of this cache may take), got 7000 ms\n");
+}
+#endif

@@ -11,6 +11,8 @@
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "process.hpp"
 #include "support.hpp"
 
@@ -368,6 +370,128 @@ TEST_CASE("wait gives up with LockError after its deadline") {
   auto waited = std::chrono::steady_clock::now() - start;
   CHECK(waited >= 300ms);
   CHECK(waited < 2s);
+}
+
+TEST_CASE("a waiting Lock rides out backend failures and takes the key when the backend is back") {
+  auto cache = std::make_shared<test::FlakyCache>();
+  cache->down = true;
+  auto back = std::async(std::launch::async, [&] {
+    CHECK(test::eventually([&] { return cache->failures >= 5; }));
+    cache->down = false;
+  });
+  Lock waiter{"job", {.cache = cache, .wait = test::slow(30s)}};
+  back.get();
+  CHECK(waiter.owns_lock());
+  CHECK(cache->get("job") == waiter.token());
+}
+
+TEST_CASE("a waiting Lock whose backend stays down throws its last CacheError at the deadline") {
+  auto cache = std::make_shared<test::FlakyCache>();
+  cache->down = true;
+  auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH_AS(Lock("job", {.cache = cache, .wait = 300ms}), "flaky: the server is down",
+                       cachelock::CacheError);
+  auto waited = std::chrono::steady_clock::now() - start;
+  CHECK(waited >= 300ms);
+  CHECK(waited < test::slow(2s));
+  CHECK(cache->failures > 2);  // it kept trying
+  // Without a wait a failure is reported at once, after one attempt.
+  cache->failures = 0;
+  start = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(Lock("job", {.cache = cache}), cachelock::CacheError);
+  Lock deferred{"job", std::defer_lock, {.cache = cache}};
+  CHECK_THROWS_AS(deferred.try_acquire(), cachelock::CacheError);
+  CHECK(cache->failures == 2);
+  CHECK(std::chrono::steady_clock::now() - start < 200ms);
+}
+
+TEST_CASE("a waiting Lock that last saw the key held reports LockError, not an earlier failure") {
+  auto cache = std::make_shared<test::FlakyCache>();
+  Lock holder{"job", {.cache = cache}};
+  cache->down = true;
+  auto back = std::async(std::launch::async, [&] {
+    CHECK(test::eventually([&] { return cache->failures >= 3; }));
+    cache->down = false;
+  });
+  CHECK_THROWS_WITH_AS(Lock("job", {.cache = cache, .wait = test::slow(500ms)}),
+                       fmt::format("lock 'job' is still held after waiting {} ms", test::slow(500ms).count()).c_str(),
+                       LockError);
+  back.get();
+  CHECK(cache->get("job") == holder.token());
+}
+
+TEST_CASE("a waiting Lock whose add reply was lost finds its own token and keeps the key") {
+  auto cache = std::make_shared<test::FlakyCache>();
+  cache->lose_reply = true;
+  auto start = std::chrono::steady_clock::now();
+  Lock waiter{"job", {.cache = cache, .wait = test::slow(5s)}};
+  CHECK(waiter.owns_lock());
+  CHECK(cache->get("job") == waiter.token());
+  CHECK(cache->adds == 2);  // no waiting for its own token to expire
+  CHECK(std::chrono::steady_clock::now() - start < test::slow(1s));
+}
+
+TEST_CASE("a waiting Lock does not retry a bad key") {
+  auto cache = std::make_shared<test::FlakyCache>();
+  auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_AS(Lock("two words", {.cache = cache, .wait = 5s}), cachelock::InvalidKeyError);
+  CHECK(std::chrono::steady_clock::now() - start < 1s);
+  CHECK(cache->adds == 0);
+}
+
+TEST_CASE("a renewing lock needs a ttl of at least 3 x its cache's operation_timeout") {
+  test::FreshRegistry fresh;
+  auto cache = std::make_shared<test::FlakyCache>();
+  cache->bound = 1000ms;
+  CHECK_THROWS_WITH_AS(Lock("job", {.cache = cache, .ttl = 2999ms, .renew = true}),
+                       "lock 'job': a renewing lock needs a ttl of at least 3000 ms (3 x 1000 ms, the "
+                       "longest one operation of this cache may take), got 2999 ms",
+                       cachelock::ConfigError);
+  CHECK_FALSE(cache->get("job").has_value());  // refused before anything was stored
+  CHECK(cache->adds == 0);
+  Lock plain{"plain", {.cache = cache, .ttl = 100ms}};  // without renew: any ttl
+  CHECK(plain.owns_lock());
+  {
+    Lock renewing{"job", {.cache = cache, .ttl = 3000ms, .renew = true}};
+    CHECK(renewing.owns_lock());
+    // An extend that would leave the renewal too short a ttl is refused, and the lock kept.
+    CHECK_THROWS_AS(renewing.extend(1s), cachelock::ConfigError);
+    CHECK(renewing.owns_lock());
+    CHECK(renewing.extend(4s));
+  }
+  // The alias's TIMEOUT as the ttl, named with the alias.
+  auto short_timeout = std::make_shared<test::FlakyCache>(cachelock::CacheOptions{.timeout = 2s});
+  short_timeout->bound = 1000ms;
+  cachelock::CacheRegistry::global().add("short", short_timeout);
+  CHECK_THROWS_WITH_AS(Lock("job", {.alias = "short", .renew = true}),
+                       "lock 'job' on alias 'short': a renewing lock needs a ttl of at least 3000 ms (3 x "
+                       "1000 ms, the longest one operation of this cache may take), got 2000 ms",
+                       cachelock::ConfigError);
+  Lock not_renewing{"job", {.alias = "short"}};
+  CHECK(not_renewing.owns_lock());
+}
+
+TEST_CASE("messages quote a long key by its first 64 bytes and its length") {
+  test::FreshRegistry fresh;
+  std::string key(1'000'000, 'k');
+  std::string shown = "':1:" + std::string(61, 'k') + "'... (1000003 bytes)";
+  CHECK_THROWS_WITH_AS(Lock{key}, ("key " + shown + " is 1000003 bytes long; keys may have at most 250 bytes").c_str(),
+                       cachelock::InvalidKeyError);
+  std::string spaced = std::string(100, 'k') + " ";
+  CHECK_THROWS_WITH_AS(Lock{spaced},
+                       ("key ':1:" + std::string(61, 'k') +
+                        "'... (104 bytes) contains a space at byte 103; keys may not contain spaces or control "
+                        "characters")
+                           .c_str(),
+                       cachelock::InvalidKeyError);
+  CHECK_THROWS_WITH_AS(Lock(key, {.ttl = 0ms}),
+                       ("lock '" + std::string(64, 'k') + "'... (1000000 bytes): ttl must be positive, got 0 ms").c_str(),
+                       cachelock::ConfigError);
+  auto cache = std::make_shared<cachelock::MemoryCache>();
+  std::string long_ok(200, 'k');
+  Lock holder{long_ok, {.cache = cache}};
+  CHECK_THROWS_WITH_AS(Lock(long_ok, {.cache = cache}),
+                       ("lock '" + std::string(64, 'k') + "'... (200 bytes) is already held").c_str(), LockError);
 }
 
 TEST_CASE("deferred locks, try_acquire and misuse") {

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "process.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -101,6 +102,27 @@ TEST_CASE("Mutex surfaces backend errors and stays usable") {
   Mutex unknown{"job", {.alias = "missing"}};
   CHECK_THROWS_AS(unknown.lock(), cachelock::ConfigError);
   CHECK_THROWS_AS(unknown.try_lock_for(10ms), cachelock::ConfigError);  // local mutex not left locked
+}
+
+TEST_CASE("Mutex::try_lock_for rides out backend failures; lock and try_lock report the first") {
+  auto cache = std::make_shared<test::FlakyCache>();
+  Mutex m{"job", {.cache = cache}};
+  cache->down = true;
+  CHECK_THROWS_WITH_AS(m.try_lock(), "flaky: the server is down", cachelock::CacheError);
+  CHECK_THROWS_WITH_AS(m.lock(), "flaky: the server is down", cachelock::CacheError);
+  CHECK(cache->failures == 2);
+  auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH_AS(m.try_lock_for(200ms), "flaky: the server is down", cachelock::CacheError);
+  CHECK(std::chrono::steady_clock::now() - start >= 200ms);
+  auto back = std::async(std::launch::async, [&] {
+    CHECK(test::eventually([&] { return cache->failures >= 8; }));
+    cache->down = false;
+  });
+  CHECK(m.try_lock_until(std::chrono::system_clock::now() + test::slow(30s)));
+  back.get();
+  CHECK(cache->get("job").has_value());
+  m.unlock();
+  CHECK_FALSE(cache->get("job").has_value());
 }
 
 TEST_CASE("8 threads x 20,000 increments under one shared Mutex lose no update") {

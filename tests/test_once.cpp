@@ -218,6 +218,32 @@ TEST_CASE("a key built from arguments is checked like any key") {
   CHECK(calls == 0);
 }
 
+TEST_CASE("a key far longer than any key can be is refused short, without formatting it whole") {
+  test::FreshRegistry fresh;
+  auto job = once("r-{0:0{1}}", [](int, int) {});
+  auto start = std::chrono::steady_clock::now();
+  CHECK_THROWS_WITH_AS(job(1, 1'000'000'000),
+                       ("key 'r-" + std::string(62, '0') +
+                        "'... is more than 250 bytes long; keys may have at most 250 bytes (from once key "
+                        "template 'r-{0:0{1}}')")
+                           .c_str(),
+                       cachelock::InvalidKeyError);
+  CHECK(std::chrono::steady_clock::now() - start < 500ms);  // writing 1 GB takes seconds
+  // At the limit the user key is formatted whole, and the stored key is what is too long.
+  CHECK_THROWS_WITH_AS(job(1, 248),
+                       ("key ':1:r-" + std::string(59, '0') + "'... (253 bytes) is 253 bytes long; keys may have "
+                        "at most 250 bytes")
+                           .c_str(),
+                       cachelock::InvalidKeyError);
+  job(1, 245);  // ":1:" + 247 bytes: fits
+  // A long template is quoted by its start too.
+  std::string long_template = std::string(300, 't') + "-{";
+  CHECK_THROWS_WITH_AS(once(long_template, [] {}),
+                       ("once key template '" + std::string(64, 't') + "'... (302 bytes): invalid format string")
+                           .c_str(),
+                       ConfigError);
+}
+
 TEST_CASE("arguments {fmt} cannot format are fine unless the template uses them") {
   test::FreshRegistry fresh;
   auto unused = once("job-{0}", [](int n, Point p) { return n + p.x; });

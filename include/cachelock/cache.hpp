@@ -160,6 +160,14 @@ class Cache {
   std::string make_key(std::string_view key) const;
   /// The longest stored key any backend accepts (memcached's limit).
   static constexpr std::size_t max_key_size = 250;
+  /// The longest one operation may take before it fails when the backend
+  /// stops answering (a network partition, a stopped server): a renewing
+  /// Lock needs a ttl of at least 3 x this, or a holder cut off from its
+  /// server could still run when its key is taken by another. Zero (the
+  /// default, and the built-in local backends): no minimum, as an operation
+  /// that cannot reach anything remote cannot be cut off. MemcachedCache:
+  /// connect_timeout + timeout.
+  virtual std::chrono::milliseconds operation_timeout() const noexcept;
   /// Resolves Timeout::standard() to this cache's default.
   Timeout resolve(Timeout timeout) const noexcept;
   /// The options the cache was made with.

@@ -26,6 +26,7 @@
 namespace cachelock {
 
 class Mutex;
+class Timeout;
 namespace detail {
 struct Renewal;
 
@@ -74,9 +75,12 @@ struct LockOwner {
 /// Lock object must not be used by two threads at once.
 class Lock {
  public:
-  /// Takes `key`, trying for up to `options.wait`.
-  /// Throws: LockError if it is still held, CacheError, InvalidKeyError,
-  /// ConfigError (unknown alias, ttl not positive).
+  /// Takes `key`, trying for up to `options.wait` (through backend failures
+  /// too, see LockOptions::wait).
+  /// Throws: LockError if it is still held, CacheError (with a wait: the last
+  /// failure, if the backend still failed at the deadline), InvalidKeyError,
+  /// ConfigError (unknown alias, ttl not positive, a renewing lock's ttl
+  /// below its cache's minimum).
   explicit Lock(std::string key, LockOptions options = {});
   /// Does not take the key yet: call acquire() or try_acquire().
   Lock(std::string key, std::defer_lock_t, LockOptions options = {});
@@ -117,8 +121,15 @@ class Lock {
 
  private:
   friend class Mutex;
-  bool try_acquire_until(std::chrono::steady_clock::time_point deadline);
+  // `retry_errors`: keep trying through CacheError until `deadline` (a
+  // deadline of min() never retries).
+  bool try_acquire_until(std::chrono::steady_clock::time_point deadline, bool retry_errors);
+  bool add_until(Timeout ttl, std::chrono::steady_clock::time_point deadline, bool retry_errors);
   [[noreturn]] void throw_held(bool waited) const;
+  // " on alias 'NAME'" for a lock on an alias, else empty: for messages.
+  std::string where() const;
+  // Throws ConfigError if `ttl` is too short for renewal on this cache.
+  void check_renewable(std::chrono::milliseconds ttl) const;
   void release_quietly() noexcept;
   Cache& cache() const noexcept { return options_.cache ? *options_.cache : *leased_; }
   void return_lease() noexcept;
@@ -145,7 +156,11 @@ class Lock {
 /// winner goes to the cache, so they exclude each other without polling.
 /// Other Mutex objects and other processes are excluded through the cache.
 /// `options.wait` is ignored: lock() waits for ever, try_lock() tries once,
-/// try_lock_for()/try_lock_until() retry until their deadline.
+/// try_lock_for()/try_lock_until() retry until their deadline. The timed ones
+/// also retry through backend failures and throw the last CacheError only if
+/// their deadline passes after one; lock() and try_lock() throw the first
+/// (lock() has no deadline to give up at, and would block for ever on a
+/// server that is gone).
 /// A lost lock (ttl expired while held) is reported by extend(); unlock()
 /// cannot report it.
 ///
@@ -163,7 +178,8 @@ class Mutex {
   void lock();
   /// One attempt. Throws as lock().
   bool try_lock();
-  /// Retries until `timeout` has passed. Throws as lock().
+  /// Retries until `timeout` has passed, through backend failures too.
+  /// Throws as lock(); CacheError only if the backend still failed at the end.
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
     return try_lock_until_steady(detail::deadline_after(timeout));
@@ -186,7 +202,7 @@ class Mutex {
   const std::string& key() const noexcept { return lock_.key(); }
 
  private:
-  bool try_lock_until_steady(std::chrono::steady_clock::time_point deadline);
+  bool try_lock_until_steady(std::chrono::steady_clock::time_point deadline, bool retry_errors = true);
   // The in-process queue: a flag under a mutex and condition variable rather
   // than std::timed_mutex, whose timed lock ThreadSanitizer cannot follow.
   bool enter_until(std::chrono::steady_clock::time_point deadline);

@@ -120,6 +120,9 @@ class MemcachedCache final : public Cache {
   std::vector<MemcachedServerStats> stats();
 
   const MemcachedOptions& memcached_options() const noexcept;
+  /// connect_timeout + timeout: how long a call to a server that went silent
+  /// takes to fail.
+  std::chrono::milliseconds operation_timeout() const noexcept override;
 
  protected:
   std::optional<std::string> get_(std::string_view key) override;

@@ -30,14 +30,22 @@ struct LockOptions {
   /// Lock only: how long to keep trying while the key is held. Zero (the
   /// default) fails at once. On MemoryCache a waiter is woken when the key is
   /// freed or expires; other backends are polled with exponential backoff
-  /// and jitter (0.25-0.5 ms at first, up to 50 ms between tries).
+  /// and jitter (0.25-0.5 ms at first, up to 50 ms between tries). A
+  /// waiting Lock keeps trying through backend failures (CacheError: a
+  /// server restarting or unreachable) until the deadline, and throws the
+  /// last CacheError only if the deadline passes after one; with zero wait a
+  /// failure throws at once.
   std::chrono::milliseconds wait{0};
   /// Keep the lock alive while it is held: one background thread, shared by
   /// every renewing lock of the process, extends it every ttl/3. If the lock
   /// turns out to be lost (expired and taken, or its server restarted), or
   /// the backend cannot be reached for a whole ttl, renewal stops, lost()
   /// becomes true and `on_lost` runs (on that thread). No effect on locks
-  /// that never expire.
+  /// that never expire. A renewing lock needs a ttl of at least 3 x the
+  /// longest one operation of its cache may take (Cache::operation_timeout(),
+  /// memcached: connect_timeout + timeout): with less, a holder cut off from
+  /// its server could still be running when the key is taken by someone
+  /// else. A shorter ttl is refused with ConfigError when the lock is taken.
   bool renew = false;
   /// Called once, from the renewal thread, when a renewing lock is lost.
   std::function<void()> on_lost{};

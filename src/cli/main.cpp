@@ -314,7 +314,15 @@ int run(const Globals& globals, const RunOptions& options) {
                                           "forgot it); stopping the program",
                                           key));
                         }}};
-  if (!lock.try_acquire()) {
+  bool acquired = false;
+  try {
+    acquired = lock.try_acquire();
+  } catch (const cachelock::ConfigError& e) {
+    // The alias was loaded above: what is left to refuse is the ttl given
+    // (too short for a renewing lock on this alias), a usage error.
+    throw Exit{exit_usage, e.what()};
+  }
+  if (!acquired) {
     if (!globals.quiet) {
       std::string holder;
       try {
