@@ -11,6 +11,11 @@
 //
 // Prints one line of figures at the end: sections, cache_errors, lost,
 // max_call_us (the longest single try or release), calls.
+//
+//   checker --section --counter FILE --history FILE [--max-hold-us N]
+//
+// runs one critical section, logged the same way, without taking any lock:
+// the PROGRAM of a `cachelock run`, which holds the lock for it.
 #include <fcntl.h>
 #include <getopt.h>
 #include <sys/syscall.h>
@@ -44,6 +49,7 @@ struct Options {
   long max_hold_us = 200;
   long stall_after = -1;  // stall inside section number N (counted in this process)
   std::string stall_marker;
+  bool section = false;  // one section, no lock: run by `cachelock run`
 };
 
 std::int64_t monotonic_ns() {
@@ -96,7 +102,7 @@ Options parse(int argc, char** argv) {
       {"seconds", required_argument, nullptr, 's'},   {"ttl-ms", required_argument, nullptr, 'l'},
       {"timeout-ms", required_argument, nullptr, 'o'}, {"max-hold-us", required_argument, nullptr, 'u'},
       {"stall-after", required_argument, nullptr, 'a'}, {"stall-marker", required_argument, nullptr, 'm'},
-      {nullptr, 0, nullptr, 0}};
+      {"section", no_argument, nullptr, 'x'},          {nullptr, 0, nullptr, 0}};
   for (int c; (c = getopt_long(argc, argv, "", long_options, nullptr)) != -1;) {
     switch (c) {
       case 'b': o.backend = optarg; break;
@@ -111,6 +117,7 @@ Options parse(int argc, char** argv) {
       case 'u': o.max_hold_us = std::atol(optarg); break;
       case 'a': o.stall_after = std::atol(optarg); break;
       case 'm': o.stall_marker = optarg; break;
+      case 'x': o.section = true; break;
       default: std::exit(2);
     }
   }
@@ -125,13 +132,28 @@ Options parse(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   auto options = parse(argc, argv);
-  auto cache = make_cache(options);
   int counter = ::open(options.counter.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   int history = ::open(options.history.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (counter < 0 || history < 0) {
     std::perror("checker: open");
     return 2;
   }
+  if (options.section) {
+    std::minstd_rand random{static_cast<unsigned>(::getpid())};
+    auto start = monotonic_ns();
+    long value = read_counter(counter);
+    std::this_thread::sleep_for(std::chrono::microseconds{
+        std::uniform_int_distribution<long>{options.max_hold_us / 2, options.max_hold_us}(random)});
+    write_counter(counter, value + 1);
+    auto line = std::to_string(::getpid()) + " 0 " + std::to_string(start) + " " + std::to_string(monotonic_ns()) +
+                " section\n";
+    if (::write(history, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+      std::perror("checker: history");
+      return 3;
+    }
+    return 0;
+  }
+  auto cache = make_cache(options);
   std::atomic<long> sections{0}, cache_errors{0}, lost{0}, calls{0}, max_call_us{0};
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>{options.seconds};
   auto timed = [&](auto&& call) {

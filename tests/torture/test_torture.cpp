@@ -305,6 +305,53 @@ TEST_CASE("torture: memcached killed mid-run, then restarted") {
   CHECK(figures.max_call_us < (2 * timeout_ms + 500) * 1000);
 }
 
+TEST_CASE("torture: cachelock run --wait waiters across a memcached restart all run, none overlap") {
+  const char* cli = std::getenv("CACHELOCK_CLI");
+  if (cli == nullptr) {
+    MESSAGE("skipped: CACHELOCK_CLI is not set (cachelock built with -Dcli=false)");
+    return;
+  }
+  test::MemcachedProcess server;
+  Run run{"wait-restart"};
+  auto settings = run.dir + "/settings.yaml";
+  std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: " << server.location()
+                          << "\n    OPTIONS: {connect_timeout: 0.2, timeout: 0.2}\n";
+  // Each waiter runs one section of 50-100 ms under the lock, logged to history 0.
+  auto waiter = [&] {
+    return std::make_unique<test::Process>(std::vector<std::string>{
+        cli, "--settings", settings, "run", "job", "--wait", "60", "--", checker_path(), "--section", "--counter",
+        run.counter(), "--history", run.history(0), "--max-hold-us", "100000"});
+  };
+  constexpr int before_crash = 6, during_outage = 4;
+  std::vector<std::unique_ptr<test::Process>> waiters;
+  for (int i = 0; i < before_crash; ++i) waiters.push_back(waiter());
+  std::this_thread::sleep_for(300ms);
+  ::kill(server.pid(), SIGKILL);  // as a crash
+  server.stop();
+  auto at_crash = run.verdict(1).sections;
+  for (int i = 0; i < during_outage; ++i) waiters.push_back(waiter());
+  // Down longer than any section: one under way at the crash ends before
+  // the restart, so the lock the restart forgets protects nothing any more.
+  std::this_thread::sleep_for(1700ms);
+  server.start();
+  int failed = 0;
+  for (auto& w : waiters) {
+    if (w->wait() != 0) {
+      ++failed;
+      MESSAGE("a waiter failed: " << w->err());
+    }
+  }
+  auto v = run.verdict(1);
+  Figures figures;
+  figures.sections = v.sections;
+  report("memcached restart under run --wait waiters", v, figures, "server killed, down 1.7 s, restarted", 200);
+  CHECK(at_crash < before_crash);  // some were still waiting when it died
+  CHECK(failed == 0);              // every waiter ran: none gave up at the outage
+  CHECK(v.sections == before_crash + during_outage);
+  CHECK(v.overlaps == 0);
+  CHECK(v.lost_updates() == 0);
+}
+
 TEST_CASE("torture: a restarted memcached has forgotten the lock, and extend says so") {
   test::MemcachedProcess server;
   auto cache = std::make_shared<cachelock::MemcachedCache>(cachelock::MemcachedOptions{.servers = {server.server()}});
