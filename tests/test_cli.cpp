@@ -453,6 +453,46 @@ TEST_CASE("cli: a lost lock stops the program's whole group and ends run with it
   CHECK(box.run({"run", "job", "--lost-exit", "256", "--", "true"}).code == 64);
 }
 
+#if CACHELOCK_HAS_MEMCACHED
+TEST_CASE("cli: a lost lock on memcached says whether the server was unreachable or forgot it") {
+  Sandbox box;
+  test::MemcachedProcess server;
+  auto settings = box.dir + "/memcached.yaml";
+  std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: " << server.location()
+                          << "\n    OPTIONS: {connect_timeout: 0.2, timeout: 0.2}\n";
+  auto holder = [&](const std::string& key) {
+    return box.args({"--settings", settings, "run", key, "--ttl", "3", "--", "sleep", "30"});
+  };
+  auto held = [&](const std::string& key) {
+    return [&box, &settings, key] { return box.run({"--settings", settings, "status", key}).code == 1; };
+  };
+
+  // Unreachable: the renewals time out until a third of the ttl is left.
+  Process stalled{holder("job"), box.env};
+  REQUIRE(test::eventually(held("job")));
+  ::kill(server.pid(), SIGSTOP);
+  bool ended = test::eventually([&] { return stalled.ended(); }, test::slow(5s));
+  ::kill(server.pid(), SIGCONT);
+  REQUIRE(ended);
+  CHECK(stalled.wait() == 79);
+  CHECK(stalled.err().rfind("cachelock: lost the lock on 'job' (alias default): its backend is unreachable (memcached " +
+                                server.location() + ": ",
+                            0) == 0);
+
+  // Restarted, empty: the key is gone before its expiry. (Another key: the
+  // first is held until its ttl.)
+  Process forgotten{holder("other"), box.env};
+  REQUIRE(test::eventually(held("other")));
+  ::kill(server.pid(), SIGKILL);  // a crash, not a clean shutdown
+  server.stop();
+  server.start();
+  CHECK(forgotten.wait() == 79);
+  CHECK(forgotten.err().rfind("cachelock: lost the lock on 'other' (alias default): it was gone before its expiry: "
+                              "released by force, evicted, or its server restarted; ",
+                              0) == 0);
+}
+#endif
+
 TEST_CASE("cli: a lock found gone at release ends run with the lost code") {
   Sandbox box;
   // The program breaks its own lock and ends before any renewal could notice.
