@@ -567,10 +567,33 @@ TEST_CASE("cli: run waits for its program without waking up") {
   CHECK(run.wait() == 0);
 }
 
+// The controlling side of a pseudo-terminal, and what was read from it.
+struct Terminal {
+  int fd = -1;
+  std::string seen;
+  ~Terminal() {
+    if (fd >= 0) ::close(fd);
+  }
+  bool wait_for(const std::string& text) {
+    return test::eventually([&] {
+      pollfd ready{fd, POLLIN, 0};
+      char buffer[256];
+      while (::poll(&ready, 1, 0) > 0) {
+        auto n = ::read(fd, buffer, sizeof buffer);
+        if (n <= 0) break;
+        seen.append(buffer, static_cast<std::size_t>(n));
+      }
+      return seen.find(text) != std::string::npos;
+    });
+  }
+  bool type(std::string_view keys) { return ::write(fd, keys.data(), keys.size()) == static_cast<ssize_t>(keys.size()); }
+};
+
 TEST_CASE("cli: on a terminal the program is the foreground job: it reads the terminal and gets Ctrl-C") {
   Sandbox box;
-  int terminal = -1, side = -1;
-  REQUIRE(::openpty(&terminal, &side, nullptr, nullptr, nullptr) == 0);
+  Terminal terminal;
+  int side = -1;
+  REQUIRE(::openpty(&terminal.fd, &side, nullptr, nullptr, nullptr) == 0);
   // cachelock as a shell starts a job: in a session whose terminal it is, in
   // the foreground.
   std::vector<std::string> argv = box.args(
@@ -590,27 +613,48 @@ TEST_CASE("cli: on a terminal the program is the foreground job: it reads the te
     ::_exit(127);
   }
   ::close(side);
-  std::string seen;
-  auto read_until = [&](const std::string& text) {
-    return test::eventually([&] {
-      pollfd ready{terminal, POLLIN, 0};
-      char buffer[256];
-      while (::poll(&ready, 1, 0) > 0) {
-        auto n = ::read(terminal, buffer, sizeof buffer);
-        if (n <= 0) break;
-        seen.append(buffer, static_cast<std::size_t>(n));
-      }
-      return seen.find(text) != std::string::npos;
-    });
-  };
-  CHECK(read_until("ready"));
+  CHECK(terminal.wait_for("ready"));
   // Reading from the background would have stopped it (SIGTTIN).
-  CHECK(::write(terminal, "hello\n", 6) == 6);
+  CHECK(terminal.type("hello\n"));
   CHECK(test::eventually([&] { return box.read("read") == "got hello\n"; }));
-  CHECK(::write(terminal, "\x03", 1) == 1);  // Ctrl-C
+  CHECK(terminal.type("\x03"));  // Ctrl-C
   int status = 0;
   CHECK(test::eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }));
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 40);
-  ::close(terminal);
+}
+
+TEST_CASE("cli: in an interactive shell, Ctrl-Z stops the job and fg continues it") {
+  Sandbox box;
+  if (::access("/bin/bash", X_OK) != 0) {
+    MESSAGE("skipped: needs /bin/bash for an interactive shell");
+    return;
+  }
+  Terminal terminal;
+  pid_t shell = ::forkpty(&terminal.fd, nullptr, nullptr, nullptr);
+  REQUIRE(shell >= 0);
+  if (shell == 0) {
+    ::setenv("CACHELOCK_SETTINGS", box.settings.c_str(), 1);
+    ::setenv("PS1", "$ ", 1);
+    ::execl("/bin/bash", "bash", "--norc", "--noprofile", "-i", nullptr);
+    ::_exit(127);
+  }
+  CHECK(terminal.type(cli() + " run job -- sh -c 'trap \"exit 40\" INT; read x; echo \"read $x\" > " + box.dir +
+                      "/read; sleep 30'\n"));
+  REQUIRE(test::eventually([&] { return box.held("job"); }));
+  CHECK(terminal.type("abc\n"));
+  CHECK(test::eventually([&] { return box.read("read") == "read abc\n"; }));
+  CHECK(terminal.type("\x1a"));  // Ctrl-Z: bash sees the job stop, and takes the terminal back
+  CHECK(terminal.wait_for("Stopped"));
+  CHECK(terminal.type("echo shell is $((40 + 2))\n"));
+  CHECK(terminal.wait_for("shell is 42"));
+  CHECK(terminal.type("fg\n"));
+  std::this_thread::sleep_for(200ms);
+  CHECK(terminal.type("\x03"));  // Ctrl-C, to the program again
+  CHECK(terminal.type("echo exit=$?\n"));
+  CHECK(terminal.wait_for("exit=40"));
+  CHECK_FALSE(box.held("job"));
+  CHECK(terminal.type("exit\n"));
+  int status = 0;
+  CHECK(test::eventually([&] { return ::waitpid(shell, &status, WNOHANG) == shell; }));
 }
