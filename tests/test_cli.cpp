@@ -567,6 +567,21 @@ TEST_CASE("cli: run waits for its program without waking up") {
   CHECK(run.wait() == 0);
 }
 
+// `text` with control bytes shown as \xNN, for a test's messages.
+std::string printable_for_test(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (c < 0x20 || c >= 0x7f) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\x%02x", c);
+      out += escaped;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
 // The controlling side of a pseudo-terminal, and what was read from it.
 struct Terminal {
   int fd = -1;
@@ -639,21 +654,26 @@ TEST_CASE("cli: in an interactive shell, Ctrl-Z stops the job and fg continues i
     ::execl("/bin/bash", "bash", "--norc", "--noprofile", "-i", nullptr);
     ::_exit(127);
   }
+  // Only builtins while the keys are typed: a shell stopped by Ctrl-Z while
+  // it vforks a command stays in its vfork, unstopped, whoever started it.
   CHECK(terminal.type(cli() + " run job -- sh -c 'trap \"exit 40\" INT; read x; echo \"read $x\" > " + box.dir +
-                      "/read; sleep 30'\n"));
+                      "/read; read y; echo \"read $y\" >> " + box.dir + "/read; read z'\n"));
   REQUIRE(test::eventually([&] { return box.held("job"); }));
   CHECK(terminal.type("abc\n"));
   CHECK(test::eventually([&] { return box.read("read") == "read abc\n"; }));
   CHECK(terminal.type("\x1a"));  // Ctrl-Z: bash sees the job stop, and takes the terminal back
-  CHECK(terminal.wait_for("Stopped"));
+  CHECK_MESSAGE(terminal.wait_for("Stopped"), "the terminal showed: " << printable_for_test(terminal.seen));
   CHECK(terminal.type("echo shell is $((40 + 2))\n"));
   CHECK(terminal.wait_for("shell is 42"));
   CHECK(terminal.type("fg\n"));
   std::this_thread::sleep_for(200ms);
+  CHECK(terminal.type("def\n"));  // continued, and reading the terminal again
+  CHECK(test::eventually([&] { return box.read("read") == "read abc\nread def\n"; }));
   CHECK(terminal.type("\x03"));  // Ctrl-C, to the program again
+  // The job's end (and the key's release) first, or its read may take the next line.
+  CHECK(test::eventually([&] { return !box.held("job"); }));
   CHECK(terminal.type("echo exit=$?\n"));
-  CHECK(terminal.wait_for("exit=40"));
-  CHECK_FALSE(box.held("job"));
+  CHECK_MESSAGE(terminal.wait_for("exit=40"), "the terminal showed: " << printable_for_test(terminal.seen));
   CHECK(terminal.type("exit\n"));
   int status = 0;
   CHECK(test::eventually([&] { return ::waitpid(shell, &status, WNOHANG) == shell; }));

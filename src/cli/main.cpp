@@ -361,7 +361,7 @@ Started start_program(const std::vector<std::string>& program) {
   std::vector<char*> argv;
   for (const auto& arg : program) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
-  // Between fork and exec only async-signal-safe calls: every message is made now.
+  // Between vfork and exec only async-signal-safe calls: every message is made now.
   const std::string cannot_run = "cachelock: cannot run " + printable(program[0]) + ": ";
   const std::string not_found = cannot_run + std::strerror(ENOENT) + "\n";
   const std::string denied = cannot_run + std::strerror(EACCES) + "\n";
@@ -387,12 +387,14 @@ Started start_program(const std::vector<std::string>& program) {
   pthread_sigmask(SIG_BLOCK, &all, &previous);  // no handler may run in a child before exec
   pid_t watchdog_pid = ::fork();
   if (watchdog_pid == 0) watchdog(pipe_fds[0]);
-  int fork_error = errno;
+  int fork_error = watchdog_pid < 0 ? errno : 0;
   ::close(pipe_fds[0]);
-  pid_t pid = watchdog_pid < 0 ? -1
-                                : vfork_program({argv.data(), &not_found, &denied, &failed, parent, started.terminal,
-                                                 inherited.ignores_sigchld, &inherited.mask});
-  if (watchdog_pid > 0) fork_error = errno;
+  pid_t pid = -1;
+  if (watchdog_pid > 0) {  // never a program that a killed cachelock would leave running
+    pid = vfork_program({argv.data(), &not_found, &denied, &failed, parent, started.terminal,
+                         inherited.ignores_sigchld, &inherited.mask});
+    if (pid < 0) fork_error = errno;
+  }
   if (pid > 0) {
     // Here as well as in the child, so that both hold whichever runs first.
     ::setpgid(pid, pid);
