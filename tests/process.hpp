@@ -1,6 +1,7 @@
 // Starting programs from tests and collecting what they print (test helper).
 #pragma once
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 #include <string>
@@ -150,6 +152,37 @@ bool eventually(Done done, std::chrono::milliseconds limit = std::chrono::second
     std::this_thread::sleep_for(std::chrono::milliseconds{20});
   }
   return done();
+}
+
+/// Whether `pid` is a process that still runs: it exists and is not a
+/// zombie (a zombie waits only for its parent, which may be init, to reap it).
+inline bool alive(pid_t pid) {
+  std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
+  std::string stat{std::istreambuf_iterator<char>{in}, {}};
+  auto close = stat.rfind(')');  // the name, in parentheses, may hold spaces
+  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z' && stat[close + 2] != 'X';
+}
+
+/// The processes of process group `group` that still run (zombies left out).
+inline std::vector<pid_t> group_members(pid_t group) {
+  std::vector<pid_t> members;
+  if (DIR* dir = ::opendir("/proc")) {
+    while (auto* entry = ::readdir(dir)) {
+      pid_t pid = std::atoi(entry->d_name);
+      if (pid <= 0) continue;
+      std::ifstream in{std::string{"/proc/"} + entry->d_name + "/stat"};
+      std::string stat{std::istreambuf_iterator<char>{in}, {}};
+      auto close = stat.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream fields{stat.substr(close + 2)};
+      char state = 0;
+      pid_t parent = 0, pgrp = 0;
+      fields >> state >> parent >> pgrp;
+      if (pgrp == group && state != 'Z' && state != 'X') members.push_back(pid);
+    }
+    ::closedir(dir);
+  }
+  return members;
 }
 
 }  // namespace test

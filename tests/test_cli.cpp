@@ -1,6 +1,10 @@
 // The cachelock command, driven as users drive it: separate processes.
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 
 #include <cachelock/cachelock.hpp>
 
@@ -64,7 +69,35 @@ struct Sandbox {
   }
   test::Ran run(std::initializer_list<std::string> rest) const { return test::run(args(rest), env); }
   bool held(const std::string& key) const { return run({"status", key}).code == 1; }
+  std::string read(const std::string& name) const {
+    std::ifstream in{dir + "/" + name};
+    return {std::istreambuf_iterator<char>{in}, {}};
+  }
+  // The pids a program wrote to `name`, one a line, once it has written `count`.
+  std::vector<pid_t> pids(const std::string& name, std::size_t count) const {
+    std::vector<pid_t> found;
+    test::eventually([&] {
+      std::istringstream lines{read(name)};
+      found.clear();
+      for (pid_t pid; lines >> pid;) found.push_back(pid);
+      return found.size() >= count;
+    });
+    REQUIRE(found.size() >= count);
+    return found;
+  }
 };
+
+// A shell PROGRAM that starts two grandchildren in the background (which
+// write their pids to DIR/pids, after the shell's own), then waits for them.
+std::string shell_with_grandchildren(const std::string& dir, const std::string& before_wait = "") {
+  return "echo $$ > " + dir + "/pids; sleep 777 & echo $! >> " + dir + "/pids; sh -c 'sleep 777' & echo $! >> " +
+         dir + "/pids; " + before_wait + "wait";
+}
+
+// Whether none of `pids` runs any more, and no process of `group` either.
+bool all_gone(const std::vector<pid_t>& pids, pid_t group) {
+  return std::none_of(pids.begin(), pids.end(), test::alive) && test::group_members(group).empty();
+}
 
 }  // namespace
 
@@ -263,8 +296,9 @@ TEST_CASE("cli: status, and release that needs --force and names the holder") {
   CHECK(again.code == 1);
   CHECK(again.out == "job was not held (alias default)\n");
 
-  // The holder learns at its next renewal that the lock is gone, and stops its program.
-  CHECK(holder.wait() == 128 + SIGTERM);
+  // The holder learns at its next renewal that the lock is gone, stops its
+  // program, and exits with the code for a lost lock.
+  CHECK(holder.wait() == 79);
   CHECK(holder.err().find("cachelock: lost the lock on 'job'") != std::string::npos);
 }
 
@@ -391,3 +425,293 @@ TEST_CASE("cli: run refuses a ttl too short to renew on its memcached alias, wit
         "the longest one operation of this cache may take), got 7000 ms\n");
 }
 #endif
+TEST_CASE("cli: the program runs in a process group of its own, which is stopped when it ends") {
+  Sandbox box;
+  // The shell leaves a grandchild behind; run must not end (and release the
+  // key) while it still runs.
+  auto ran = box.run({"run", "job", "--", "sh", "-c",
+                      "echo $$ > " + box.dir + "/pids; sleep 777 & echo $! >> " + box.dir + "/pids; exit 3"});
+  CHECK(ran.code == 3);
+  auto pids = box.pids("pids", 2);
+  CHECK(all_gone(pids, pids[0]));  // at once: run reaped them before it exited
+  CHECK(ran.err == "cachelock: the program ended (exit code 3) but left processes in its group; stopping them\n");
+  CHECK_FALSE(box.held("job"));
+  // Its own group: the program's pid is its group's id, and cachelock is not in it.
+  auto group = box.run({"run", "job", "--", "sh", "-c", "echo $$ $(ps -o pgid= -p $$)"});
+  std::istringstream fields{group.out};
+  pid_t shell = 0, pgid = 0;
+  fields >> shell >> pgid;
+  CHECK(shell > 0);
+  CHECK(pgid == shell);
+}
+
+TEST_CASE("cli: SIGKILL of cachelock stops the program's grandchildren too") {
+  Sandbox box;
+  Process run{box.args({"run", "job", "--ttl", "3", "--", "sh", "-c", shell_with_grandchildren(box.dir)}), box.env};
+  auto pids = box.pids("pids", 3);
+  REQUIRE(std::all_of(pids.begin(), pids.end(), test::alive));
+  run.signal(SIGKILL);
+  CHECK(run.wait() == 128 + SIGKILL);
+  // The watchdog kills the group as soon as cachelock is gone, long before the ttl.
+  CHECK(test::eventually([&] { return all_gone(pids, pids[0]); }, test::slow(2s)));
+  CHECK(box.held("job"));  // the lock itself frees at its ttl
+}
+
+TEST_CASE("cli: a lost lock stops the program's whole group and ends run with its own exit code") {
+  Sandbox box;
+  // A program that exits 0 on SIGTERM: the lost lock must still show in the exit code.
+  Process run{box.args({"run", "job", "--ttl", "3", "--", "sh", "-c",
+                        shell_with_grandchildren(box.dir, "trap 'exit 0' TERM; ")}),
+              box.env};
+  auto pids = box.pids("pids", 3);
+  CHECK(box.run({"release", "job", "--force"}).code == 0);
+  CHECK(run.wait() == 79);  // within a renewal period, a second
+  CHECK(all_gone(pids, pids[0]));
+  CHECK(run.err() ==
+        "cachelock: lost the lock on 'job' (alias default): it was gone before its expiry: released by force, "
+        "evicted, or its server restarted; stopping the program and its process group\n"
+        "cachelock: the program ended (exit code 0) after the lock on 'job' was lost; exiting with 79\n");
+
+  // Taken by someone else meanwhile; and --lost-exit.
+  fs::remove(box.dir + "/pids");
+  Process second{box.args({"run", "job", "--ttl", "3", "--lost-exit", "5", "--", "sh", "-c",
+                           shell_with_grandchildren(box.dir)}),
+                 box.env};
+  pids = box.pids("pids", 3);
+  CHECK(box.run({"release", "job", "--force"}).code == 0);
+  Process third{box.args({"run", "job", "--", "sleep", "30"}), box.env};
+  CHECK(second.wait() == 5);
+  CHECK(all_gone(pids, pids[0]));
+  CHECK(second.err().find("cachelock: lost the lock on 'job' (alias default): it was released by force (or broken) "
+                          "before its expiry; now held by " + host_name() + " pid " + std::to_string(third.pid())) !=
+        std::string::npos);
+  CHECK(second.err().find("the program ended (signal 15 (SIGTERM)) after the lock on 'job' was lost; exiting with 5") !=
+        std::string::npos);
+  CHECK(box.run({"run", "job", "--lost-exit", "256", "--", "true"}).code == 64);
+}
+
+#if CACHELOCK_HAS_MEMCACHED
+TEST_CASE("cli: a lost lock on memcached says whether the server was unreachable or forgot it") {
+  Sandbox box;
+  test::MemcachedProcess server;
+  auto settings = box.dir + "/memcached.yaml";
+  std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: " << server.location()
+                          << "\n    OPTIONS: {connect_timeout: 0.2, timeout: 0.2}\n";
+  auto holder = [&](const std::string& key) {
+    return box.args({"--settings", settings, "run", key, "--ttl", "3", "--", "sleep", "30"});
+  };
+  auto held = [&](const std::string& key) {
+    return [&box, &settings, key] { return box.run({"--settings", settings, "status", key}).code == 1; };
+  };
+
+  // Unreachable: the renewals time out until a third of the ttl is left.
+  Process stalled{holder("job"), box.env};
+  REQUIRE(test::eventually(held("job")));
+  ::kill(server.pid(), SIGSTOP);
+  bool ended = test::eventually([&] { return stalled.ended(); }, test::slow(5s));
+  ::kill(server.pid(), SIGCONT);
+  REQUIRE(ended);
+  CHECK(stalled.wait() == 79);
+  CHECK(stalled.err().rfind("cachelock: lost the lock on 'job' (alias default): its backend is unreachable (memcached " +
+                                server.location() + ": ",
+                            0) == 0);
+
+  // Restarted, empty: the key is gone before its expiry. (Another key: the
+  // first is held until its ttl.)
+  Process forgotten{holder("other"), box.env};
+  REQUIRE(test::eventually(held("other")));
+  ::kill(server.pid(), SIGKILL);  // a crash, not a clean shutdown
+  server.stop();
+  server.start();
+  CHECK(forgotten.wait() == 79);
+  CHECK(forgotten.err().rfind("cachelock: lost the lock on 'other' (alias default): it was gone before its expiry: "
+                              "released by force, evicted, or its server restarted; ",
+                              0) == 0);
+}
+#endif
+
+TEST_CASE("cli: a lock found gone at release ends run with the lost code") {
+  Sandbox box;
+  // The program breaks its own lock and ends before any renewal could notice.
+  auto ran = box.run({"run", "job", "--ttl", "30", "--", "sh", "-c", "\"$0\" release job --force >/dev/null", cli()});
+  CHECK(ran.code == 79);
+  CHECK(ran.err == "cachelock: the lock on 'job' (alias default) was lost before the program ended (exit code 0): "
+                   "it was gone before its expiry: released by force, evicted, or its server restarted; exiting "
+                   "with 79\n");
+}
+
+TEST_CASE("cli: run refuses a dummy alias, which locks nothing") {
+  Sandbox box;
+  auto settings = box.dir + "/dummy.yaml";
+  std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: django.core.cache.backends.dummy.DummyCache\n";
+  auto dummy = box.run({"--settings", settings, "run", "job", "--", "touch", box.dir + "/ran"});
+  CHECK(dummy.code == 78);
+  CHECK(dummy.err == "cachelock: alias 'default' is a dummy cache: it stores nothing, so it locks nothing; "
+                     "use a file or memcached alias\n");
+  CHECK_FALSE(fs::exists(box.dir + "/ran"));
+}
+
+TEST_CASE("cli: bytes that could steer a terminal are escaped in everything printed") {
+  Sandbox box;
+  // A holder whose host name, as stored, holds escape sequences and a newline.
+  cachelock::FileCache cache{{.directory = box.dir + "/locks"}};
+  cache.set("job", "\x1b[31mevil\nhost\x9b:1234:1700000000000:4102444800000:0123456789abcdef");
+  auto has_control = [](const std::string& text) {
+    return std::any_of(text.begin(), text.end() - (text.empty() ? 0 : 1), [](char c) {
+      auto byte = static_cast<unsigned char>(c);
+      return byte < 0x20 || byte >= 0x7f;
+    });
+  };
+  auto status = box.run({"status", "job"});
+  CHECK(status.code == 1);
+  CHECK(status.out.rfind("job is held by \\x1b[31mevil\\x0ahost\\x9b pid 1234 since ", 0) == 0);
+  CHECK_FALSE(has_control(status.out));
+  auto refused = box.run({"run", "job", "--", "true"});
+  CHECK(refused.code == 75);
+  CHECK(refused.err.find("held by \\x1b[31mevil\\x0ahost\\x9b pid 1234") != std::string::npos);
+  CHECK_FALSE(has_control(refused.err));
+  auto released = box.run({"release", "job", "--force"});
+  CHECK(released.out.rfind("released job, held by \\x1b[31mevil\\x0ahost\\x9b pid 1234", 0) == 0);
+  CHECK_FALSE(has_control(released.out));
+  // Command-line mistakes quote what was typed.
+  auto typo = box.run({"run", "--t\x1b[2Jtl", "job", "--", "true"});
+  CHECK(typo.code == 64);
+  CHECK(typo.err.find("--t\\x1b[2Jtl") != std::string::npos);
+  CHECK_FALSE(has_control(typo.err.substr(0, typo.err.find('\n'))));
+}
+
+TEST_CASE("cli: run waits for its program without waking up") {
+  Sandbox box;
+  // Before, run looked at its program every 20 ms (and so ended up to 20 ms
+  // after it); now it sleeps in poll() until a child changes or the lock is
+  // lost. Its main thread's voluntary context switches while the program
+  // sleeps show which: about 25 in half a second, or none.
+  Process run{box.args({"run", "job", "--", "sleep", "1.5"}), box.env};
+  auto switches = [&] {
+    std::ifstream in{"/proc/" + std::to_string(run.pid()) + "/status"};
+    for (std::string line; std::getline(in, line);) {
+      if (line.rfind("voluntary_ctxt_switches:", 0) == 0) return std::atol(line.c_str() + 24);
+    }
+    return -1L;
+  };
+  REQUIRE(test::eventually([&] { return box.held("job"); }));
+  std::this_thread::sleep_for(200ms);
+  long before = switches();
+  std::this_thread::sleep_for(500ms);
+  long after = switches();
+  REQUIRE(before >= 0);
+  CHECK(after - before <= 2);
+  CHECK(run.wait() == 0);
+}
+
+// `text` with control bytes shown as \xNN, for a test's messages.
+std::string printable_for_test(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (c < 0x20 || c >= 0x7f) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\x%02x", c);
+      out += escaped;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+// The controlling side of a pseudo-terminal, and what was read from it.
+struct Terminal {
+  int fd = -1;
+  std::string seen;
+  ~Terminal() {
+    if (fd >= 0) ::close(fd);
+  }
+  bool wait_for(const std::string& text) {
+    return test::eventually([&] {
+      pollfd ready{fd, POLLIN, 0};
+      char buffer[256];
+      while (::poll(&ready, 1, 0) > 0) {
+        auto n = ::read(fd, buffer, sizeof buffer);
+        if (n <= 0) break;
+        seen.append(buffer, static_cast<std::size_t>(n));
+      }
+      return seen.find(text) != std::string::npos;
+    });
+  }
+  bool type(std::string_view keys) { return ::write(fd, keys.data(), keys.size()) == static_cast<ssize_t>(keys.size()); }
+};
+
+TEST_CASE("cli: on a terminal the program is the foreground job: it reads the terminal and gets Ctrl-C") {
+  Sandbox box;
+  Terminal terminal;
+  int side = -1;
+  REQUIRE(::openpty(&terminal.fd, &side, nullptr, nullptr, nullptr) == 0);
+  // cachelock as a shell starts a job: in a session whose terminal it is, in
+  // the foreground.
+  std::vector<std::string> argv = box.args(
+      {"run", "job", "--", "sh", "-c",
+       "trap 'exit 40' INT; echo ready; read line; echo \"got $line\" > " + box.dir + "/read; sleep 30"});
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::setsid();
+    ::ioctl(side, TIOCSCTTY, 0);
+    for (int fd = 0; fd < 3; ++fd) ::dup2(side, fd);
+    ::setenv("CACHELOCK_SETTINGS", box.settings.c_str(), 1);
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(side);
+  CHECK(terminal.wait_for("ready"));
+  // Reading from the background would have stopped it (SIGTTIN).
+  CHECK(terminal.type("hello\n"));
+  CHECK(test::eventually([&] { return box.read("read") == "got hello\n"; }));
+  CHECK(terminal.type("\x03"));  // Ctrl-C
+  int status = 0;
+  CHECK(test::eventually([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 40);
+}
+
+TEST_CASE("cli: in an interactive shell, Ctrl-Z stops the job and fg continues it") {
+  Sandbox box;
+  if (::access("/bin/bash", X_OK) != 0) {
+    MESSAGE("skipped: needs /bin/bash for an interactive shell");
+    return;
+  }
+  Terminal terminal;
+  pid_t shell = ::forkpty(&terminal.fd, nullptr, nullptr, nullptr);
+  REQUIRE(shell >= 0);
+  if (shell == 0) {
+    ::setenv("CACHELOCK_SETTINGS", box.settings.c_str(), 1);
+    ::setenv("PS1", "$ ", 1);
+    ::execl("/bin/bash", "bash", "--norc", "--noprofile", "-i", nullptr);
+    ::_exit(127);
+  }
+  // Only builtins while the keys are typed: a shell stopped by Ctrl-Z while
+  // it vforks a command stays in its vfork, unstopped, whoever started it.
+  CHECK(terminal.type(cli() + " run job -- sh -c 'trap \"exit 40\" INT; read x; echo \"read $x\" > " + box.dir +
+                      "/read; read y; echo \"read $y\" >> " + box.dir + "/read; read z'\n"));
+  REQUIRE(test::eventually([&] { return box.held("job"); }));
+  CHECK(terminal.type("abc\n"));
+  CHECK(test::eventually([&] { return box.read("read") == "read abc\n"; }));
+  CHECK(terminal.type("\x1a"));  // Ctrl-Z: bash sees the job stop, and takes the terminal back
+  CHECK_MESSAGE(terminal.wait_for("Stopped"), "the terminal showed: " << printable_for_test(terminal.seen));
+  CHECK(terminal.type("echo shell is $((40 + 2))\n"));
+  CHECK(terminal.wait_for("shell is 42"));
+  CHECK(terminal.type("fg\n"));
+  std::this_thread::sleep_for(200ms);
+  CHECK(terminal.type("def\n"));  // continued, and reading the terminal again
+  CHECK(test::eventually([&] { return box.read("read") == "read abc\nread def\n"; }));
+  CHECK(terminal.type("\x03"));  // Ctrl-C, to the program again
+  // The job's end (and the key's release) first, or its read may take the next line.
+  CHECK(test::eventually([&] { return !box.held("job"); }));
+  CHECK(terminal.type("echo exit=$?\n"));
+  CHECK_MESSAGE(terminal.wait_for("exit=40"), "the terminal showed: " << printable_for_test(terminal.seen));
+  CHECK(terminal.type("exit\n"));
+  int status = 0;
+  CHECK(test::eventually([&] { return ::waitpid(shell, &status, WNOHANG) == shell; }));
+}

@@ -2,13 +2,19 @@
 // across processes and hosts, configured by the library's settings file.
 //
 // Exit codes follow sysexits.h where one fits: 64 usage, 69 backend
-// unavailable, 75 key held (run), 78 bad settings; `run` otherwise exits with
-// its program's code, or 128 + the signal that ended it.
+// unavailable, 75 key held (run), 78 bad settings; 79 (run) the lock was lost
+// while the program ran, whatever the program exited with (no standard code
+// means "lost"; 79 is outside sysexits and below the shell's 126, 127 and
+// 128 + N); `run` otherwise exits with its program's code, or 128 + the
+// signal that ended it.
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +23,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -41,6 +48,7 @@ constexpr int exit_unavailable = 69;  // EX_UNAVAILABLE
 constexpr int exit_software = 70;     // EX_SOFTWARE
 constexpr int exit_held = 75;         // EX_TEMPFAIL
 constexpr int exit_config = 78;       // EX_CONFIG
+constexpr int exit_lost = 79;         // ours: the lock was lost while the program ran
 
 // An error that ends the command with `code`, after printing "cachelock: message".
 struct Exit {
@@ -54,7 +62,28 @@ struct Globals {
   bool quiet = false;
 };
 
-void say(const std::string& message) { std::fprintf(stderr, "cachelock: %s\n", message.c_str()); }
+// `text` with every byte that could steer a terminal shown as \xNN: C0
+// controls (ESC among them), DEL, and every byte above ASCII (C1 controls are
+// among them, in UTF-8 or not). Everything cachelock prints goes through it,
+// since keys, values, host names and the library's error texts come from
+// users and caches. Backslashes are left alone, so that a key the library has
+// already quoted (and escaped) is not escaped twice.
+std::string printable(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (unsigned char c : text) {
+    if (c < 0x20 || c >= 0x7f) {
+      out += fmt::format("\\x{:02x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+void say(const std::string& message) { std::fprintf(stderr, "cachelock: %s\n", printable(message).c_str()); }
+// One line of output on stdout.
+void print(const std::string& line) { std::printf("%s\n", printable(line).c_str()); }
 
 std::chrono::milliseconds seconds_option(double seconds, std::string_view name, bool allow_zero) {
   constexpr double century = 3'155'760'000.0;
@@ -139,15 +168,30 @@ std::string time_left(const std::string& value) {
 constexpr int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 // A program that ignores SIGTERM after its lock is lost gets SIGKILL this much later.
 constexpr auto kill_grace = 10s;
+// After SIGKILL, how long to wait for the group to be reaped before giving up
+// (a process in uninterruptible sleep dies only when its I/O ends).
+constexpr auto reap_limit = 5s;
 
-std::atomic<pid_t> child_pid{0};
-std::atomic<bool> lock_lost{false};  // set by the renewal thread
+// What the signal handlers and the renewal thread share with the main thread.
+std::atomic<pid_t> signal_target{0};  // -PGID of the program's group while it may have members; else 0
+std::atomic<int> wake_fd{-1};         // an eventfd the main thread polls
+std::atomic<bool> lock_lost{false};   // set by the renewal thread
+
+// Wakes the main thread's poll(); async-signal-safe.
+void wake() noexcept {
+  int fd = wake_fd.load();
+  std::uint64_t one = 1;
+  if (fd >= 0 && ::write(fd, &one, sizeof one) < 0) {
+    // Full (it never is: the main thread drains it) or closed at exit: nothing to do.
+  }
+}
 
 // What cachelock itself inherited, so the program inherits the same: open
 // descriptors, ignored signals and the signal mask.
 struct Inherited {
   std::vector<int> descriptors;
   std::vector<int> ignored_signals;
+  bool ignores_sigchld = false;
   sigset_t mask;
 
   static std::vector<int> open_descriptors() {
@@ -167,12 +211,13 @@ struct Inherited {
     static const Inherited inherited = [] {
       Inherited i;
       i.descriptors = open_descriptors();
+      struct sigaction action {};
       for (int signal : forwarded_signals) {
-        struct sigaction action {};
         if (::sigaction(signal, nullptr, &action) == 0 && action.sa_handler == SIG_IGN) {
           i.ignored_signals.push_back(signal);
         }
       }
+      i.ignores_sigchld = ::sigaction(SIGCHLD, nullptr, &action) == 0 && action.sa_handler == SIG_IGN;
       pthread_sigmask(SIG_SETMASK, nullptr, &i.mask);
       return i;
     }();
@@ -184,19 +229,128 @@ struct Inherited {
   }
 };
 
-// Forwards a signal to the program, unless the terminal sent it to the whole
-// process group (Ctrl-C): then the program got it already.
-void forward_signal(int signal, siginfo_t* info, void*) {
+// Passes a signal sent to cachelock on to the program's whole process group.
+// Signals the terminal sends reach that group directly when it is the
+// terminal's foreground group, and then never come here.
+void forward_signal(int signal) {
   int saved = errno;
-  pid_t child = child_pid.load();
-  if (child > 0 && (info == nullptr || info->si_code != SI_KERNEL)) ::kill(child, signal);
+  if (pid_t target = signal_target.load(); target != 0) ::kill(target, signal);
   errno = saved;
 }
 
-// Starts the program: same descriptors, ignored signals and signal mask as
-// cachelock got, none of cachelock's own descriptors (cache files, sockets),
-// and SIGKILL if cachelock dies, so it never runs on without the lock.
-pid_t start_program(const std::vector<std::string>& program) {
+void child_changed(int) {
+  int saved = errno;
+  wake();
+  errno = saved;
+}
+
+// The terminal whose foreground job cachelock is, if any: the program then
+// becomes that foreground job, so that Ctrl-C, Ctrl-Z and reading the
+// terminal work on it as they did on cachelock.
+int foreground_terminal() {
+  for (int fd : {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO}) {
+    if (::isatty(fd) && ::tcgetpgrp(fd) == ::getpgrp()) return fd;
+  }
+  return -1;
+}
+
+// Gives the terminal's foreground to `group` (from the background, where
+// tcsetpgrp() would otherwise stop us with SIGTTOU).
+void hand_terminal(int terminal, pid_t group) {
+  sigset_t ttou, previous;
+  sigemptyset(&ttou);
+  sigaddset(&ttou, SIGTTOU);
+  pthread_sigmask(SIG_BLOCK, &ttou, &previous);
+  ::tcsetpgrp(terminal, group);
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+}
+
+// The watchdog: a process of its own that outlives a SIGKILLed cachelock
+// just long enough to kill the program's whole group. It reads the group's
+// id from `in`, whose write end only cachelock holds, then waits: a 'd' means
+// cachelock ended cleanly; end of file without it means cachelock died. Runs
+// between fork and _exit in a copy of a threaded process: async-signal-safe
+// calls only, and every signal but SIGKILL stays blocked (as at fork), so
+// neither Ctrl-C nor a kill of cachelock's job reaches it.
+[[noreturn]] void watchdog(int in) {
+  ::setpgid(0, 0);
+  // None of cachelock's descriptors: a pipe's reader would wait for it, and
+  // lock files and sockets close when cachelock does.
+  if (in != 3) {
+    ::dup2(in, 3);
+    in = 3;
+  }
+  if (::syscall(SYS_close_range, 4U, ~0U, 0U) != 0) {
+    for (int fd = 4; fd < 65536; ++fd) ::close(fd);
+  }
+  for (int fd = 0; fd < 3; ++fd) ::close(fd);
+  pid_t group = 0;
+  std::size_t got = 0;
+  while (got < sizeof group) {
+    auto n = ::read(in, reinterpret_cast<char*>(&group) + got, sizeof group - got);
+    if (n <= 0) ::_exit(0);  // cachelock ended before it started a program
+    got += static_cast<std::size_t>(n);
+  }
+  char done = 0;
+  if (::read(in, &done, 1) == 1 && done == 'd') ::_exit(0);
+  // Until the group is gone; bounded, as its zombies may outlive us.
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    if (::kill(-group, SIGKILL) != 0 && errno == ESRCH) break;
+    timespec pause{0, 10'000'000};
+    ::nanosleep(&pause, nullptr);
+  }
+  ::_exit(0);
+}
+
+// The program, started: its process group (its pid) and the watchdog's pipe.
+struct Started {
+  pid_t pid = 0;
+  int watchdog = -1;  // write end; 'd' then close when the group is gone
+  int terminal = -1;  // the terminal the group was given, or -1
+};
+
+// The program's side of start_program(), from vfork to exec.
+struct ProgramSetup {
+  char* const* argv;
+  const std::string *not_found, *denied, *failed;  // messages, made before
+  pid_t parent;
+  int terminal;
+  bool ignores_sigchld;
+  const sigset_t* mask;
+};
+
+[[noreturn]] void exec_program(const ProgramSetup& setup) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != setup.parent) ::_exit(128 + SIGKILL);  // cachelock died already
+  ::setpgid(0, 0);
+  if (setup.terminal >= 0) ::tcsetpgrp(setup.terminal, ::getpid());  // SIGTTOU is blocked
+  if (setup.ignores_sigchld) ::signal(SIGCHLD, SIG_IGN);
+  pthread_sigmask(SIG_SETMASK, setup.mask, nullptr);
+  ::execvp(setup.argv[0], setup.argv);
+  int error = errno;
+  const std::string& message = error == ENOENT ? *setup.not_found : error == EACCES ? *setup.denied : *setup.failed;
+  auto written = ::write(STDERR_FILENO, message.data(), message.size());
+  (void)written;
+  ::_exit(error == ENOENT ? 127 : 126);
+}
+
+// vfork, not fork: no page tables copied, and cachelock waits only until the
+// exec (about a quarter of a millisecond of each run; bench row "cli: run").
+// The child writes nothing but its own stack frames and kernel state, and
+// every signal is blocked, as vfork requires.
+[[gnu::noinline]] pid_t vfork_program(const ProgramSetup& setup) {
+  pid_t pid = ::vfork();
+  if (pid == 0) exec_program(setup);
+  return pid;
+}
+
+// Starts the program in a process group of its own, with the same
+// descriptors, ignored signals and signal mask as cachelock got and none of
+// cachelock's own descriptors (cache files, sockets). SIGKILL reaches the
+// program if cachelock dies (PR_SET_PDEATHSIG), and the watchdog then kills
+// the rest of its group. cachelock becomes a subreaper, so that what the
+// program leaves behind becomes cachelock's child and is reaped here.
+Started start_program(const std::vector<std::string>& program) {
   const auto& inherited = Inherited::at_start();
   for (int fd : Inherited::open_descriptors()) {
     if (fd > 2 && std::find(inherited.descriptors.begin(), inherited.descriptors.end(), fd) ==
@@ -207,72 +361,207 @@ pid_t start_program(const std::vector<std::string>& program) {
   std::vector<char*> argv;
   for (const auto& arg : program) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
-  // Between fork and exec only async-signal-safe calls: every message is made now.
-  const std::string cannot_run = "cachelock: cannot run " + program[0] + ": ";
+  // Between vfork and exec only async-signal-safe calls: every message is made now.
+  const std::string cannot_run = "cachelock: cannot run " + printable(program[0]) + ": ";
   const std::string not_found = cannot_run + std::strerror(ENOENT) + "\n";
   const std::string denied = cannot_run + std::strerror(EACCES) + "\n";
   const std::string failed = cannot_run + "exec failed\n";
   const pid_t parent = ::getpid();
+  Started started;
+  started.terminal = foreground_terminal();
 
+  ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+  struct sigaction changed {};
+  changed.sa_handler = child_changed;
+  // Stops matter only for handing the terminal back (Ctrl-Z).
+  changed.sa_flags = SA_RESTART | (started.terminal >= 0 ? 0 : SA_NOCLDSTOP);
+  sigemptyset(&changed.sa_mask);
+  ::sigaction(SIGCHLD, &changed, nullptr);
+
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
+    throw Exit{exit_unavailable, fmt::format("cannot start a watchdog: {}", std::strerror(errno))};
+  }
   sigset_t all, previous;
   sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &previous);  // no handler may run in the child before exec
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(128 + SIGKILL);  // cachelock died already
-    pthread_sigmask(SIG_SETMASK, &inherited.mask, nullptr);
-    ::execvp(argv[0], argv.data());
-    int error = errno;
-    const std::string& message = error == ENOENT ? not_found : error == EACCES ? denied : failed;
-    auto written = ::write(STDERR_FILENO, message.data(), message.size());
-    (void)written;
-    ::_exit(error == ENOENT ? 127 : 126);
+  pthread_sigmask(SIG_BLOCK, &all, &previous);  // no handler may run in a child before exec
+  pid_t watchdog_pid = ::fork();
+  if (watchdog_pid == 0) watchdog(pipe_fds[0]);
+  int fork_error = watchdog_pid < 0 ? errno : 0;
+  ::close(pipe_fds[0]);
+  pid_t pid = -1;
+  if (watchdog_pid > 0) {  // never a program that a killed cachelock would leave running
+    pid = vfork_program({argv.data(), &not_found, &denied, &failed, parent, started.terminal,
+                         inherited.ignores_sigchld, &inherited.mask});
+    if (pid < 0) fork_error = errno;
   }
-  int fork_error = errno;
   if (pid > 0) {
-    child_pid = pid;
+    // Here as well as in the child, so that both hold whichever runs first.
+    ::setpgid(pid, pid);
+    if (started.terminal >= 0) ::tcsetpgrp(started.terminal, pid);
+    if (::write(pipe_fds[1], &pid, sizeof pid) != static_cast<ssize_t>(sizeof pid)) {
+      // The watchdog is gone: only PR_SET_PDEATHSIG covers a killed cachelock now.
+    }
+    started.pid = pid;
+    started.watchdog = pipe_fds[1];
+    signal_target = -pid;
     struct sigaction action {};
-    action.sa_sigaction = forward_signal;
-    action.sa_flags = SA_SIGINFO | SA_RESTART;
+    action.sa_handler = forward_signal;
+    action.sa_flags = SA_RESTART;
     sigemptyset(&action.sa_mask);
     for (int signal : forwarded_signals) {
       if (!inherited.ignores(signal)) ::sigaction(signal, &action, nullptr);
     }
+  } else {
+    ::close(pipe_fds[1]);  // the watchdog, if started, sees end of file and has no group to kill
   }
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   if (pid < 0) {
     throw Exit{exit_unavailable, fmt::format("cannot start {}: {}", program[0], std::strerror(fork_error))};
   }
-  return pid;
+  return started;
 }
 
-// Waits for the program; stops it if the lock is lost (SIGTERM, then SIGKILL
-// after kill_grace). Polls rather than blocking in waitpid(), so that signals
-// are forwarded at once however the runtime delivers them. Returns its status.
-int wait_for_program(pid_t pid) {
-  std::optional<std::chrono::steady_clock::time_point> stopping;
-  bool killed = false;
+// "exit code 3" or "signal 15 (SIGTERM)", for a wait status.
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return fmt::format("exit code {}", WEXITSTATUS(status));
+  const char* name = ::sigabbrev_np(WTERMSIG(status));
+  return fmt::format("signal {} (SIG{})", WTERMSIG(status), name ? name : "?");
+}
+
+// Why a lock was lost, as far as the key's current value tells: read it and
+// compare with our last token and its expiry.
+std::string loss_reason(cachelock::Cache& cache, const std::string& key, const std::string& our_token) {
+  std::optional<std::string> value;
+  try {
+    value = cache.get(key);
+  } catch (const cachelock::Error& e) {
+    return fmt::format("its backend is unreachable ({}), so it could not be renewed", e.what());
+  }
+  if (value == our_token) {
+    // The renewal gives up while a third of the ttl is left, when it could
+    // not reach the backend: it is reachable again, but too late to go on.
+    return "its backend was unreachable for two thirds of the ttl (renewals failed)";
+  }
+  auto ours = cachelock::LockOwner::parse(our_token);
+  bool before_expiry = ours && (!ours->expires || Clock::now() < *ours->expires);
+  if (!value) {
+    return before_expiry ? "it was gone before its expiry: released by force, evicted, or its server restarted"
+                         : "it expired (its renewals failed)";
+  }
+  return fmt::format("{}; now held by {}", before_expiry ? "it was released by force (or broken) before its expiry"
+                                                        : "it expired",
+                     describe_holder(value));
+}
+
+// Runs the program to its end and stops it, and everything in its process
+// group, when the lock is lost (SIGTERM, then SIGKILL after kill_grace); what
+// the program leaves running in its group when it ends is stopped the same
+// way. Event driven: a child's exit (SIGCHLD) and a lost lock each write to
+// wake_fd, and one poll() waits for either or for the next deadline.
+// Returns the program's wait status, and whether the lock was lost meanwhile.
+struct Supervised {
+  int status;
+  bool lost;
+};
+Supervised supervise(const Started& started, cachelock::Lock& lock, cachelock::Cache& cache,
+                     const std::string& key, const std::string& alias) {
+  using Steady = std::chrono::steady_clock;
+  const pid_t pid = started.pid;
+  std::optional<int> status;
+  bool group_gone = false, lost_seen = false, killed = false;
+  std::optional<Steady::time_point> kill_at, give_up_at;
+  auto stop = [&](int signal) {
+    ::kill(-pid, signal);
+    ::kill(-pid, SIGCONT);  // a stopped process acts on SIGTERM only once continued
+  };
+  sigset_t forwarded;
+  sigemptyset(&forwarded);
+  for (int signal : forwarded_signals) sigaddset(&forwarded, signal);
+
   for (;;) {
-    siginfo_t info{};
-    // WNOWAIT: the program stays a zombie, so its pid cannot be reused while
-    // a signal may still be forwarded to it.
-    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == pid) break;
-    if (lock_lost && !stopping) {
-      ::kill(pid, SIGTERM);
-      stopping = std::chrono::steady_clock::now();
+    // Reap every child: the program, the watchdog, and what the program left
+    // behind, which comes to us as its subreaper. Forwarded signals wait
+    // meanwhile, so none can be sent to the group's id once it is gone.
+    pthread_sigmask(SIG_BLOCK, &forwarded, nullptr);
+    int child_status = 0;
+    const int options = WNOHANG | (started.terminal >= 0 ? WUNTRACED : 0);
+    bool program_stopped = false;
+    for (pid_t reaped; (reaped = ::waitpid(-1, &child_status, options)) > 0;) {
+      if (reaped != pid) continue;
+      if (WIFSTOPPED(child_status)) {
+        program_stopped = true;
+      } else {
+        status = child_status;
+      }
     }
-    if (stopping && !killed && std::chrono::steady_clock::now() - *stopping > kill_grace) {
-      ::kill(pid, SIGKILL);
+    // No process with the group's id left: the last member was our child
+    // and reaped above (what the program leaves comes to us).
+    if (status && !group_gone && ::kill(-pid, 0) != 0 && errno == ESRCH) {
+      group_gone = true;
+      signal_target = 0;
+    }
+    pthread_sigmask(SIG_UNBLOCK, &forwarded, nullptr);
+
+    if (program_stopped) {
+      // Ctrl-Z stopped the program: take the terminal back and stop too, as a
+      // shell's job; when continued, give the terminal (if still ours) and
+      // the continuation back to the program.
+      hand_terminal(started.terminal, ::getpgrp());
+      ::raise(SIGTSTP);
+      if (::tcgetpgrp(started.terminal) == ::getpgrp()) hand_terminal(started.terminal, pid);
+      ::kill(-pid, SIGCONT);
+    }
+    if (lock_lost && !lost_seen) {
+      lost_seen = true;
+      // Stop first: finding out why takes a round trip to the backend.
+      if (!group_gone && !kill_at) {
+        stop(SIGTERM);
+        kill_at = Steady::now() + kill_grace;
+      }
+      say(fmt::format("lost the lock on '{}' (alias {}): {}; stopping the program{}", key, alias,
+                      loss_reason(cache, key, lock.token()),
+                      status ? "'s remaining process group" : " and its process group"));
+    }
+    if (status && group_gone) break;
+    if (status && !kill_at) {
+      say(fmt::format("the program ended ({}) but left processes in its group; stopping them",
+                      describe_status(*status)));
+      stop(SIGTERM);
+      kill_at = Steady::now() + kill_grace;
+    }
+    auto now = Steady::now();
+    if (kill_at && !killed && now >= *kill_at) {
+      stop(SIGKILL);
       killed = true;
+      give_up_at = now + reap_limit;
     }
-    std::this_thread::sleep_for(20ms);
+    if (give_up_at && status && now >= *give_up_at) {
+      say("processes of the program's group did not end after SIGKILL; leaving them");
+      break;
+    }
+    // Until the next deadline, if one is ahead; else until a child changes
+    // (a program in uninterruptible sleep ends only when its I/O does).
+    int timeout = -1;
+    auto next = killed ? give_up_at : kill_at;
+    if (next && *next > now) {
+      timeout = static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(*next - now).count());
+    }
+    pollfd wait_for{wake_fd.load(), POLLIN, 0};
+    if (::poll(&wait_for, 1, timeout) > 0) {
+      std::uint64_t count = 0;
+      if (::read(wait_for.fd, &count, sizeof count) < 0) {
+        // Nothing to read (another wake was drained already).
+      }
+    }
   }
-  child_pid = 0;
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  signal_target = 0;
+  if (started.terminal >= 0) hand_terminal(started.terminal, ::getpgrp());
+  if (::write(started.watchdog, "d", 1) != 1) {
+    // The watchdog is gone; with the group gone too there is nothing for it to do.
   }
-  return status;
+  ::close(started.watchdog);
+  return {*status, lost_seen};
 }
 
 struct RunOptions {
@@ -280,13 +569,14 @@ struct RunOptions {
   std::optional<double> ttl;  // not given: the alias's TIMEOUT
   double wait = 0;
   int conflict_exit = exit_held;
+  int lost_exit = exit_lost;
   std::vector<std::string> program;
 };
 
 int run(const Globals& globals, const RunOptions& options) {
   Inherited::at_start();
-  if (options.conflict_exit < 0 || options.conflict_exit > 255) {
-    throw Exit{exit_usage, fmt::format("--conflict-exit must be from 0 to 255, got {}", options.conflict_exit)};
+  for (auto [name, code] : {std::pair{"--conflict-exit", options.conflict_exit}, {"--lost-exit", options.lost_exit}}) {
+    if (code < 0 || code > 255) throw Exit{exit_usage, fmt::format("{} must be from 0 to 255, got {}", name, code)};
   }
   auto ttl = options.ttl ? std::optional{seconds_option(*options.ttl, "--ttl", false)} : std::nullopt;
   auto wait = seconds_option(options.wait, "--wait", true);
@@ -298,21 +588,28 @@ int run(const Globals& globals, const RunOptions& options) {
                                         "use a file or memcached alias",
                                         alias)};
   }
+  if (std::dynamic_pointer_cast<cachelock::DummyCache>(cache)) {
+    throw Exit{exit_config, fmt::format("alias '{}' is a dummy cache: it stores nothing, so it locks nothing; "
+                                        "use a file or memcached alias",
+                                        alias)};
+  }
   if (!ttl && cache->options().timeout.is_never()) {
     throw Exit{exit_usage, fmt::format("alias '{}' has TIMEOUT null: without --ttl the lock would never "
                                        "expire, and a killed cachelock would block {} for ever",
                                        alias, options.key)};
   }
+  // Made before the lock, which may call on_lost as soon as it is held.
+  wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd < 0) throw Exit{exit_unavailable, fmt::format("cannot make an eventfd: {}", std::strerror(errno))};
   cachelock::Lock lock{options.key, std::defer_lock,
                        {.alias = globals.alias,
                         .ttl = ttl,
                         .wait = wait,
                         .renew = true,
-                        .on_lost = [key = options.key] {
+                        .on_lost = [] {
+                          // The main thread says why, and stops the program.
                           lock_lost = true;
-                          say(fmt::format("lost the lock on '{}' (expired, broken, or its server "
-                                          "forgot it); stopping the program",
-                                          key));
+                          wake();
                         }}};
   bool acquired = false;
   try {
@@ -335,11 +632,22 @@ int run(const Globals& globals, const RunOptions& options) {
     return options.conflict_exit;
   }
 
-  int status = wait_for_program(start_program(options.program));
+  auto [status, lost] = supervise(start_program(options.program), lock, *cache, options.key, alias);
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (lost) {
+    say(fmt::format("the program ended ({}) after the lock on '{}' was lost; exiting with {}",
+                    describe_status(status), options.key, options.lost_exit));
+    return options.lost_exit;
+  }
+  auto token = lock.token();
   try {
-    if (!lock.release() && !lock_lost && !globals.quiet) {
-      say(fmt::format("the lock on '{}' had expired before the program ended", options.key));
+    if (!lock.release()) {
+      // Not ours any more when the program ended: it may have run beside
+      // another holder, as with a lock lost while it ran.
+      say(fmt::format("the lock on '{}' (alias {}) was lost before the program ended ({}): {}; exiting with {}",
+                      options.key, alias, describe_status(status), loss_reason(*cache, options.key, token),
+                      options.lost_exit));
+      return options.lost_exit;
     }
   } catch (const cachelock::CacheError& e) {
     say(fmt::format("could not release '{}': {} (it frees itself at its ttl)", options.key, e.what()));
@@ -353,11 +661,11 @@ int status(const Globals& globals, const std::string& key) {
   configure(globals);
   auto value = cachelock::CacheRegistry::global().get(globals.alias)->get(key);
   if (!value) {
-    std::printf("%s is free (alias %s)\n", key.c_str(), alias_name(globals).c_str());
+    print(fmt::format("{} is free (alias {})", key, alias_name(globals)));
     return 0;
   }
-  std::printf("%s is held by %s%s (alias %s)\n", key.c_str(), describe_holder(value).c_str(),
-              time_left(*value).c_str(), alias_name(globals).c_str());
+  print(fmt::format("{} is held by {}{} (alias {})", key, describe_holder(value), time_left(*value),
+                    alias_name(globals)));
   return 1;
 }
 
@@ -372,11 +680,10 @@ int release(const Globals& globals, const std::string& key, bool force) {
   auto value = cache->get(key);
   // Compare-and-delete, so a lock taken since we looked is left alone.
   if (!value || !cache->erase_if_equals(key, *value)) {
-    std::printf("%s was not held (alias %s)\n", key.c_str(), alias_name(globals).c_str());
+    print(fmt::format("{} was not held (alias {})", key, alias_name(globals)));
     return 1;
   }
-  std::printf("released %s, held by %s (alias %s)\n", key.c_str(), describe_holder(value).c_str(),
-              alias_name(globals).c_str());
+  print(fmt::format("released {}, held by {} (alias {})", key, describe_holder(value), alias_name(globals)));
   return 0;
 }
 
@@ -443,7 +750,11 @@ int check(const Globals& globals) {
       line += fmt::format(": FAILED: {}", e.what());
       all_ok = false;
     }
-    std::printf("%s\n", line.c_str());
+    // Line by line: a warning goes on a line of its own.
+    for (std::size_t at = 0, end; at <= line.size(); at = end + 1) {
+      end = std::min(line.find('\n', at), line.size());
+      print(line.substr(at, end - at));
+    }
   }
   return all_ok ? 0 : exit_unavailable;
 }
@@ -457,6 +768,7 @@ int main(int argc, char** argv) {
       "$CACHELOCK_SETTINGS, else files in $XDG_RUNTIME_DIR/cachelock (or /tmp/cachelock-UID).",
       "cachelock"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string{"cachelock "} + CACHELOCK_VERSION);
   Globals globals;
   app.add_option("--settings", globals.settings, "settings file (YAML, Django's CACHES shape)");
   app.add_option("--alias", globals.alias, "cache alias to use (default: DEFAULT_CACHELOCK_ALIAS)");
@@ -464,7 +776,8 @@ int main(int argc, char** argv) {
   RunOptions run_options;
   auto* run_command = app.add_subcommand(
       "run", "Take KEY, run PROGRAM while renewing the lock, release it when PROGRAM ends.\n"
-             "Exits with PROGRAM's code (128+N if signal N ended it); 75 if KEY is held.");
+             "Exits with PROGRAM's code (128+N if signal N ended it); 75 if KEY is held;\n"
+             "79 if the lock was lost while PROGRAM ran (PROGRAM and its process group are stopped).");
   run_command->add_option("key", run_options.key, "the lock's key")->required();
   run_command->add_option("program", run_options.program, "the program and its arguments, after --")->required();
   run_command->add_option("--ttl", run_options.ttl,
@@ -473,6 +786,9 @@ int main(int argc, char** argv) {
   run_command->add_option("--wait", run_options.wait, "seconds to keep trying while KEY is held (default 0)");
   run_command->add_option("--conflict-exit", run_options.conflict_exit,
                           "exit code when KEY is held (default 75, EX_TEMPFAIL)");
+  run_command->add_option("--lost-exit", run_options.lost_exit,
+                          "exit code when the lock was lost while PROGRAM ran, whatever PROGRAM exited "
+                          "with (default 79)");
   run_command->add_flag("--quiet,-q", globals.quiet, "say nothing when KEY is held");
   run_command->footer("Example: cachelock run nightly-report --ttl 60 -- ./build-report --day today");
 
@@ -493,8 +809,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    int code = app.exit(e);
-    return code == 0 ? 0 : exit_usage;
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // As CLI11 says it, but the arguments it quotes may hold any byte.
+    std::fprintf(stderr, "%s\nRun with --help for more information.\n", printable(e.what()).c_str());
+    return exit_usage;
   }
 
   try {

@@ -16,6 +16,12 @@
 //
 // runs one critical section, logged the same way, without taking any lock:
 // the PROGRAM of a `cachelock run`, which holds the lock for it.
+//
+//   checker --write-sections TAG --history FILE --seconds S
+// takes no lock: it is the work of a PROGRAM that `cachelock run` holds the
+// lock for. It appends "TAG start end" sections of about 2 ms, back to back,
+// to the history for S seconds, so that whoever writes after its lock has
+// gone shows up as an overlap.
 #include <fcntl.h>
 #include <getopt.h>
 #include <sys/syscall.h>
@@ -50,6 +56,7 @@ struct Options {
   long stall_after = -1;  // stall inside section number N (counted in this process)
   std::string stall_marker;
   bool section = false;  // one section, no lock: run by `cachelock run`
+  std::string write_sections;  // a tag: write sections without a lock
 };
 
 std::int64_t monotonic_ns() {
@@ -102,7 +109,8 @@ Options parse(int argc, char** argv) {
       {"seconds", required_argument, nullptr, 's'},   {"ttl-ms", required_argument, nullptr, 'l'},
       {"timeout-ms", required_argument, nullptr, 'o'}, {"max-hold-us", required_argument, nullptr, 'u'},
       {"stall-after", required_argument, nullptr, 'a'}, {"stall-marker", required_argument, nullptr, 'm'},
-      {"section", no_argument, nullptr, 'x'},          {nullptr, 0, nullptr, 0}};
+      {"section", no_argument, nullptr, 'x'},
+      {"write-sections", required_argument, nullptr, 'w'}, {nullptr, 0, nullptr, 0}};
   for (int c; (c = getopt_long(argc, argv, "", long_options, nullptr)) != -1;) {
     switch (c) {
       case 'b': o.backend = optarg; break;
@@ -118,10 +126,11 @@ Options parse(int argc, char** argv) {
       case 'a': o.stall_after = std::atol(optarg); break;
       case 'm': o.stall_marker = optarg; break;
       case 'x': o.section = true; break;
+      case 'w': o.write_sections = optarg; break;
       default: std::exit(2);
     }
   }
-  if (o.counter.empty() || o.history.empty()) {
+  if ((o.counter.empty() && o.write_sections.empty()) || o.history.empty()) {
     std::fprintf(stderr, "checker: --counter and --history are required\n");
     std::exit(2);
   }
@@ -130,8 +139,29 @@ Options parse(int argc, char** argv) {
 
 }  // namespace
 
+int write_sections(const Options& options) {
+  int history = ::open(options.history.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  if (history < 0) {
+    std::perror("checker: open");
+    return 2;
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>{options.seconds};
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto start = monotonic_ns();
+    std::this_thread::sleep_for(2ms);
+    auto line = options.write_sections + " " + std::to_string(start) + " " + std::to_string(monotonic_ns()) + "\n";
+    if (::write(history, line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+      std::perror("checker: history");
+      return 3;
+    }
+  }
+  return 0;
+}
+
 int main(int argc, char** argv) {
   auto options = parse(argc, argv);
+  if (!options.write_sections.empty()) return write_sections(options);
+  auto cache = make_cache(options);
   int counter = ::open(options.counter.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   int history = ::open(options.history.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (counter < 0 || history < 0) {

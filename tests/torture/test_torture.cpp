@@ -263,6 +263,83 @@ TEST_CASE("torture: file, a holder killed mid-section") {
   killed_holder("file, holder killed (ttl 1 s)", "file", "", 1000);
 }
 
+// `cachelock run` holds the lock for a shell PROGRAM whose grandchildren (two
+// checkers in --write-sections mode) write the sections. The first holder is
+// SIGKILLed, or its lock is released by force; the next holder's PROGRAM
+// then writes too. No section of the first may overlap one of the next.
+TEST_CASE("torture: cli, a PROGRAM's grandchildren write; cachelock SIGKILLed or its lock released by force") {
+  const char* cli = std::getenv("CACHELOCK_CLI");
+  if (cli == nullptr || *cli == '\0') {
+    MESSAGE("skipped: built without the command-line tool (-Dcli=false)");
+    return;
+  }
+  Run run{"cli"};
+  auto settings = run.dir + "/settings.yaml";
+  std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: file\n    LOCATION: " << run.dir << "/locks\n";
+  auto sections = run.dir + "/sections";
+  auto holder = [&](const std::string& tag, std::vector<std::string> run_options, double seconds) {
+    std::vector<std::string> args{cli, "--settings", settings, "run", "job"};
+    args.insert(args.end(), run_options.begin(), run_options.end());
+    auto writer = "\"$0\" --write-sections " + tag + " --history " + sections + " --seconds " +
+                  std::to_string(seconds) + " & ";
+    for (std::string part : {"--", "sh", "-c"}) args.push_back(part);
+    args.push_back(writer + writer + "wait");
+    args.push_back(checker_path());
+    return args;
+  };
+  struct Section {
+    std::string tag;
+    long long start, end;
+  };
+  auto read_sections = [&] {
+    std::vector<Section> all;
+    std::ifstream in{sections};
+    for (Section s; in >> s.tag >> s.start >> s.end;) all.push_back(s);
+    return all;
+  };
+  auto written_by = [&](const std::string& tag) {
+    auto all = read_sections();
+    return std::count_if(all.begin(), all.end(), [&](const Section& s) { return s.tag == tag; });
+  };
+
+  // 1. cachelock SIGKILLed: its lock frees at its ttl (1 s), and the next
+  // holder, waiting for it, then starts.
+  test::Process killed{holder("killed", {"--ttl", "1"}, 30)};
+  REQUIRE(test::eventually([&] { return written_by("killed") >= 20; }, test::slow(10s)));
+  killed.signal(SIGKILL);
+  CHECK(killed.wait() == 128 + SIGKILL);
+  CHECK(test::run(holder("after-kill", {"--wait", "30"}, 1)).code == 0);
+
+  // 2. The lock released by force: the holder notices at its next renewal
+  // (ttl 3 s: within a second), stops its PROGRAM's group and exits 79; the
+  // next holder starts after that.
+  test::Process broken{holder("broken", {"--ttl", "3"}, 30)};
+  REQUIRE(test::eventually([&] { return written_by("broken") >= 20; }, test::slow(10s)));
+  CHECK(test::run({cli, "--settings", settings, "release", "job", "--force"}).code == 0);
+  CHECK(broken.wait() == 79);
+  CHECK(test::run(holder("after-release", {}, 1)).code == 0);
+
+  // A holder's own writers run side by side; sections of different holders never may.
+  auto all = read_sections();
+  std::sort(all.begin(), all.end(), [](const Section& a, const Section& b) { return a.start < b.start; });
+  std::map<std::string, long long> latest_end;
+  long overlaps = 0;
+  for (const auto& s : all) {
+    for (const auto& [tag, end] : latest_end) overlaps += tag != s.tag && end > s.start;
+    latest_end[s.tag] = std::max(latest_end[s.tag], s.end);
+  }
+  std::map<std::string, long> counts;
+  for (const auto& s : all) ++counts[s.tag];
+  std::printf("torture: %-42s sections %6zu  overlaps %ld  (killed %ld, after-kill %ld, broken %ld, after-release %ld)"
+              "  faults: cachelock SIGKILLed; lock released by force\n",
+              "cli, PROGRAM's grandchildren write", all.size(), overlaps, counts["killed"], counts["after-kill"],
+              counts["broken"], counts["after-release"]);
+  std::fflush(stdout);
+  CHECK(counts["after-kill"] > 0);
+  CHECK(counts["after-release"] > 0);
+  CHECK(overlaps == 0);
+}
+
 #if CACHELOCK_HAS_MEMCACHED
 TEST_CASE("torture: memcached, 4 processes x 2 threads") {
   test::MemcachedProcess server;
