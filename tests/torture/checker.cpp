@@ -161,7 +161,6 @@ int write_sections(const Options& options) {
 int main(int argc, char** argv) {
   auto options = parse(argc, argv);
   if (!options.write_sections.empty()) return write_sections(options);
-  auto cache = make_cache(options);
   int counter = ::open(options.counter.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   int history = ::open(options.history.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (counter < 0 || history < 0) {
