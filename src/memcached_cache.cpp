@@ -45,8 +45,14 @@ time_t expiration(Timeout timeout) noexcept {
   // and N. With the extra second it lives at least its ttl, at most ttl + 2 s.
   auto ms = timeout.duration().count();
   std::int64_t seconds = ms / 1000 + (ms % 1000 != 0 ? 1 : 0) + 1;  // no overflow near the maximum
-  if (seconds > relative_limit) seconds += std::time(nullptr);
-  return static_cast<time_t>(std::min<std::int64_t>(seconds, std::numeric_limits<std::uint32_t>::max()));
+  if (seconds <= relative_limit) return static_cast<time_t>(seconds);
+  // Past 30 days memcached reads a Unix time, and the text protocol reads it
+  // as a signed 32-bit number: a later time would wrap into the past and the
+  // entry would be stored already expired. A time the server cannot hold
+  // (after 2038-01-19) is sent as "never expires": still at least the ttl.
+  seconds += std::time(nullptr);
+  if (seconds > std::numeric_limits<std::int32_t>::max()) return 0;
+  return static_cast<time_t>(seconds);
 }
 
 std::string location_error(std::string_view location, std::string_view problem) {

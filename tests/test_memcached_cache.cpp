@@ -420,8 +420,19 @@ TEST_CASE("memcached: timeouts become expirations as in Django's memcached backe
   std::tie(low, high) = absolute_for(24h * 30 + 1s);
   CHECK(low <= 2592002);
   CHECK(high >= 2592002);
-  // The latest time memcached can hold (2106), never an overflow.
-  CHECK(sent([&] { cache.set("k", "v", std::chrono::milliseconds::max()); }) == "set :1:k 0 4294967295 1");
+  // 10 years: a Unix time before 2038, which the text protocol reads as a
+  // signed 32-bit number.
+  std::tie(low, high) = absolute_for(24h * 3653);
+  CHECK(low <= 3653 * 86400 + 1);
+  CHECK(high >= 3653 * 86400 + 1);
+  CHECK(high + std::time(nullptr) <= std::numeric_limits<std::int32_t>::max());
+  // Past 2038-01-19 (INT32_MAX) the server cannot hold the time: never
+  // expires, which is at least as long. Never a time that wraps into the past.
+  for (auto ttl : {std::chrono::milliseconds{24h * 36525}, std::chrono::milliseconds::max()}) {
+    CHECK(sent([&] { cache.set("k", "v", ttl); }) == "set :1:k 0 0 1");
+    CHECK(sent([&] { cache.add("k", "v", ttl); }) == "add :1:k 0 0 1");
+    CHECK(sent([&] { cache.touch("k", ttl); }) == "touch :1:k 0");
+  }
 }
 
 TEST_CASE("memcached: values are stored with flags 0, which Django's clients read as bytes") {
