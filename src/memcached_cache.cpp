@@ -678,6 +678,14 @@ struct MemcachedCache::Impl {
       throw_failure(handle_, rc, op, key_);
     }
 
+    /// Fails `op` if its "not found" hides a reply that could not be read:
+    /// libmemcached reports a get answered with garbage as a miss, keeping
+    /// the read failure only as the handle's last error.
+    void fail_if_unreadable(std::string_view op) {
+      auto last = memcached_last_error(handle_);
+      if (last != MEMCACHED_SUCCESS && last != MEMCACHED_NOTFOUND && last != MEMCACHED_END) fail(last, op);
+    }
+
     /// The call's first round trip is done: a failure after it is final.
     void progressed() noexcept { progressed_ = true; }
 
@@ -780,15 +788,22 @@ struct MemcachedCache::Impl {
       ~FreeResult() { memcached_result_free(result); }
     } free_result{&result};
     std::optional<Fetched> found;
+    bool other_key = false;
     // Read up to the end marker, so the connection is ready for the next call.
     while (memcached_fetch_result(handle.get(), &result, &rc) != nullptr) {
       std::string_view got{memcached_result_key_value(&result), memcached_result_key_length(&result)};
       if (got == key) {
         found = Fetched{{memcached_result_value(&result), memcached_result_length(&result)},
                         memcached_result_cas(&result)};
+      } else {
+        other_key = true;
       }
     }
+    // A value for a key we did not ask for: the server (or the connection)
+    // is out of step; "not found" could hide the key's real value.
+    if (other_key) handle.fail_answered(op, "the server answered with a value for another key", false);
     if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND) handle.fail(rc, op);
+    if (!found) handle.fail_if_unreadable(op);
     return found;
   }
 
@@ -848,7 +863,10 @@ std::optional<std::string> MemcachedCache::get_(std::string_view key) {
     memcached_return_t rc;
     std::unique_ptr<char, decltype(&std::free)> value{
         memcached_get(handle.get(), key.data(), key.size(), &length, &flags, &rc), &std::free};
-    if (rc == MEMCACHED_NOTFOUND) return std::nullopt;
+    if (rc == MEMCACHED_NOTFOUND) {
+      handle.fail_if_unreadable("get");
+      return std::nullopt;
+    }
     if (rc != MEMCACHED_SUCCESS) handle.fail(rc, "get");
     if (!value) return std::string{};  // an empty value comes back as a null pointer
     return std::string{value.get(), length};

@@ -719,7 +719,7 @@ TEST_CASE("memcached: a server that answers one command twice never shifts the a
   // the call before: an `add` on a held key "succeeds" with the STORED that
   // answered an `add` on a free one.
   test::FakeMemcached confused{[](const std::string& command) -> std::optional<std::string> {
-    if (command.starts_with("gets")) return "VALUE :1:job 0 5 77\r\ntoken\r\nEND\r\n";
+    if (command.starts_with("gets")) return "VALUE " + command.substr(5) + " 0 5 77\r\ntoken\r\nEND\r\n";
     if (command.starts_with("cas")) return "ERROR\r\nERROR\r\n";
     if (command.starts_with("add :1:free")) return "STORED\r\n";
     if (command.starts_with("add")) return "NOT_STORED\r\n";
@@ -1318,6 +1318,34 @@ TEST_CASE("memcached: a server that answers wrongly never aborts the process; ev
         CHECK_FALSE(WIFSIGNALED(status));
         if (WIFSIGNALED(status)) MESSAGE("the child died of signal " << WTERMSIG(status));
         CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+      }
+    }
+  }
+}
+
+TEST_CASE("memcached: a read answered with garbage or another key's value fails, never reads as a miss") {
+  // Past the handshake, libmemcached reports a `get` answered with garbage
+  // as "not found" (keeping the read failure as the handle's last error),
+  // and a `gets` answered for another key as the end of the reply: a key
+  // that is held would read as free.
+  using test::FakeMemcached;
+  const std::pair<std::string, std::string> replies[] = {
+      {"garbage", "xyzzy plugh\r\n"},
+      {"an HTTP response", std::string{FakeMemcached::raw} + "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"},
+      {"a value for the wrong key", "VALUE :1:other 0 5 3\r\nhello\r\nEND\r\n"},
+  };
+  for (bool binary : {false, true}) {
+    for (const auto& [name, reply] : replies) {
+      CAPTURE(binary);
+      CAPTURE(name);
+      FakeMemcached fake{[&reply = reply](const std::string&) -> std::optional<std::string> { return reply; }};
+      MemcachedCache cache{{.servers = {fake.server()}, .binary = binary, .connect_timeout = 300ms, .timeout = 300ms}};
+      // gets: what release and extend read first.
+      CHECK_THROWS_AS(cache.erase_if_equals("job", "token"), CacheError);
+      CHECK_THROWS_AS(cache.replace_if_equals("job", "token", "token-2"), CacheError);
+      if (name != "a value for the wrong key") {
+        // (memcached_get() cannot tell which key a value was for.)
+        CHECK_THROWS_AS(cache.get("job"), CacheError);
       }
     }
   }
