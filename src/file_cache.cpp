@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <thread>
 #include <vector>
 
@@ -110,8 +111,23 @@ struct Expiry {
   static Expiry from(Timeout timeout) {
     if (timeout.is_never()) return {true, 0, 0};
     auto ms = timeout.duration().count();
-    return {false, clock_ns(CLOCK_BOOTTIME) + ms * 1'000'000, clock_ns(CLOCK_REALTIME) / 1'000'000 + ms};
+    return {false, saturated_sum(clock_ns(CLOCK_BOOTTIME), saturated_product(ms, 1'000'000)),
+            saturated_sum(clock_ns(CLOCK_REALTIME) / 1'000'000, ms)};
   }
+
+  // A deadline beyond 64 bits is the latest there is, never one that wraps
+  // into the past.
+  static std::int64_t saturated_sum(std::int64_t a, std::int64_t b) noexcept {
+    std::int64_t sum = 0;
+    if (__builtin_add_overflow(a, b, &sum)) return b > 0 ? max_ns : -max_ns;
+    return sum;
+  }
+  static std::int64_t saturated_product(std::int64_t a, std::int64_t b) noexcept {
+    std::int64_t product = 0;
+    if (__builtin_mul_overflow(a, b, &product)) return (a > 0) == (b > 0) ? max_ns : -max_ns;
+    return product;
+  }
+  static constexpr std::int64_t max_ns = std::numeric_limits<std::int64_t>::max();
 };
 
 struct Record {

@@ -2,6 +2,11 @@
 
 #include <libmemcached/memcached.h>
 #include <libmemcached/util.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -11,6 +16,7 @@
 #include <ctime>
 #include <exception>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -45,8 +51,14 @@ time_t expiration(Timeout timeout) noexcept {
   // and N. With the extra second it lives at least its ttl, at most ttl + 2 s.
   auto ms = timeout.duration().count();
   std::int64_t seconds = ms / 1000 + (ms % 1000 != 0 ? 1 : 0) + 1;  // no overflow near the maximum
-  if (seconds > relative_limit) seconds += std::time(nullptr);
-  return static_cast<time_t>(std::min<std::int64_t>(seconds, std::numeric_limits<std::uint32_t>::max()));
+  if (seconds <= relative_limit) return static_cast<time_t>(seconds);
+  // Past 30 days memcached reads a Unix time, and the text protocol reads it
+  // as a signed 32-bit number: a later time would wrap into the past and the
+  // entry would be stored already expired. A time the server cannot hold
+  // (after 2038-01-19) is sent as "never expires": still at least the ttl.
+  seconds += std::time(nullptr);
+  if (seconds > std::numeric_limits<std::int32_t>::max()) return 0;
+  return static_cast<time_t>(seconds);
 }
 
 std::string location_error(std::string_view location, std::string_view problem) {
@@ -97,10 +109,17 @@ std::string operation(std::string_view op, std::string_view key) {
 // server ourselves) and the source location, e.g.
 // "CONNECTION FAILURE(Connection refused)" or "CLIENT ERROR: cannot increment
 // or decrement non-numeric value".
+std::string tidy(std::string code, std::string_view text);
+
 std::string describe(const memcached_st* handle, memcached_return_t rc) {
   std::string code = memcached_strerror(handle, rc);
   if (memcached_last_error(handle) != rc) return code;
-  std::string_view text = memcached_last_error_message(handle);
+  return tidy(std::move(code), memcached_last_error_message(handle));
+}
+
+// libmemcached's error message `text` for the failure `code`, without the
+// handle address, the host and the source location.
+std::string tidy(std::string code, std::string_view text) {
   if (text.starts_with("(0x") || text.starts_with("(nil)")) {
     if (auto close = text.find(") "); close != text.npos) text.remove_prefix(close + 2);
   }
@@ -138,6 +157,28 @@ bool answered(memcached_return_t rc) noexcept {
   }
 }
 
+// A connection that had served earlier calls found closed by the server at
+// a call's first round trip (see Handle::fail): the call is made again.
+struct StaleConnection : CacheError {
+  StaleConnection() : CacheError{"memcached: the connection was closed by the server"} {}
+};
+
+// The failures of a connection the server closed: the read found the end of
+// the stream, or the write a reset. Not a timeout: the server may be working
+// on the request.
+bool closed_by_server(memcached_return_t rc) noexcept {
+  switch (rc) {
+    case MEMCACHED_CONNECTION_FAILURE:
+    case MEMCACHED_READ_FAILURE:
+    case MEMCACHED_WRITE_FAILURE:
+    case MEMCACHED_ERRNO:
+    case MEMCACHED_SOME_ERRORS:  // the binary protocol's multi-get
+      return true;
+    default:
+      return false;
+  }
+}
+
 // Closes every connection of `handle`, so that a reply still on its way is
 // never read as the answer to a later call. memcached_quit() is the only
 // public way to close; it sends "quit" first, which could wait up to the poll
@@ -148,6 +189,118 @@ void close_connections(memcached_st* handle) noexcept {
   memcached_behavior_set(handle, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, 0);
   memcached_quit(handle);
   memcached_behavior_set(handle, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, poll);
+}
+
+// memcached's reply to `version` on a connection of our own, before a
+// server's first use (and again after any failure that closed connections).
+// libmemcached trusts what a server sends: a peer that is not memcached (an
+// HTTP server, a server that answers END to everything) can make it abort
+// the process on an assertion, or read as "not found" a reply that is not
+// one. So a server must first answer `version` as memcached does.
+// A server that cannot be reached is not judged here: the operation then
+// fails as libmemcached reports it.
+struct Handshake {
+  bool reached = false;  // connected and asked
+  std::string problem;   // empty: answered as memcached does
+};
+
+Handshake handshake(const memcached_instance_st* instance, const MemcachedOptions& o) {
+  struct Socket {
+    int fd = -1;
+    ~Socket() {
+      if (fd >= 0) ::close(fd);
+    }
+  } socket;
+  auto wait_for = [&](short events, milliseconds limit) {
+    pollfd p{socket.fd, events, 0};
+    int rc;
+    do {
+      rc = ::poll(&p, 1, static_cast<int>(limit.count()));
+    } while (rc < 0 && errno == EINTR);
+    return rc > 0;
+  };
+  // Connects to one address within connect_timeout; false if it cannot.
+  auto connect_to = [&](int family, const sockaddr* address, socklen_t length) {
+    socket.fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (socket.fd < 0) return false;
+    if (::connect(socket.fd, address, length) == 0) return true;
+    if (errno != EINPROGRESS || !wait_for(POLLOUT, o.connect_timeout)) return false;
+    int error = 0;
+    socklen_t size = sizeof error;
+    return ::getsockopt(socket.fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 && error == 0;
+  };
+  bool connected = false;
+  if (std::string_view{memcached_server_type(instance)} == "SOCKET") {
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::string_view path = memcached_server_name(instance);
+    if (path.size() >= sizeof address.sun_path) return {};
+    path.copy(address.sun_path, path.size());
+    connected = connect_to(AF_UNIX, reinterpret_cast<const sockaddr*>(&address), sizeof address);
+  } else {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    auto port = std::to_string(memcached_server_port(instance));
+    if (::getaddrinfo(memcached_server_name(instance), port.c_str(), &hints, &found) != 0) return {};
+    // Every address in turn, as libmemcached tries them ("localhost" may be ::1 first).
+    for (auto* at = found; at != nullptr && !connected; at = at->ai_next) {
+      if (socket.fd >= 0) ::close(std::exchange(socket.fd, -1));
+      connected = connect_to(at->ai_family, at->ai_addr, at->ai_addrlen);
+    }
+    ::freeaddrinfo(found);
+  }
+  if (!connected) return {};
+
+  static constexpr char text_request[] = "version\r\n";
+  static constexpr unsigned char binary_request[24] = {0x80, 0x0b};  // magic, opcode VERSION, the rest 0
+  std::string_view request = o.binary ? std::string_view{reinterpret_cast<const char*>(binary_request), 24}
+                                      : std::string_view{text_request, sizeof text_request - 1};
+  if (::send(socket.fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+    return {};  // not judged: the operation will see the same broken connection
+  }
+  // A version is a few bytes: a longer reply is not memcached's.
+  constexpr std::size_t longest = 256;
+  std::string reply;
+  auto complete = [&] {
+    if (!o.binary) return reply.find("\r\n") != std::string::npos;
+    if (reply.size() < 24) return false;
+    auto body = (std::size_t{static_cast<unsigned char>(reply[8])} << 24) |
+                (std::size_t{static_cast<unsigned char>(reply[9])} << 16) |
+                (std::size_t{static_cast<unsigned char>(reply[10])} << 8) | static_cast<unsigned char>(reply[11]);
+    return reply.size() >= 24 + std::min(body, longest);
+  };
+  auto deadline = std::chrono::steady_clock::now() + o.timeout;
+  while (!complete() && reply.size() < longest) {
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0 || !wait_for(POLLIN, left)) {
+      return {true, fmt::format("no complete reply to 'version' within {} ms{}", o.timeout.count(),
+                         reply.empty() ? std::string{} : ", only " + detail::quote(reply))};
+    }
+    char buffer[longest];
+    auto n = ::recv(socket.fd, buffer, longest - reply.size(), 0);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) {
+      return {true, fmt::format("it closed the connection when asked its version{}",
+                                reply.empty() ? std::string{} : ", after " + detail::quote(reply))};
+    }
+    reply.append(buffer, static_cast<std::size_t>(n));
+  }
+  // memcached's versions start with a digit ("1.6.18").
+  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  bool good = false;
+  if (o.binary) {
+    // Response magic, opcode VERSION, status 0, a short version in the body.
+    good = complete() && static_cast<unsigned char>(reply[0]) == 0x81 && reply[1] == 0x0b && reply[6] == 0 &&
+           reply[7] == 0 && reply.size() > 24 && reply.size() <= 24 + 64 && is_digit(reply[24]);
+  } else {
+    std::string_view line{reply.data(), std::min(reply.find("\r\n"), reply.size())};
+    good = complete() && line.starts_with("VERSION ") && line.size() > 8 && line.size() <= 8 + 64 &&
+           is_digit(line[8]) && line.find_first_of(" \t", 8) == line.npos;
+  }
+  if (good) return {true, {}};
+  return {true, fmt::format("its reply to 'version' is not memcached's: {}", detail::quote(reply.substr(0, 64)))};
 }
 
 // "a:11211, b:11211", from the options (for errors before there are handles).
@@ -217,7 +370,8 @@ struct Connections {
   // Throws: as make_master().
   Connections(const MemcachedOptions& options, std::uint64_t generation_)
       : generation{generation_}, size{options.pool_size}, available{options.pool_size},
-        wait{options.timeout} {
+        wait{options.timeout}, sends_cas{std::make_unique<std::atomic<bool>[]>(options.servers.size())},
+        speaks_memcached{std::make_unique<std::atomic<bool>[]>(options.servers.size())} {
     master = make_master(options);
     locator = memcached_clone(nullptr, master);
     pool = locator ? memcached_pool_create(master, 1, static_cast<std::uint32_t>(options.pool_size))
@@ -287,6 +441,13 @@ struct Connections {
   std::condition_variable freed;
   std::size_t available;  // guarded by mutex
   const milliseconds wait;
+  // Per server (by position): a `gets` after one of our `add`s saw a CAS id.
+  // A server run with -C sends none; it is asked again after any failure
+  // that closed connections (it may have been restarted with other options).
+  std::unique_ptr<std::atomic<bool>[]> sends_cas;
+  // Per server: it answered `version` as memcached does (see handshake()).
+  std::unique_ptr<std::atomic<bool>[]> speaks_memcached;
+  std::mutex greeting;  // held during a handshake
   Connections* next_abandoned = nullptr;
 };
 
@@ -466,16 +627,34 @@ struct MemcachedCache::Impl {
         : connections_{impl.current(op, key)}, handle_{connections_.fetch(op, key)}, key_{key} {
       // Set by a failure to connect during this operation (see ~Handle).
       memcached_reset_last_disconnected_server(handle_);
+      try {
+        greet(impl.options, op);
+      } catch (...) {
+        connections_.release(handle_);
+        throw;
+      }
     }
 
     ~Handle() {
-      if (std::uncaught_exceptions() > exceptions_ && !in_step_) {
+      const bool failed = std::uncaught_exceptions() > exceptions_;
+      // Marks a connection that served a call, for the next call's fail().
+      if (!failed || in_step_) memcached_set_user_data(handle_, &served);
+      if (failed && !in_step_) {
+        memcached_set_user_data(handle_, nullptr);
         // A failure to connect left no socket to close, and closing would
         // forget that the server is being skipped (server_failure_limit,
         // retry_timeout). Only known for an operation on one server.
         bool one_server = !key_.empty() || memcached_server_count(handle_) == 1;
         if (!one_server || memcached_server_get_last_disconnect(handle_) == nullptr) {
           close_connections(handle_);
+        }
+        // The server (the key's, else all) is asked again: it may have been
+        // restarted, or replaced by another program on its port.
+        std::uint32_t first = key_.empty() ? 0 : owner();
+        std::uint32_t last = key_.empty() ? memcached_server_count(handle_) : first + 1;
+        for (std::uint32_t i = first; i < last; ++i) {
+          connections_.sends_cas[i].store(false, std::memory_order_relaxed);
+          connections_.speaks_memcached[i].store(false, std::memory_order_relaxed);
         }
       }
       connections_.release(handle_);
@@ -485,26 +664,107 @@ struct MemcachedCache::Impl {
     Handle& operator=(const Handle&) = delete;
     memcached_st* get() const noexcept { return handle_; }
 
-    /// Throws the CacheError for libmemcached's failure `rc` of `op`.
+    /// Throws the CacheError for libmemcached's failure `rc` of `op`; a
+    /// StaleConnection if the call may be made again on a new connection.
     [[noreturn]] void fail(memcached_return_t rc, std::string_view op) {
       in_step_ = answered(rc);
+      // A connection that served an earlier call, found closed by the server
+      // at this call's first round trip: the server restarted, or dropped an
+      // idle connection. The request was not carried out by the server that
+      // answers now, so it can be sent again, once, on a new connection.
+      if (may_retry_ && !progressed_ && memcached_get_user_data(handle_) == &served && closed_by_server(rc)) {
+        throw StaleConnection{};
+      }
       throw_failure(handle_, rc, op, key_);
     }
 
-    /// Throws a CacheError for a problem found in an answer read in full.
-    [[noreturn]] void fail_answered(std::string_view op, std::string_view problem) {
-      in_step_ = true;
+    /// Fails `op` if its "not found" hides a reply that could not be read:
+    /// libmemcached reports a get answered with garbage as a miss, keeping
+    /// the read failure only as the handle's last error.
+    void fail_if_unreadable(std::string_view op) {
+      auto last = memcached_last_error(handle_);
+      if (last != MEMCACHED_SUCCESS && last != MEMCACHED_NOTFOUND && last != MEMCACHED_END) fail(last, op);
+    }
+
+    /// The call's first round trip is done: a failure after it is final.
+    void progressed() noexcept { progressed_ = true; }
+
+    /// For the second attempt of a call: start on a new connection, and let
+    /// every failure be final.
+    void reconnect() noexcept {
+      close_connections(handle_);
+      may_retry_ = false;
+    }
+
+    /// Whether the server that owns the key is known to send CAS ids.
+    std::atomic<bool>& sends_cas() { return connections_.sends_cas[owner()]; }
+
+    /// Throws a CacheError for a problem found in an answer read in full
+    /// (unless `in_step` says the connection may be out of step).
+    [[noreturn]] void fail_answered(std::string_view op, std::string_view problem, bool in_step = true) {
+      in_step_ = in_step;
       throw CacheError(fmt::format("memcached {}: {} failed: {}", server_of(handle_, key_),
                                    operation(op, key_), problem));
     }
 
    private:
+    // The position of the server that owns the key.
+    std::uint32_t owner() const {
+      memcached_return_t rc;
+      const auto* owner = memcached_server_by_key(handle_, key_.data(), key_.size(), &rc);
+      std::uint32_t at = 0;
+      while (at + 1 < memcached_server_count(handle_) && memcached_server_instance_by_position(handle_, at) != owner) {
+        ++at;
+      }
+      return at;
+    }
+
+    // The handshake with the key's server (every server for an operation
+    // without a key), unless it passed since connections were last closed.
+    void greet(const MemcachedOptions& options, std::string_view op) {
+      auto count = memcached_server_count(handle_);
+      std::uint32_t first = key_.empty() ? 0 : owner();
+      std::uint32_t last = key_.empty() ? count : first + 1;
+      for (std::uint32_t i = first; i < last; ++i) {
+        auto& known = connections_.speaks_memcached[i];
+        if (known.load(std::memory_order_relaxed)) continue;
+        // One handshake at a time, not one per thread arriving together.
+        std::lock_guard lock{connections_.greeting};
+        if (known.load(std::memory_order_relaxed)) continue;
+        const auto* instance = memcached_server_instance_by_position(handle_, i);
+        auto result = handshake(instance, options);
+        if (!result.problem.empty()) {
+          throw CacheError(fmt::format("memcached {}: {} failed: the server does not speak memcached's protocol: {}",
+                                       name_of(instance), operation(op, key_), result.problem));
+        }
+        if (result.reached) known.store(true, std::memory_order_relaxed);
+      }
+    }
+
     Connections& connections_;
     memcached_st* handle_;
     std::string_view key_;
     int exceptions_ = std::uncaught_exceptions();
     bool in_step_ = false;  // set when failing after a complete answer
+    bool may_retry_ = true;
+    bool progressed_ = false;
+    static inline char served = 0;  // its address marks a connection that served a call
   };
+
+  // Runs `body(handle)` for `op` on `key`, and once more on a new connection
+  // if the first attempt found its connection closed by the server.
+  template <class Body>
+  auto with_handle(std::string_view op, std::string_view key, Body&& body) {
+    try {
+      Handle handle{*this, op, key};
+      return body(handle);
+    } catch (const StaleConnection&) {
+      // ~Handle closed the connection; the retry below starts afresh.
+    }
+    Handle handle{*this, op, key};
+    handle.reconnect();  // this pooled handle's connection may be as old
+    return body(handle);
+  }
 
   struct Fetched {
     std::string value;
@@ -528,16 +788,47 @@ struct MemcachedCache::Impl {
       ~FreeResult() { memcached_result_free(result); }
     } free_result{&result};
     std::optional<Fetched> found;
+    bool other_key = false;
     // Read up to the end marker, so the connection is ready for the next call.
     while (memcached_fetch_result(handle.get(), &result, &rc) != nullptr) {
       std::string_view got{memcached_result_key_value(&result), memcached_result_key_length(&result)};
       if (got == key) {
         found = Fetched{{memcached_result_value(&result), memcached_result_length(&result)},
                         memcached_result_cas(&result)};
+      } else {
+        other_key = true;
       }
     }
+    // A value for a key we did not ask for: the server (or the connection)
+    // is out of step; "not found" could hide the key's real value.
+    if (other_key) handle.fail_answered(op, "the server answered with a value for another key", false);
     if (rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND) handle.fail(rc, op);
+    if (!found) handle.fail_if_unreadable(op);
     return found;
+  }
+
+  // After an `add` that stored `key`: fails it if the server sends no CAS
+  // ids (memcached -C), removing what it stored. Such a lock could be
+  // neither released nor extended safely (see fetch_for_cas), and a program
+  // run under it would be stopped at the first renewal: refuse it at once.
+  // One `gets` per server and process, the first time only.
+  static void check_cas(Handle& handle, std::string_view key) {
+    auto& known = handle.sends_cas();
+    if (known.load(std::memory_order_relaxed)) return;
+    auto found = fetch(handle, key, "gets");
+    if (!found) return;  // already expired or removed: ask again at the next add
+    if (found->cas != 0) {
+      known.store(true, std::memory_order_relaxed);
+      return;
+    }
+    auto rc = memcached_delete(handle.get(), key.data(), key.size(), 0);
+    bool removed = rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND;
+    handle.fail_answered("add",
+                         fmt::format("the server runs without CAS (memcached -C), so its locks could not be "
+                                     "released or extended safely; {}",
+                                     removed ? "the entry just added was removed"
+                                             : "the entry just added is left to expire"),
+                         removed || answered(rc));
   }
 
   // The `gets` of a compare operation: the value and its CAS id, if present.
@@ -570,50 +861,62 @@ std::chrono::milliseconds MemcachedCache::operation_timeout() const noexcept {
 std::optional<std::string> MemcachedCache::get_(std::string_view key) {
   // memcached_get() rather than fetch(): in the binary protocol a one-key
   // mget goes out as two packets (a quiet get, then a no-op), a get as one.
-  Impl::Handle handle{*impl_, "get", key};
-  std::size_t length = 0;
-  std::uint32_t flags = 0;
-  memcached_return_t rc;
-  std::unique_ptr<char, decltype(&std::free)> value{
-      memcached_get(handle.get(), key.data(), key.size(), &length, &flags, &rc), &std::free};
-  if (rc == MEMCACHED_NOTFOUND) return std::nullopt;
-  if (rc != MEMCACHED_SUCCESS) handle.fail(rc, "get");
-  if (!value) return std::string{};  // an empty value comes back as a null pointer
-  return std::string{value.get(), length};
+  return impl_->with_handle("get", key, [&](Impl::Handle& handle) -> std::optional<std::string> {
+    std::size_t length = 0;
+    std::uint32_t flags = 0;
+    memcached_return_t rc;
+    std::unique_ptr<char, decltype(&std::free)> value{
+        memcached_get(handle.get(), key.data(), key.size(), &length, &flags, &rc), &std::free};
+    if (rc == MEMCACHED_NOTFOUND) {
+      handle.fail_if_unreadable("get");
+      return std::nullopt;
+    }
+    if (rc != MEMCACHED_SUCCESS) handle.fail(rc, "get");
+    if (!value) return std::string{};  // an empty value comes back as a null pointer
+    return std::string{value.get(), length};
+  });
 }
 
 void MemcachedCache::set_(std::string_view key, std::string_view value, Timeout timeout) {
-  Impl::Handle handle{*impl_, "set", key};
-  auto rc = memcached_set(handle.get(), key.data(), key.size(), value.data(), value.size(),
-                          expiration(timeout), 0);
-  if (rc != MEMCACHED_SUCCESS) handle.fail(rc, "set");
+  impl_->with_handle("set", key, [&](Impl::Handle& handle) {
+    auto rc = memcached_set(handle.get(), key.data(), key.size(), value.data(), value.size(),
+                            expiration(timeout), 0);
+    if (rc != MEMCACHED_SUCCESS) handle.fail(rc, "set");
+  });
 }
 
 bool MemcachedCache::erase_(std::string_view key) {
-  Impl::Handle handle{*impl_, "delete", key};
-  auto rc = memcached_delete(handle.get(), key.data(), key.size(), 0);
-  if (rc == MEMCACHED_SUCCESS) return true;
-  if (rc == MEMCACHED_NOTFOUND) return false;
-  handle.fail(rc, "delete");
+  return impl_->with_handle("delete", key, [&](Impl::Handle& handle) {
+    auto rc = memcached_delete(handle.get(), key.data(), key.size(), 0);
+    if (rc == MEMCACHED_SUCCESS) return true;
+    if (rc == MEMCACHED_NOTFOUND) return false;
+    handle.fail(rc, "delete");
+  });
 }
 
 bool MemcachedCache::add_(std::string_view key, std::string_view value, Timeout timeout) {
-  Impl::Handle handle{*impl_, "add", key};
-  auto rc = memcached_add(handle.get(), key.data(), key.size(), value.data(), value.size(),
-                          expiration(timeout), 0);
-  // The lock acquire: only the server's own answers count. NOTSTORED is the
-  // text protocol's "exists", DATA_EXISTS the binary protocol's.
-  if (rc == MEMCACHED_SUCCESS) return true;
-  if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS) return false;
-  handle.fail(rc, "add");
+  return impl_->with_handle("add", key, [&](Impl::Handle& handle) {
+    auto rc = memcached_add(handle.get(), key.data(), key.size(), value.data(), value.size(),
+                            expiration(timeout), 0);
+    // The lock acquire: only the server's own answers count. NOTSTORED is the
+    // text protocol's "exists", DATA_EXISTS the binary protocol's.
+    if (rc == MEMCACHED_SUCCESS) {
+      handle.progressed();
+      Impl::check_cas(handle, key);
+      return true;
+    }
+    if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS) return false;
+    handle.fail(rc, "add");
+  });
 }
 
 bool MemcachedCache::touch_(std::string_view key, Timeout timeout) {
-  Impl::Handle handle{*impl_, "touch", key};
-  auto rc = memcached_touch(handle.get(), key.data(), key.size(), expiration(timeout));
-  if (rc == MEMCACHED_SUCCESS) return true;
-  if (rc == MEMCACHED_NOTFOUND) return false;
-  handle.fail(rc, "touch");
+  return impl_->with_handle("touch", key, [&](Impl::Handle& handle) {
+    auto rc = memcached_touch(handle.get(), key.data(), key.size(), expiration(timeout));
+    if (rc == MEMCACHED_SUCCESS) return true;
+    if (rc == MEMCACHED_NOTFOUND) return false;
+    handle.fail(rc, "touch");
+  });
 }
 
 std::optional<std::int64_t> MemcachedCache::incr_(std::string_view key, std::int64_t delta) {
@@ -621,71 +924,92 @@ std::optional<std::int64_t> MemcachedCache::incr_(std::string_view key, std::int
   const char* op = up ? "incr" : "decr";
   // |delta| without overflow for INT64_MIN.
   std::uint64_t offset = up ? static_cast<std::uint64_t>(delta) : ~static_cast<std::uint64_t>(delta) + 1;
-  Impl::Handle handle{*impl_, op, key};
-  std::uint64_t value = 0;
-  auto rc = up ? memcached_increment_by_key(handle.get(), key.data(), key.size(), key.data(), key.size(),
-                                            offset, &value)
-               : memcached_decrement_by_key(handle.get(), key.data(), key.size(), key.data(), key.size(),
-                                            offset, &value);
-  if (rc == MEMCACHED_NOTFOUND) return std::nullopt;
-  if (rc != MEMCACHED_SUCCESS) handle.fail(rc, op);
-  if (value > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-    // The server has stored it all the same: memcached counts in 64 unsigned bits.
-    handle.fail_answered(op, fmt::format("the result {} does not fit a 64-bit signed integer", value));
-  }
-  return static_cast<std::int64_t>(value);
+  return impl_->with_handle(op, key, [&](Impl::Handle& handle) -> std::optional<std::int64_t> {
+    std::uint64_t value = 0;
+    auto rc = up ? memcached_increment_by_key(handle.get(), key.data(), key.size(), key.data(), key.size(),
+                                              offset, &value)
+                 : memcached_decrement_by_key(handle.get(), key.data(), key.size(), key.data(), key.size(),
+                                              offset, &value);
+    if (rc == MEMCACHED_NOTFOUND) return std::nullopt;
+    if (rc != MEMCACHED_SUCCESS) handle.fail(rc, op);
+    if (value > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+      // The server has stored it all the same: memcached counts in 64 unsigned bits.
+      handle.fail_answered(op, fmt::format("the result {} does not fit a 64-bit signed integer", value));
+    }
+    return static_cast<std::int64_t>(value);
+  });
 }
 
 bool MemcachedCache::erase_if_equals_(std::string_view key, std::string_view expected) {
-  Impl::Handle handle{*impl_, "gets", key};
-  auto found = Impl::fetch_for_cas(handle, key);
-  if (!found || found->value != expected) return false;
-  // Not `delete`, which has no CAS in the text protocol: a `cas` that stores
-  // an entry the server sees as already expired, only if nobody wrote since.
-  auto rc = memcached_cas(handle.get(), key.data(), key.size(), expected.data(), expected.size(),
-                          already_expired, 0, found->cas);
-  if (rc == MEMCACHED_SUCCESS) return true;
-  if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND) return false;
-  handle.fail(rc, "cas");
+  return impl_->with_handle("gets", key, [&](Impl::Handle& handle) {
+    auto found = Impl::fetch_for_cas(handle, key);
+    handle.progressed();
+    if (!found || found->value != expected) return false;
+    // Not `delete`, which has no CAS in the text protocol: a `cas` that stores
+    // an entry the server sees as already expired, only if nobody wrote since.
+    auto rc = memcached_cas(handle.get(), key.data(), key.size(), expected.data(), expected.size(),
+                            already_expired, 0, found->cas);
+    if (rc == MEMCACHED_SUCCESS) return true;
+    if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND) return false;
+    handle.fail(rc, "cas");
+  });
 }
 
 bool MemcachedCache::replace_if_equals_(std::string_view key, std::string_view expected,
                                         std::string_view value, Timeout timeout) {
-  Impl::Handle handle{*impl_, "gets", key};
-  auto found = Impl::fetch_for_cas(handle, key);
-  if (!found || found->value != expected) return false;
-  auto rc = memcached_cas(handle.get(), key.data(), key.size(), value.data(), value.size(),
-                          expiration(timeout), 0, found->cas);
-  if (rc == MEMCACHED_SUCCESS) return true;
-  if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND) return false;
-  handle.fail(rc, "cas");
+  return impl_->with_handle("gets", key, [&](Impl::Handle& handle) {
+    auto found = Impl::fetch_for_cas(handle, key);
+    handle.progressed();
+    if (!found || found->value != expected) return false;
+    auto rc = memcached_cas(handle.get(), key.data(), key.size(), value.data(), value.size(),
+                            expiration(timeout), 0, found->cas);
+    if (rc == MEMCACHED_SUCCESS) return true;
+    if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTFOUND) return false;
+    handle.fail(rc, "cas");
+  });
 }
 
-std::vector<MemcachedServerStats> MemcachedCache::stats() {
-  Impl::Handle handle{*impl_, "stats", ""};
-  memcached_return_t rc = MEMCACHED_SUCCESS;
-  memcached_stat_st* all = memcached_stat(handle.get(), nullptr, &rc);
-  if (all == nullptr || rc != MEMCACHED_SUCCESS) {
-    if (all) memcached_stat_free(handle.get(), all);
-    handle.fail(rc == MEMCACHED_SUCCESS ? MEMCACHED_FAILURE : rc, "stats");
+std::vector<MemcachedServerStats> MemcachedCache::stats(std::string_view group) {
+  const std::string args{group};
+  const std::string op = group.empty() ? std::string{"stats"} : "stats " + args;
+  Impl::Handle handle{*impl_, op, ""};
+  // memcached_stat_execute() hands over every name and value as the server
+  // words them (memcached_stat() keeps only the names it knows, and none of
+  // `stats settings`).
+  std::map<std::string, std::map<std::string, std::string>> by_server;
+  auto collect = [](const memcached_instance_st* server, const char* name, std::size_t name_length,
+                    const char* value, std::size_t value_length, void* context) {
+    auto& all = *static_cast<std::map<std::string, std::map<std::string, std::string>>*>(context);
+    all[name_of(server)].emplace(std::string{name, name_length}, std::string{value, value_length});
+    return MEMCACHED_SUCCESS;
+  };
+  auto rc = memcached_stat_execute(handle.get(), args.empty() ? nullptr : args.c_str(), collect, &by_server);
+  // Name the servers that failed, each with its own reason: with several,
+  // libmemcached's summary is only "SOME ERRORS WERE REPORTED". A server it
+  // could not reach may even leave it at SUCCESS, with no statistics; and a
+  // failure of one can leave the others without statistics, unblamed.
+  std::string failed;
+  std::string silent;
+  for (std::uint32_t i = 0; i < memcached_server_count(handle.get()); ++i) {
+    auto* instance = memcached_server_instance_by_position(handle.get(), i);
+    auto name = name_of(instance);
+    auto server_rc = memcached_server_error_return(instance);
+    if (server_rc != MEMCACHED_SUCCESS) {
+      const char* text = memcached_server_error(instance);
+      failed += fmt::format("{}memcached {}: {} failed: {}", failed.empty() ? "" : "; ", name, op,
+                            tidy(memcached_strerror(handle.get(), server_rc), text ? text : ""));
+    } else if (by_server[name].empty()) {
+      silent += fmt::format("{}memcached {}: {} failed: {}", silent.empty() ? "" : "; ", name, op,
+                            rc != MEMCACHED_SUCCESS ? describe(handle.get(), rc) : "no statistics in the reply");
+    }
   }
+  if (failed.empty()) failed = silent;
+  if (!failed.empty()) throw CacheError(failed);
   std::vector<MemcachedServerStats> result;
   for (std::uint32_t i = 0; i < memcached_server_count(handle.get()); ++i) {
-    MemcachedServerStats server{name_of(memcached_server_instance_by_position(handle.get(), i)), {}};
-    memcached_return_t key_rc = MEMCACHED_SUCCESS;
-    char** names = memcached_stat_get_keys(handle.get(), &all[i], &key_rc);
-    for (char** name = names; name && *name; ++name) {
-      memcached_return_t value_rc = MEMCACHED_SUCCESS;
-      char* value = memcached_stat_get_value(handle.get(), &all[i], *name, &value_rc);
-      if (value) {
-        server.values.emplace(*name, value);
-        std::free(value);
-      }
-    }
-    std::free(names);
-    result.push_back(std::move(server));
+    auto name = name_of(memcached_server_instance_by_position(handle.get(), i));
+    result.push_back({name, std::move(by_server[name])});
   }
-  memcached_stat_free(handle.get(), all);
   return result;
 }
 

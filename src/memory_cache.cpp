@@ -190,6 +190,11 @@ constexpr std::size_t shard_bits = 6;
 // late tick (a loaded virtual machine) let entries go a few milliseconds early.
 Clock::time_point deadline(Timeout timeout, Clock::time_point now) {
   if (timeout.is_never()) return Clock::time_point::max();
+  // Saturates: a deadline beyond the clock's range is the latest it has,
+  // never a sum that wraps into the past.
+  if (timeout.duration() >= std::chrono::duration_cast<std::chrono::milliseconds>(Clock::time_point::max() - now)) {
+    return Clock::time_point::max();
+  }
   return now + timeout.duration();
 }
 

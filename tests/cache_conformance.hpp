@@ -132,6 +132,33 @@ TEST_CASE_TEMPLATE_DEFINE("a zero timeout writes an already expired entry", B,
   CHECK_FALSE(cache->get("k").has_value());
 }
 
+TEST_CASE_TEMPLATE_DEFINE("long timeouts are stored at least as long, never already expired", B,
+                          conformance_long_timeouts) {
+  // memcached reads an expiry past 30 days as a Unix time, a signed 32-bit
+  // one in its text protocol; deadlines elsewhere are 64-bit nanoseconds.
+  using namespace std::chrono_literals;
+  auto cache = test::fresh<B>();
+  const std::chrono::milliseconds ttls[] = {
+      24h * 30, 24h * 30 + 1s, 24h * 3653, 24h * 36525, std::chrono::milliseconds::max()};
+  for (auto ttl : ttls) {
+    CAPTURE(ttl.count());
+    const auto key = "k" + std::to_string(ttl.count());
+    CHECK(cache->add(key, "v", ttl));
+    CHECK(cache->get(key) == "v");
+    CHECK_FALSE(cache->add(key, "w", ttl));
+    cache->set(key, "v2", ttl);
+    CHECK(cache->get(key) == "v2");
+    CHECK(cache->touch(key, ttl));
+    CHECK(cache->get(key) == "v2");
+    CHECK(cache->replace_if_equals(key, "v2", "v3", ttl));
+    CHECK(cache->get(key) == "v3");
+    cachelock::Lock lock{"lock-" + key, {.cache = cache, .ttl = ttl}};
+    CHECK(cache->get("lock-" + key) == lock.token());
+    CHECK(lock.extend());
+    CHECK(cache->get("lock-" + key) == lock.token());
+  }
+}
+
 TEST_CASE_TEMPLATE_DEFINE("the standard timeout is the cache's TIMEOUT", B,
                           conformance_standard_timeout) {
   auto cache = test::fresh<B>({.timeout = B::short_ttl});
@@ -299,6 +326,7 @@ TEST_CASE_TEMPLATE_DEFINE("locks on the backend: held, expired, extended", B, co
   TEST_CASE_TEMPLATE_INVOKE(conformance_expiry, __VA_ARGS__);           \
   TEST_CASE_TEMPLATE_INVOKE(conformance_zero_timeout, __VA_ARGS__);     \
   TEST_CASE_TEMPLATE_INVOKE(conformance_standard_timeout, __VA_ARGS__); \
+  TEST_CASE_TEMPLATE_INVOKE(conformance_long_timeouts, __VA_ARGS__);    \
   TEST_CASE_TEMPLATE_INVOKE(conformance_touch, __VA_ARGS__);            \
   TEST_CASE_TEMPLATE_INVOKE(conformance_key_function, __VA_ARGS__);     \
   TEST_CASE_TEMPLATE_INVOKE(conformance_invalid_keys, __VA_ARGS__);     \

@@ -25,6 +25,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -76,18 +77,37 @@ class FakeMemcached {
 
   int port() const noexcept { return port_; }
   cachelock::MemcachedServer server() const { return {"127.0.0.1", static_cast<std::uint16_t>(port_)}; }
-  /// Connections accepted so far.
+  /// Connections accepted so far that sent a command, not counting those
+  /// that only asked for the version (the client's handshake).
   int connections() const noexcept { return accepted_.load(); }
   /// Commands received so far (not counting `quit` and the binary no-op).
   int commands() const noexcept { return commands_.load(); }
   /// `quit` commands received so far.
   int quits() const noexcept { return quits_.load(); }
+  /// `version` (the client's handshake before a server's first use) is
+  /// answered as memcached answers it, without the script and without being
+  /// counted in commands(); unless this is set: then the script answers it.
+  std::atomic<bool> script_version{false};
+
+  /// A reply that ends with this is sent without it, and then the
+  /// connection is closed (a server that hangs up).
+  static constexpr std::string_view hang_up = "\x01hang up";
+  /// A reply that starts with this is sent as the bytes that follow, in
+  /// either protocol (not translated into a binary response).
+  static constexpr std::string_view raw = "\x01raw:";
 
  private:
   struct Client {
     int fd;
     std::string input;
+    bool counted = false;  // in accepted_
   };
+
+  // Counts the client in connections() at its first command but a handshake.
+  void note(Client& client) {
+    if (!client.counted) ++accepted_;
+    client.counted = true;
+  }
 
   void serve() {
     while (true) {
@@ -97,10 +117,7 @@ class FakeMemcached {
       if (fds[0].revents) return;
       if (fds[1].revents & POLLIN) {
         int fd = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
-        if (fd >= 0) {
-          clients_.push_back({fd, {}});
-          ++accepted_;
-        }
+        if (fd >= 0) clients_.push_back({fd, {}});
       }
       for (std::size_t i = 2; i < fds.size(); ++i) {
         if (!fds[i].revents) continue;
@@ -150,13 +167,26 @@ class FakeMemcached {
       consumed += *bytes + 2;
     }
     client.input.erase(0, consumed);
+    if (line == "version" && !script_version) {
+      send(client, "VERSION 1.6.99\r\n");
+      return true;
+    }
+    note(client);
     if (line == "quit") {
       ++quits_;
       quit_ = true;
       return true;
     }
     ++commands_;
-    if (auto reply = reply_(line, data)) send(client, *reply);
+    if (auto reply = reply_(line, data)) {
+      std::string_view bytes = *reply;
+      if (bytes.starts_with(raw)) bytes.remove_prefix(raw.size());
+      if (bytes.ends_with(hang_up)) {
+        bytes.remove_suffix(hang_up.size());
+        quit_ = true;
+      }
+      send(client, std::string{bytes});
+    }
     return true;
   }
 
@@ -204,6 +234,7 @@ class FakeMemcached {
       quit = 0x07, flush = 0x08, getq = 0x09, noop = 0x0a, version = 0x0b, getk = 0x0c,
       getkq = 0x0d, touch = 0x1c,
     };
+    if (opcode != version || script_version) note(client);
     const bool quiet_get = opcode == getq || opcode == getkq;
     const bool with_key = opcode == getk || opcode == getkq;
     std::string line;
@@ -224,7 +255,13 @@ class FakeMemcached {
         break;
       case touch: line = "touch " + key + " " + std::to_string(extra(0, 4)); break;
       case flush: line = "flush_all"; break;
-      case version: line = "version"; break;
+      case version:
+        if (!script_version) {
+          send(client, response(request, 0, 0, {}, {}, "1.6.99"));
+          return true;
+        }
+        line = "version";
+        break;
       case noop:
         send(client, response(request, 0, 0, {}, {}, {}));
         return true;
@@ -237,6 +274,15 @@ class FakeMemcached {
     ++commands_;
     auto reply = reply_(line, value);
     if (!reply) return true;
+    if (reply->ends_with(hang_up)) {
+      reply->resize(reply->size() - hang_up.size());
+      quit_ = true;
+      if (reply->empty()) return true;
+    }
+    if (reply->starts_with(raw)) {
+      send(client, reply->substr(raw.size()));
+      return true;
+    }
 
     auto status_of = [&](const std::string& text) -> std::uint16_t {
       if (text.starts_with("STORED") || text.starts_with("DELETED") || text.starts_with("TOUCHED") ||
@@ -262,7 +308,9 @@ class FakeMemcached {
       std::uint32_t flags = htonl(static_cast<std::uint32_t>(std::stoul(words.at(1))));
       std::string flag_bytes(reinterpret_cast<const char*>(&flags), 4);
       std::uint64_t value_cas = words.size() > 3 ? std::stoull(words[3]) : 0;
-      send(client, response(request, 0, value_cas, flag_bytes, with_key ? key : std::string{},
+      // The key the reply names (a script may answer for another key).
+      const std::string& named = words.at(0);
+      send(client, response(request, 0, value_cas, flag_bytes, with_key ? named : std::string{},
                             reply->substr(header_end + 2, bytes)));
     } else if (reply->starts_with("END")) {
       if (!quiet_get) send(client, response(request, 0x0001, 0, {}, {}, "Not found"));

@@ -20,6 +20,7 @@
 #include "process.hpp"
 #include "support.hpp"
 #if CACHELOCK_HAS_MEMCACHED
+#include "fake_memcached.hpp"
 #include "memcached_server.hpp"
 #endif
 
@@ -367,7 +368,11 @@ TEST_CASE("cli: a memcached short of memory evicts held locks, and check warns a
   auto cache = std::make_shared<cachelock::MemcachedCache>(cachelock::MemcachedOptions{.servers = {server.server()}});
   auto quiet = box.run({"--settings", settings, "check"});
   CHECK(quiet.code == 0);
-  CHECK(quiet.out.find("warning") == std::string::npos);
+  CHECK(quiet.out.find("has evicted") == std::string::npos);
+  CHECK(quiet.out.find("\n  memcached " + server.location() + ": evictions on\n  warning: memcached " +
+                       server.location() +
+                       " may evict: held locks can be lost before their ttl; run lock servers with -M\n") !=
+        std::string::npos);
 
   cachelock::Lock held{"job", {.cache = cache, .ttl = 600s}};
   // Other traffic, entries of every size near a lock's, far more than 1 MB of it.
@@ -385,6 +390,95 @@ TEST_CASE("cli: a memcached short of memory evicts held locks, and check warns a
   auto warned = box.run({"--settings", settings, "check"});
   CHECK(warned.code == 0);
   CHECK(warned.out.find("warning: memcached " + server.location() + " has evicted ") != std::string::npos);
+}
+
+TEST_CASE("cli: check says whether each memcached may evict, and names a dead one of several") {
+  Sandbox box;
+  test::MemcachedProcess evicting;
+  test::MemcachedProcess locks_only{{"-M"}};
+  auto settings = box.dir + "/two.yaml";
+  std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: [" << evicting.location()
+                          << ", " << locks_only.location()
+                          << "]\n    OPTIONS: {connect_timeout: 0.5, timeout: 0.5}\n";
+  auto both = box.run({"--settings", settings, "check"});
+  CHECK(both.code == 0);
+  CHECK(both.out.find("\n  memcached " + evicting.location() + ": evictions on\n  warning: memcached " +
+                      evicting.location() + " may evict: ") != std::string::npos);
+  CHECK(both.out.find("\n  memcached " + locks_only.location() + ": evictions off (-M)\n") != std::string::npos);
+  CHECK(both.out.find("warning: memcached " + locks_only.location()) == std::string::npos);
+
+  // One server down: check fails, naming it (and not the live one).
+  auto dead = locks_only.location();
+  locks_only.stop();
+  auto failed = box.run({"--settings", settings, "check"});
+  CHECK(failed.code == 69);
+  auto at = failed.out.find("FAILED: ");
+  REQUIRE(at != std::string::npos);
+  auto failure = failed.out.substr(at);
+  CHECK(failure.find("memcached " + dead + ": ") != std::string::npos);
+  CHECK(failure.find(evicting.location()) == std::string::npos);
+}
+
+TEST_CASE("cli: a full memcached run with -M refuses new locks instead of evicting held ones") {
+  Sandbox box;
+  test::MemcachedProcess server{std::vector<std::string>{"-M", "-m", "1", "-I", "512k"}};
+  auto settings = box.dir + "/full.yaml";
+  std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: " << server.location()
+                          << "\n";
+  auto cache = std::make_shared<cachelock::MemcachedCache>(cachelock::MemcachedOptions{.servers = {server.server()}});
+  cachelock::Lock held{"job", {.cache = cache, .ttl = 600s}};
+  int refused = 0;
+  for (int i = 0; i < 100'000; ++i) {
+    try {
+      cache->set("filler-" + std::to_string(i), std::string(20 + i % 100, 'x'));
+    } catch (const cachelock::CacheError&) {
+      ++refused;
+    }
+  }
+  CHECK(refused > 0);
+  CHECK(server.raw_get(cache->make_key("job"))->value == held.token());  // not evicted
+  auto marker = box.dir + "/ran";
+  auto full = box.run({"--settings", settings, "run", "other", "--", "touch", marker});
+  CHECK(full.code == 69);  // fails closed
+  CHECK_FALSE(std::filesystem::exists(marker));
+}
+
+TEST_CASE("cli: a memcached without CAS (-C) is refused before PROGRAM starts") {
+  Sandbox box;
+  test::MemcachedProcess server{{"-C"}};
+  auto settings = box.dir + "/nocas.yaml";
+  std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: " << server.location()
+                          << "\n";
+  auto marker = box.dir + "/ran";
+  auto refused = box.run({"--settings", settings, "run", "job", "--", "touch", marker});
+  CHECK(refused.code == 69);
+  CHECK(refused.err.find("runs without CAS (memcached -C)") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(marker));
+  CHECK_FALSE(server.raw_get(":1:job").has_value());  // nothing left to block the key
+}
+
+TEST_CASE("cli: status and release --force fail against a server that is not memcached") {
+  Sandbox box;
+  // An HTTP server on the memcached port: its answers must never read as "free".
+  test::FakeMemcached http{[](const std::string&) -> std::optional<std::string> {
+    return std::string{test::FakeMemcached::raw} +
+           "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n" +
+           std::string{test::FakeMemcached::hang_up};
+  }};
+  http.script_version = true;
+  auto settings = box.dir + "/http.yaml";
+  std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: "
+                          << http.server().to_string() << "\n    OPTIONS: {connect_timeout: 0.5, timeout: 0.5}\n";
+  for (auto args : {std::vector<std::string>{"status", "fk"}, std::vector<std::string>{"release", "fk", "--force"},
+                    std::vector<std::string>{"run", "fk", "--", "true"}}) {
+    CAPTURE(args.front());
+    std::vector<std::string> full = box.args({"--settings", settings});
+    full.insert(full.end(), args.begin(), args.end());
+    auto result = test::run(full, box.env);
+    CHECK(result.code == 69);
+    CHECK(result.out.find("free") == std::string::npos);
+    CHECK(result.err.find("the server does not speak memcached's protocol") != std::string::npos);
+  }
 }
 #endif
 

@@ -382,6 +382,8 @@ TEST_CASE("memcached: timeouts become expirations as in Django's memcached backe
   std::mutex mutex;
   std::vector<std::string> seen;
   test::FakeMemcached fake{[&](const std::string& command) -> std::optional<std::string> {
+    // The `gets` after the first `add` (does the server send CAS ids?) finds nothing.
+    if (command.starts_with("gets")) return "END\r\n";
     std::lock_guard lock{mutex};
     seen.push_back(command);
     return command.starts_with("touch") ? "TOUCHED\r\n" : "STORED\r\n";
@@ -420,8 +422,19 @@ TEST_CASE("memcached: timeouts become expirations as in Django's memcached backe
   std::tie(low, high) = absolute_for(24h * 30 + 1s);
   CHECK(low <= 2592002);
   CHECK(high >= 2592002);
-  // The latest time memcached can hold (2106), never an overflow.
-  CHECK(sent([&] { cache.set("k", "v", std::chrono::milliseconds::max()); }) == "set :1:k 0 4294967295 1");
+  // 10 years: a Unix time before 2038, which the text protocol reads as a
+  // signed 32-bit number.
+  std::tie(low, high) = absolute_for(24h * 3653);
+  CHECK(low <= 3653 * 86400 + 1);
+  CHECK(high >= 3653 * 86400 + 1);
+  CHECK(high + std::time(nullptr) <= std::numeric_limits<std::int32_t>::max());
+  // Past 2038-01-19 (INT32_MAX) the server cannot hold the time: never
+  // expires, which is at least as long. Never a time that wraps into the past.
+  for (auto ttl : {std::chrono::milliseconds{24h * 36525}, std::chrono::milliseconds::max()}) {
+    CHECK(sent([&] { cache.set("k", "v", ttl); }) == "set :1:k 0 0 1");
+    CHECK(sent([&] { cache.add("k", "v", ttl); }) == "add :1:k 0 0 1");
+    CHECK(sent([&] { cache.touch("k", ttl); }) == "touch :1:k 0");
+  }
 }
 
 TEST_CASE("memcached: values are stored with flags 0, which Django's clients read as bytes") {
@@ -706,7 +719,7 @@ TEST_CASE("memcached: a server that answers one command twice never shifts the a
   // the call before: an `add` on a held key "succeeds" with the STORED that
   // answered an `add` on a free one.
   test::FakeMemcached confused{[](const std::string& command) -> std::optional<std::string> {
-    if (command.starts_with("gets")) return "VALUE :1:job 0 5 77\r\ntoken\r\nEND\r\n";
+    if (command.starts_with("gets")) return "VALUE " + command.substr(5) + " 0 5 77\r\ntoken\r\nEND\r\n";
     if (command.starts_with("cas")) return "ERROR\r\nERROR\r\n";
     if (command.starts_with("add :1:free")) return "STORED\r\n";
     if (command.starts_with("add")) return "NOT_STORED\r\n";
@@ -811,10 +824,11 @@ TEST_CASE("memcached: 16 threads share a pool of 4 connections") {
   CHECK(errors.load() == 0);
   CHECK(overlaps.load() == 0);
   CHECK(taken.load() == threads * cycles);
-  // At most pool_size connections were opened (the +1 is stat()'s own).
+  // At most pool_size connections were opened, and one handshake (the +1
+  // is stat()'s own).
   auto opened = server.stat("total_connections") - connections_before - 1;
-  CHECK(opened >= 1);
-  CHECK(opened <= 4);
+  CHECK(opened >= 2);
+  CHECK(opened <= 4 + 1);
 }
 
 TEST_CASE("memcached: each key lives on one server; a dead server's keys fail, the others' work") {
@@ -1156,4 +1170,183 @@ TEST_CASE("memcached: a forked child's copies of a Lock and Mutexes leave the pa
   CHECK_FALSE(stored("job").has_value());
   CHECK_FALSE(stored("queue").has_value());
   CHECK_FALSE(stored("report").has_value());
+}
+
+TEST_CASE("memcached: an acquire on a server without CAS ids (memcached -C) fails, and leaves no entry") {
+  // Such a lock could be neither released nor extended safely: refuse it
+  // when it is taken, before anything runs under it.
+  test::MemcachedProcess server{{"-C"}};
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    auto cache = cache_on({server.server()}, binary, {.key_prefix = test::unique("nocas-acquire")});
+    auto stored = cache->make_key("job");
+    CHECK(cache_error_of([&] { cachelock::Lock("job", {.cache = cache, .ttl = 60s}); }) ==
+          "memcached " + server.location() + ": add '" + stored +
+              "' failed: the server runs without CAS (memcached -C), so its locks could not be released or "
+              "extended safely; the entry just added was removed");
+    CHECK_FALSE(server.raw_get(stored).has_value());
+    // Every later acquire too, not only the first of the process.
+    CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), CacheError);
+    CHECK_THROWS_AS(cache->add("other", "v"), CacheError);
+    CHECK_FALSE(server.raw_get(cache->make_key("other")).has_value());
+  }
+  // A server with CAS ids is asked once per process, not at every acquire.
+  auto& normal = test::shared_memcached();
+  auto cache = cache_on({normal.server()}, false, {.key_prefix = test::unique("cas-once")});
+  { cachelock::Lock first{"a", {.cache = cache}}; }
+  auto gets_before = normal.stat("cmd_get");
+  for (int i = 0; i < 5; ++i) cachelock::Lock lock{"b" + std::to_string(i), {.cache = cache}};
+  CHECK(normal.stat("cmd_get") == gets_before + 5);  // the release's gets only
+}
+
+TEST_CASE("memcached: a release after the server restarted says the lock was gone, and reconnects") {
+  // The pooled connection died with the old server. Its first use after the
+  // restart must not fail the call ("SERVER HAS FAILED"): the lock is gone,
+  // and release() says so by returning false.
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    test::MemcachedProcess server;
+    auto cache = cache_on({server.server()}, binary, {.key_prefix = test::unique("restart-release")});
+    cachelock::Lock lock{"job", {.cache = cache, .ttl = 60s}};
+    cachelock::Lock extended{"report", {.cache = cache, .ttl = 60s}};
+    server.stop();
+    server.start();
+    CHECK_FALSE(lock.release());
+    CHECK_FALSE(lock.owns_lock());
+    CHECK_FALSE(extended.extend());
+    // And the next acquire works at once, on the restarted server.
+    cachelock::Lock again{"job", {.cache = cache, .ttl = 60s}};
+    CHECK(server.raw_get(cache->make_key("job"))->value == again.token());
+  }
+  // Any first operation after a restart reconnects.
+  test::MemcachedProcess server;
+  auto cache = cache_on({server.server()}, false, {.key_prefix = test::unique("restart-ops")});
+  for (auto op : {"get", "add", "set", "delete", "touch", "gets"}) {
+    CAPTURE(op);
+    cache->set("k", "v");
+    server.stop();
+    server.start();
+    std::string_view o{op};
+    if (o == "get") CHECK_FALSE(cache->get("k").has_value());
+    if (o == "add") CHECK(cache->add("k", "w"));
+    if (o == "set") CHECK_NOTHROW(cache->set("k", "w"));
+    if (o == "delete") CHECK_FALSE(cache->erase("k"));
+    if (o == "touch") CHECK_FALSE(cache->touch("k"));
+    if (o == "gets") CHECK_FALSE(cache->erase_if_equals("k", "v"));
+  }
+}
+
+TEST_CASE("memcached: stats reads a group, and a failure names the dead server of several") {
+  auto& live = test::shared_memcached();
+  test::MemcachedProcess no_evictions{{"-M"}};
+  auto cache = cache_on({live.server(), no_evictions.server()});
+  auto settings = cache->stats("settings");
+  REQUIRE(settings.size() == 2);
+  CHECK(settings[0].server == live.location());
+  CHECK(settings[0].values.at("evictions") == "on");
+  CHECK(settings[1].server == no_evictions.location());
+  CHECK(settings[1].values.at("evictions") == "off");
+  auto counters = cache->stats();
+  REQUIRE(counters.size() == 2);
+  CHECK(counters[1].values.at("pid") == std::to_string(no_evictions.pid()));
+
+  auto dead_location = no_evictions.location();
+  no_evictions.stop();
+  for (std::string group : {"", "settings"}) {
+    CAPTURE(group);
+    auto message = cache_error_of([&] { cache->stats(group); });
+    CHECK(message.starts_with("memcached " + dead_location + ": stats" + (group.empty() ? "" : " " + group) +
+                              " failed: "));
+    CHECK(message.find(live.location()) == std::string::npos);
+  }
+}
+
+TEST_CASE("memcached: a server that answers wrongly never aborts the process; every lock operation fails closed") {
+  // libmemcached trusts its peer: a text-protocol `add` answered with END
+  // hit an assertion and aborted the process. Each case runs in a child
+  // process, so an abort shows as a failed case, not a dead test program.
+  // The server answers every command (`version` included) with one wrong
+  // reply; every operation must end in a CacheError: never a crash, a hang,
+  // a lock taken, or a key reported free.
+  using test::FakeMemcached;
+  const std::pair<std::string, std::string> replies[] = {
+      {"END", "END\r\n"},
+      {"garbage", "xyzzy plugh\r\n"},
+      {"binary garbage", std::string{FakeMemcached::raw} + std::string{"\x81\x0b\x00\x00\xff\xff", 6}},
+      {"a truncated line", "STOR"},
+      {"a truncated line, then a close", std::string{"VERS"} + std::string{FakeMemcached::hang_up}},
+      {"an HTTP response", std::string{FakeMemcached::raw} +
+                               "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"},
+      {"a value for the wrong key", "VALUE :1:other 0 5 3\r\nhello\r\nEND\r\n"},
+      {"a silent close", std::string{FakeMemcached::hang_up}},
+  };
+  const char* const operations[] = {"add", "gets", "cas", "delete", "touch", "get"};
+  for (bool binary : {false, true}) {
+    for (const auto& [name, reply] : replies) {
+      FakeMemcached fake{[&reply = reply](const std::string&) -> std::optional<std::string> { return reply; }};
+      fake.script_version = true;
+      for (std::string op : operations) {
+        CAPTURE(binary);
+        CAPTURE(name);
+        CAPTURE(op);
+        std::fflush(nullptr);
+        pid_t child = ::fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+          ::alarm(10);  // a hang is a failure too
+          // 0: CacheError; 1: no error (a result taken from a wrong reply); 2: another exception.
+          int status = 1;
+          try {
+            auto cache = std::make_shared<MemcachedCache>(
+                MemcachedOptions{.servers = {fake.server()}, .binary = binary, .connect_timeout = 300ms,
+                                 .timeout = 300ms});
+            if (op == "add") cachelock::Lock lock{"job", {.cache = cache}};
+            if (op == "gets") (void)cache->erase_if_equals("job", "token");
+            if (op == "cas") (void)cache->replace_if_equals("job", "token", "token-2");
+            if (op == "delete") (void)cache->erase("job");
+            if (op == "touch") (void)cache->touch("job");
+            if (op == "get") (void)cache->get("job");
+          } catch (const CacheError&) {
+            status = 0;
+          } catch (...) {
+            status = 2;
+          }
+          ::_exit(status);
+        }
+        int status = 0;
+        REQUIRE(::waitpid(child, &status, 0) == child);
+        CHECK_FALSE(WIFSIGNALED(status));
+        if (WIFSIGNALED(status)) MESSAGE("the child died of signal " << WTERMSIG(status));
+        CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+      }
+    }
+  }
+}
+
+TEST_CASE("memcached: a read answered with garbage or another key's value fails, never reads as a miss") {
+  // Past the handshake, libmemcached reports a `get` answered with garbage
+  // as "not found" (keeping the read failure as the handle's last error),
+  // and a `gets` answered for another key as the end of the reply: a key
+  // that is held would read as free.
+  using test::FakeMemcached;
+  const std::pair<std::string, std::string> replies[] = {
+      {"garbage", "xyzzy plugh\r\n"},
+      {"an HTTP response", std::string{FakeMemcached::raw} + "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"},
+      {"a value for the wrong key", "VALUE :1:other 0 5 3\r\nhello\r\nEND\r\n"},
+  };
+  for (bool binary : {false, true}) {
+    for (const auto& [name, reply] : replies) {
+      CAPTURE(binary);
+      CAPTURE(name);
+      FakeMemcached fake{[&reply = reply](const std::string&) -> std::optional<std::string> { return reply; }};
+      MemcachedCache cache{{.servers = {fake.server()}, .binary = binary, .connect_timeout = 300ms, .timeout = 300ms}};
+      // gets: what release and extend read first.
+      CHECK_THROWS_AS(cache.erase_if_equals("job", "token"), CacheError);
+      CHECK_THROWS_AS(cache.replace_if_equals("job", "token", "token-2"), CacheError);
+      if (name != "a value for the wrong key") {
+        // (memcached_get() cannot tell which key a value was for.)
+        CHECK_THROWS_AS(cache.get("job"), CacheError);
+      }
+    }
+  }
 }

@@ -83,7 +83,14 @@ struct MemcachedServerStats {
 /// compare operations take two: `gets` reads the value with its CAS id, then
 /// `cas` writes only if nobody wrote since. So a lock acquire is 1 round trip,
 /// a release 2 (the `cas` stores an expiry in the past, which the server
-/// treats as deleted in both protocols), an extend 2.
+/// treats as deleted in both protocols), an extend 2. Once per process and
+/// server (again after a failure that closed connections) a call is preceded
+/// by a `version` handshake on a connection of its own, and an `add` followed
+/// by a `gets`: a server that does not answer as memcached does, or that has
+/// no CAS ids (memcached -C), fails the call with a CacheError.
+///
+/// A call whose connection, used before, is found closed by the server at its
+/// first round trip (a restart) is made once more on a new connection.
 ///
 /// Timeouts follow Django's memcached backends: never is 0, an already
 /// expired timeout is a time in the past, and those past 30 days are sent as
@@ -114,10 +121,11 @@ class MemcachedCache final : public Cache {
   /// "memcached options: pool_size must be at least 1".
   static void check(const MemcachedOptions& memcached);
 
-  /// Every server's statistics, one round trip each. `cachelock check` uses
-  /// them to warn about evictions, which can drop held locks.
-  /// Throws: CacheError naming the servers that failed.
-  std::vector<MemcachedServerStats> stats();
+  /// Every server's statistics (`stats`, or `stats GROUP` for a group such
+  /// as "settings"), one round trip each, in LOCATION order. `cachelock
+  /// check` uses them to warn about evictions, which can drop held locks.
+  /// Throws: CacheError naming each server that failed and why.
+  std::vector<MemcachedServerStats> stats(std::string_view group = {});
 
   const MemcachedOptions& memcached_options() const noexcept;
   /// connect_timeout + timeout: how long a call to a server that went silent

@@ -733,15 +733,32 @@ int check(const Globals& globals) {
       cache->erase_if_equals(probe, "check");
       line += fmt::format(": ok, {:.2f} ms", took.count());
 #if CACHELOCK_HAS_MEMCACHED
-      // An evicting memcached can drop a held lock before its ttl.
+      // An evicting memcached can drop a held lock before its ttl: say for
+      // each server whether it may evict (`stats settings`), and whether it has.
       if (auto memcached = std::dynamic_pointer_cast<cachelock::MemcachedCache>(cache)) {
-        for (const auto& server : memcached->stats()) {
-          auto evictions = server.values.find("evictions");
-          if (evictions != server.values.end() && evictions->second != "0") {
-            line += fmt::format("\n  warning: memcached {} has evicted {} items since it started: held locks "
-                                "can be lost before their ttl; give locks a memcached of their own, or more "
-                                "memory (-m)",
-                                server.server, evictions->second);
+        auto counters = memcached->stats();
+        auto settings = memcached->stats("settings");
+        for (std::size_t i = 0; i < settings.size(); ++i) {
+          const auto& values = settings[i].values;
+          auto setting = values.find("evictions");
+          const auto& server = settings[i].server;
+          if (setting != values.end() && setting->second == "off") {
+            line += fmt::format("\n  memcached {}: evictions off (-M)", server);
+          } else {
+            // Anything but "off" (a server that does not say) may evict.
+            bool on = setting != values.end() && setting->second == "on";
+            line += fmt::format("\n  memcached {}: evictions {}\n  warning: memcached {} may evict: held locks "
+                                "can be lost before their ttl; run lock servers with -M",
+                                server, on ? "on" : "unknown", server);
+          }
+          if (i < counters.size()) {
+            auto evicted = counters[i].values.find("evictions");
+            if (evicted != counters[i].values.end() && evicted->second != "0") {
+              line += fmt::format("\n  warning: memcached {} has evicted {} items since it started: held locks "
+                                  "can be lost before their ttl; give locks a memcached of their own, or more "
+                                  "memory (-m)",
+                                  counters[i].server, evicted->second);
+            }
           }
         }
       }
