@@ -761,4 +761,6 @@ void FileCache::clear_() {
   }
 }
 
+std::string default_file_directory() { return fmt::format("/tmp/cachelock-{}", ::geteuid()); }
+
 }  // namespace cachelock

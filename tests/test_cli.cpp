@@ -308,19 +308,27 @@ TEST_CASE("cli: bad settings, aliases and keys get their exit codes") {
   CHECK(box.run({"--settings", box.settings, "--alias", "other", "status", "job"}).code == 0);
 }
 
-TEST_CASE("cli: with no settings, files under $XDG_RUNTIME_DIR exclude other processes") {
+TEST_CASE("cli: with no settings, every process of a user shares /tmp/cachelock-UID, whatever its environment") {
   Sandbox box;
-  std::map<std::string, const char*> env{{"CACHELOCK_SETTINGS", nullptr}, {"XDG_RUNTIME_DIR", box.dir.c_str()}};
-  Process holder{box.args({"run", "job", "--", "sleep", "30"}), env};
-  REQUIRE(test::eventually([&] { return test::run(box.args({"status", "job"}), env).code == 1; }));
-  CHECK(test::run(box.args({"run", "job", "--", "true"}), env).code == 75);
-  auto check = test::run(box.args({"check"}), env);
-  CHECK(check.out.find("default (default): file " + box.dir + "/cachelock, timeout 60 s") != std::string::npos);
+  auto key = test::unique("default-dir-" + std::to_string(::getpid()));
+  auto expected = "/tmp/cachelock-" + std::to_string(::geteuid());
+  // As a cron job (no XDG_RUNTIME_DIR) and as a login shell (one set) would.
+  std::map<std::string, const char*> cron{{"CACHELOCK_SETTINGS", nullptr}, {"XDG_RUNTIME_DIR", nullptr}};
+  std::map<std::string, const char*> login{{"CACHELOCK_SETTINGS", nullptr}, {"XDG_RUNTIME_DIR", box.dir.c_str()}};
+  Process holder{box.args({"run", key, "--", "sleep", "30"}), cron};
+  REQUIRE(test::eventually([&] { return test::run(box.args({"status", key}), login).code == 1; }));
+  CHECK(test::run(box.args({"run", key, "--", "true"}), login).code == 75);
+  auto check = test::run(box.args({"check"}), login);
+  CHECK(check.out.find("default (default): file " + expected + ", timeout 60 s") != std::string::npos);
+  CHECK_FALSE(fs::exists(box.dir + "/cachelock"));
   struct stat info {};
-  REQUIRE(::stat((box.dir + "/cachelock").c_str(), &info) == 0);
-  CHECK((info.st_mode & 0777) == 0700);
+  REQUIRE(::lstat(expected.c_str(), &info) == 0);
+  CHECK(S_ISDIR(info.st_mode));
+  CHECK(info.st_uid == ::geteuid());
+  CHECK((info.st_mode & 0002) == 0);
   holder.signal(SIGTERM);
   holder.wait();
+  CHECK(test::run(box.args({"run", key, "--", "true"}), cron).code == 0);
 }
 
 namespace {

@@ -86,4 +86,10 @@ class FileCache final : public Cache {
   std::unique_ptr<Impl> impl_;
 };
 
+/// The directory the command line uses when no settings are given:
+/// `/tmp/cachelock-UID`, from the effective uid alone, so that every process
+/// of a user on a host (login shell, cron, systemd) gets the same one whatever
+/// its environment. A systemd unit with PrivateTmp=yes sees a /tmp of its own.
+std::string default_file_directory();
+
 }  // namespace cachelock
