@@ -457,8 +457,9 @@ TEST_CASE("cli: two users of one group share a group-writable lock directory") {
   REQUIRE(users.ok());
   Sandbox box;
   ::chmod(box.dir.c_str(), 0755);
-  // Not setgid: entries get the directory's group from us, not from the kernel.
-  for (mode_t mode : {mode_t{0770}, mode_t{02770}}) {
+  // 0770, not setgid: entries get the directory's group from us, not from the
+  // kernel. 03770, sticky: a member cannot unlink another's file, and empties it.
+  for (mode_t mode : {mode_t{0770}, mode_t{02770}, mode_t{03770}}) {
     CAPTURE(mode);
     auto locks = box.dir + "/shared-" + std::to_string(mode);
     fs::create_directories(locks);
@@ -502,6 +503,9 @@ TEST_CASE("cli: two users of one group share a group-writable lock directory") {
     killed.wait();
     CHECK(test::run(as(1, "run abandoned -- true")).code == 75);
     CHECK(test::eventually([&] { return test::run(as(1, "run abandoned -- true")).code == 0; }, 5s));
+    // B released it, though the file is A's (in the sticky directory, by emptying it).
+    CHECK(test::run(as(0, "status abandoned")).code == 0);
+    CHECK(test::run(as(0, "run abandoned -- true")).code == 0);
   }
 }
 
