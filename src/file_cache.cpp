@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <thread>
 #include <vector>
 
@@ -216,6 +217,7 @@ struct Directory {
   // Group-writable: entries are made for the group (0660, the directory's group).
   bool group = false;
   gid_t gid = 0;
+  Directory* next = nullptr;  // in Store::opened
   ~Directory() {
     if (fd >= 0) ::close(fd);
   }
@@ -239,17 +241,23 @@ struct Store {
   unsigned cull_frequency = 3;
   std::atomic<unsigned> writes{0};
 
-  std::mutex directory_mutex;
-  std::shared_ptr<const Directory> directory;  // null until first opened
+  // The directory in use; null until first opened. Atomics, not a mutex: a
+  // process forked while another thread held that mutex would wait on it for
+  // ever. Every directory opened stays in `opened` (a list) until the cache
+  // ends, so a pointer loaded from `directory` stays valid: only a removed
+  // directory is replaced, so they are few.
+  std::atomic<const Directory*> directory{nullptr};
+  std::atomic<Directory*> opened{nullptr};
 
   // The incremental sweep's position, kept from one write to the next.
   std::mutex sweep_mutex;
   DIR* stream = nullptr;
-  std::shared_ptr<const Directory> stream_directory;
+  const Directory* stream_directory = nullptr;
   pid_t stream_pid = 0;
 
   ~Store() {
     if (stream != nullptr) ::closedir(stream);
+    for (auto* dir = opened.load(); dir != nullptr;) delete std::exchange(dir, dir->next);
   }
 
   [[noreturn]] void fail(std::string_view op, std::string_view key, std::string_view what) const {
@@ -278,9 +286,8 @@ struct Store {
 
   // The open directory; null if it does not exist and `create` is false.
   // Throws ConfigError for a directory others could plant entries in.
-  std::shared_ptr<const Directory> open_directory(std::string_view op, std::string_view key, bool create) {
-    std::lock_guard guard{directory_mutex};
-    if (directory) return directory;
+  const Directory* open_directory(std::string_view op, std::string_view key, bool create) {
+    if (const auto* current = directory.load()) return current;
     const auto& path = file.directory;
     constexpr int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
     int fd = ::open(path.c_str(), flags);
@@ -297,8 +304,8 @@ struct Store {
       }
       fail_errno(op, key, "open", error);
     }
-    auto opened = std::make_shared<Directory>();
-    opened->fd = fd;
+    auto made = std::make_unique<Directory>();
+    made->fd = fd;
     struct stat info {};
     if (::fstat(fd, &info) != 0) fail_errno(op, key, "fstat", errno);
     auto mode = info.st_mode & 07777;
@@ -313,17 +320,22 @@ struct Store {
                          "owner could plant or remove entries; remove it or choose another LOCATION",
                          info.st_uid, ::geteuid()));
     }
-    opened->group = (info.st_mode & S_IWGRP) != 0;
-    opened->gid = info.st_gid;
-    directory = opened;
-    return directory;
+    made->group = (info.st_mode & S_IWGRP) != 0;
+    made->gid = info.st_gid;
+    // Another thread may have opened it meanwhile: all use the first one.
+    const Directory* current = nullptr;
+    if (!directory.compare_exchange_strong(current, made.get())) return current;
+    auto* kept = made.release();
+    kept->next = opened.load();
+    while (!opened.compare_exchange_weak(kept->next, kept)) {
+    }
+    return kept;
   }
 
   // Drops `stale` if it is still the directory in use: it has been removed,
   // and the next open_directory() opens (or makes) the one at the path.
-  void forget(const std::shared_ptr<const Directory>& stale) {
-    std::lock_guard guard{directory_mutex};
-    if (directory == stale) directory.reset();
+  void forget(const Directory* stale) {
+    directory.compare_exchange_strong(stale, nullptr);
   }
 
   // Counts toward the periodic sweep step; called after a write, with no entry held.
@@ -342,7 +354,7 @@ struct Store {
   // the last step stopped, rewinding at the end: one write never pays for a
   // whole directory. Called with sweep_mutex held.
   void sweep_step() {
-    auto dir = open_directory("sweep", "", false);
+    const auto* dir = open_directory("sweep", "", false);
     if (!dir) return;
     // A forked child shares the stream's position with its parent: its own stream.
     if (stream != nullptr && (stream_directory != dir || stream_pid != ::getpid())) {
@@ -410,7 +422,7 @@ struct Store {
   // Removes expired and broken entries; with `cull`, also every cull-th live
   // one. Entries another process holds at this moment are skipped.
   std::size_t sweep(const unsigned* cull) {
-    auto dir = open_directory("sweep", "", false);
+    const auto* dir = open_directory("sweep", "", false);
     if (!dir) return 0;
     std::size_t removed = 0;
     std::size_t live = 0;
@@ -428,7 +440,7 @@ struct Store {
   // opened) and, when full, sweeps, then culls.
   void make_room() {
     if (!max_entries) return;
-    auto dir = open_directory("set", "", false);
+    const auto* dir = open_directory("set", "", false);
     if (!dir || entry_names(*dir).size() < *max_entries) return;
     sweep(nullptr);
     if (entry_names(*dir).size() < *max_entries) return;
@@ -606,7 +618,7 @@ class Entry {
   std::string_view op_;
   std::string_view key_;
   std::string name_;
-  std::shared_ptr<const Directory> dir_;
+  const Directory* dir_ = nullptr;
   int fd_ = -1;
   bool wrote_ = false;
 };
@@ -752,7 +764,7 @@ bool FileCache::replace_if_equals_(std::string_view key, std::string_view expect
 }
 
 void FileCache::clear_() {
-  auto dir = impl_->open_directory("clear", "", false);
+  const auto* dir = impl_->open_directory("clear", "", false);
   if (!dir) return;
   for (const auto& name : impl_->entry_names(*dir)) {
     if (::unlinkat(dir->fd, name.c_str(), 0) != 0 && errno != ENOENT) {
