@@ -36,8 +36,8 @@ struct FileOptions {
 /// Expiry uses the boot clock (CLOCK_BOOTTIME: wall-clock changes do not
 /// move it, suspend counts) while the machine has not rebooted, and the
 /// wall clock for records written before a reboot. Expired files are removed
-/// when they are next touched and by an incremental sweep: every 128th write
-/// examines the next 256 names of the directory, so no single call scans
+/// when they are next touched and by an incremental sweep: every 256th write
+/// examines the next 512 names of the directory, so no single call scans
 /// them all. `max_entries`, when set, counts the names on every set/add (a
 /// pass over the directory) and culls 1/cull_frequency of the files when full.
 ///
