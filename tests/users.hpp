@@ -30,7 +30,8 @@ class TestUsers {
     }
   }
   ~TestUsers() {
-    for (const auto& name : names_) run({"/usr/sbin/userdel", name});
+    // -f: a process of the user may still be ending (a killed holder's child).
+    for (const auto& name : names_) run({"/usr/sbin/userdel", "-f", name});
     run({"/usr/sbin/groupdel", group_});
   }
   TestUsers(const TestUsers&) = delete;
