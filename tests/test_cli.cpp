@@ -19,6 +19,7 @@
 
 #include "process.hpp"
 #include "support.hpp"
+#include "users.hpp"
 #if CACHELOCK_HAS_MEMCACHED
 #include "fake_memcached.hpp"
 #include "memcached_server.hpp"
@@ -342,19 +343,205 @@ TEST_CASE("cli: bad settings, aliases and keys get their exit codes") {
   CHECK(box.run({"--settings", box.settings, "--alias", "other", "status", "job"}).code == 0);
 }
 
-TEST_CASE("cli: with no settings, files under $XDG_RUNTIME_DIR exclude other processes") {
+TEST_CASE("cli: with no settings, every process of a user shares /tmp/cachelock-UID, whatever its environment") {
   Sandbox box;
-  std::map<std::string, const char*> env{{"CACHELOCK_SETTINGS", nullptr}, {"XDG_RUNTIME_DIR", box.dir.c_str()}};
-  Process holder{box.args({"run", "job", "--", "sleep", "30"}), env};
-  REQUIRE(test::eventually([&] { return test::run(box.args({"status", "job"}), env).code == 1; }));
-  CHECK(test::run(box.args({"run", "job", "--", "true"}), env).code == 75);
-  auto check = test::run(box.args({"check"}), env);
-  CHECK(check.out.find("default (default): file " + box.dir + "/cachelock, timeout 60 s") != std::string::npos);
+  auto key = test::unique("default-dir-" + std::to_string(::getpid()));
+  auto expected = "/tmp/cachelock-" + std::to_string(::geteuid());
+  // As a cron job (no XDG_RUNTIME_DIR) and as a login shell (one set) would.
+  std::map<std::string, const char*> cron{{"CACHELOCK_SETTINGS", nullptr}, {"XDG_RUNTIME_DIR", nullptr}};
+  std::map<std::string, const char*> login{{"CACHELOCK_SETTINGS", nullptr}, {"XDG_RUNTIME_DIR", box.dir.c_str()}};
+  Process holder{box.args({"run", key, "--", "sleep", "30"}), cron};
+  REQUIRE(test::eventually([&] { return test::run(box.args({"status", key}), login).code == 1; }));
+  CHECK(test::run(box.args({"run", key, "--", "true"}), login).code == 75);
+  auto check = test::run(box.args({"check"}), login);
+  CHECK(check.out.find("default (default): file " + expected + ", timeout 60 s") != std::string::npos);
+  CHECK_FALSE(fs::exists(box.dir + "/cachelock"));
   struct stat info {};
-  REQUIRE(::stat((box.dir + "/cachelock").c_str(), &info) == 0);
-  CHECK((info.st_mode & 0777) == 0700);
+  REQUIRE(::lstat(expected.c_str(), &info) == 0);
+  CHECK(S_ISDIR(info.st_mode));
+  CHECK(info.st_uid == ::geteuid());
+  CHECK((info.st_mode & 0002) == 0);
   holder.signal(SIGTERM);
   holder.wait();
+  CHECK(test::run(box.args({"run", key, "--", "true"}), cron).code == 0);
+}
+
+namespace {
+
+// A settings file whose default alias keeps its files in `location`.
+std::string settings_for(const std::string& dir, const std::string& location) {
+  auto path = dir + "/" + test::unique("settings") + ".yaml";
+  std::ofstream{path} << "CACHES:\n  default:\n    BACKEND: file\n    LOCATION: " << location << "\n";
+  ::chmod(path.c_str(), 0644);
+  return path;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in{path, std::ios::binary};
+  return {std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+}
+
+}  // namespace
+
+TEST_CASE("cli: a link, FIFO or hard link planted at a lock's file is refused and its target left alone") {
+  Sandbox box;
+  auto locks = box.dir + "/locks";
+  auto settings = settings_for(box.dir, locks);
+  fs::create_directories(locks);
+  ::chmod(locks.c_str(), 0700);
+  auto entry = cachelock::FileCache{{.directory = locks}}.path_for("backup");
+  auto target = box.dir + "/secret";
+  std::ofstream{target} << "root's secret\n";
+  ::chmod(target.c_str(), 0600);
+  auto run = [&] { return box.run({"--settings", settings, "run", "backup", "--", "true"}); };
+
+  SUBCASE("a symbolic link to a root-owned 0600 file") {
+    fs::create_symlink(target, entry);
+    auto ran = run();
+    CHECK(ran.code == 69);
+    CHECK(ran.err.find(entry + " is a symbolic link, which is never followed; remove it") != std::string::npos);
+    CHECK(slurp(target) == "root's secret\n");
+    struct stat info {};
+    REQUIRE(::stat(target.c_str(), &info) == 0);
+    CHECK((info.st_mode & 07777) == 0600);
+  }
+  SUBCASE("a dangling symbolic link") {
+    auto nowhere = box.dir + "/made-through-the-link";
+    fs::create_symlink(nowhere, entry);
+    CHECK(run().code == 69);
+    CHECK_FALSE(fs::exists(nowhere));
+  }
+  SUBCASE("a FIFO: refused at once, not waited on") {
+    REQUIRE(::mkfifo(entry.c_str(), 0600) == 0);
+    auto start = std::chrono::steady_clock::now();
+    auto ran = run();
+    CHECK(ran.code == 69);
+    CHECK(ran.err.find(entry + " is not a regular file (a FIFO); remove it") != std::string::npos);
+    CHECK(std::chrono::steady_clock::now() - start < 3s);
+  }
+  SUBCASE("a hard link to another file") {
+    REQUIRE(::link(target.c_str(), entry.c_str()) == 0);
+    auto ran = run();
+    CHECK(ran.code == 69);
+    CHECK(ran.err.find(entry + " has 2 hard links") != std::string::npos);
+    CHECK(slurp(target) == "root's secret\n");
+  }
+}
+
+TEST_CASE("cli: a lock directory others could write to, or another user's, is refused with exit 78") {
+  Sandbox box;
+  ::chmod(box.dir.c_str(), 0755);  // so that the test user below can reach its directory
+  auto run_in = [&](const std::string& location) {
+    return box.run({"--settings", settings_for(box.dir, location), "run", "job", "--", "true"});
+  };
+  SUBCASE("mode 777") {
+    auto dir = box.dir + "/open";
+    fs::create_directories(dir);
+    ::chmod(dir.c_str(), 0777);
+    auto ran = run_in(dir);
+    CHECK(ran.code == 78);
+    CHECK(ran.err == "cachelock: file cache '" + dir + "': the directory is writable by every user (mode 777, "
+                     "owner uid " + std::to_string(::geteuid()) + "), so anyone could plant or remove its "
+                     "entries; remove that permission (chmod o-w) or choose another LOCATION\n");
+  }
+  SUBCASE("mode 1777, sticky as /tmp") {
+    auto dir = box.dir + "/sticky";
+    fs::create_directories(dir);
+    ::chmod(dir.c_str(), 01777);
+    CHECK(run_in(dir).code == 78);
+  }
+  SUBCASE("a symbolic link to a good directory") {
+    auto dir = box.dir + "/real";
+    fs::create_directories(dir);
+    fs::create_symlink(dir, box.dir + "/link");
+    auto ran = run_in(box.dir + "/link");
+    CHECK(ran.code == 78);
+    CHECK(ran.err.find("the directory is a symbolic link") != std::string::npos);
+  }
+  SUBCASE("owned by another user, or a 777 subdirectory another user made first") {
+    if (!test::is_root()) {
+      MESSAGE("skipped: making a test user needs root");
+      return;
+    }
+    test::TestUsers users{"clkown", 1};
+    REQUIRE(users.ok());
+    auto theirs = box.dir + "/theirs";
+    fs::create_directories(theirs);
+    REQUIRE(::chown(theirs.c_str(), users.uid(0), users.gid()) == 0);
+    ::chmod(theirs.c_str(), 0700);
+    auto ran = run_in(theirs);
+    CHECK(ran.code == 78);
+    CHECK(ran.err.find("the directory belongs to uid " + std::to_string(users.uid(0)) + ", neither this user (uid " +
+                       std::to_string(::geteuid()) + ") nor root") != std::string::npos);
+    // The other user makes LOCATION's last part first, open to everyone.
+    auto parent = box.dir + "/parent";
+    fs::create_directories(parent);
+    ::chmod(parent.c_str(), 0777);
+    CHECK(test::run(users.as(0, {"/bin/sh", "-c", "umask 0; mkdir -m 777 " + parent + "/cachelock"})).code == 0);
+    CHECK(run_in(parent + "/cachelock").code == 78);
+    CHECK(fs::is_empty(parent + "/cachelock"));
+  }
+}
+
+TEST_CASE("cli: two users of one group share a group-writable lock directory") {
+  if (!test::is_root()) {
+    MESSAGE("skipped: making test users and a group needs root");
+    return;
+  }
+  test::TestUsers users{"clkgrp", 2};
+  REQUIRE(users.ok());
+  Sandbox box;
+  ::chmod(box.dir.c_str(), 0755);
+  // 0770, not setgid: entries get the directory's group from us, not from the
+  // kernel. 03770, sticky: a member cannot unlink another's file, and empties it.
+  for (mode_t mode : {mode_t{0770}, mode_t{02770}, mode_t{03770}}) {
+    CAPTURE(mode);
+    auto locks = box.dir + "/shared-" + std::to_string(mode);
+    fs::create_directories(locks);
+    REQUIRE(::chown(locks.c_str(), 0, users.gid()) == 0);
+    REQUIRE(::chmod(locks.c_str(), mode) == 0);
+    auto settings = settings_for(box.dir, locks);
+    // A umask that would make files private: it must not matter.
+    auto as = [&](int user, const std::string& command) {
+      return users.as(user, {"/bin/sh", "-c", "umask 077; exec " + cli() + " --settings " + settings + " " + command});
+    };
+
+    // A takes and releases; B then takes it.
+    CHECK(test::run(as(0, "run released -- true")).code == 0);
+    CHECK(test::run(as(1, "run released -- true")).code == 0);
+
+    // A holds: B is refused, and the other way round.
+    {
+      Process holder{as(0, "run job -- sleep 30")};
+      REQUIRE(test::eventually([&] { return test::run(as(1, "status job")).code == 1; }));
+      CHECK(test::run(as(1, "run job -- true")).code == 75);
+      struct stat info {};
+      REQUIRE(::stat(cachelock::FileCache{{.directory = locks}}.path_for("job").c_str(), &info) == 0);
+      CHECK((info.st_mode & 07777) == 0660);
+      CHECK(info.st_gid == users.gid());
+      CHECK(info.st_uid == users.uid(0));
+      holder.signal(SIGTERM);
+      holder.wait();
+    }
+    {
+      Process holder{as(1, "run job -- sleep 30")};
+      REQUIRE(test::eventually([&] { return test::run(as(0, "status job")).code == 1; }));
+      CHECK(test::run(as(0, "run job -- true")).code == 75);
+      holder.signal(SIGTERM);
+      holder.wait();
+    }
+
+    // A's holder killed: its file stays, B waits for its ttl, then takes it.
+    Process killed{as(0, "run abandoned --ttl 1 -- sleep 30")};
+    REQUIRE(test::eventually([&] { return test::run(as(1, "status abandoned")).code == 1; }));
+    killed.signal(SIGKILL);
+    killed.wait();
+    CHECK(test::run(as(1, "run abandoned -- true")).code == 75);
+    CHECK(test::eventually([&] { return test::run(as(1, "run abandoned -- true")).code == 0; }, 5s));
+    // B released it, though the file is A's (in the sticky directory, by emptying it).
+    CHECK(test::run(as(0, "status abandoned")).code == 0);
+    CHECK(test::run(as(0, "run abandoned -- true")).code == 0);
+  }
 }
 
 #if CACHELOCK_HAS_MEMCACHED

@@ -207,11 +207,123 @@ TEST_CASE("file: expired entries are removed when touched and by sweeps") {
   CHECK(files_in(dir) == 20);  // the read removed it
   CHECK(cache.sweep() == 19);
   CHECK(files_in(dir) == 1);
-  // Without explicit sweeps, every 256th write sweeps.
-  for (int i = 0; i < 100; ++i) cache.set("old-" + std::to_string(i), "v", 50ms);
+}
+
+TEST_CASE("file: the sweep that writes make examines a bounded number of entries per call") {
+  auto dir = fresh_dir("incremental");
+  cachelock::FileCache cache{{.directory = dir}};
+  constexpr int expired = 2'000;
+  for (int i = 0; i < expired; ++i) cache.set("old-" + std::to_string(i), "v", test::slow(400ms));
+  std::this_thread::sleep_for(test::slow(500ms));
+  auto before = files_in(dir);  // the writes above may have swept some already
+  REQUIRE(before > 512 + 100);
+  // 256 writes to one key: before, one of them swept the whole directory.
+  // Now the 256th write examines 512 names, so at most 512 go.
+  for (int i = 0; i < 256; ++i) cache.set("new", "v");
+  auto left = files_in(dir);
+  CHECK(left + 512 >= before + 1);
+  CHECK(left < before + 1);  // but some did go
+  // Writes keep sweeping, in steps, until only live entries are left.
+  for (int i = 0; i < 8'000 && files_in(dir) > 1; i += 256) {
+    for (int j = 0; j < 256; ++j) cache.set("new", "v");
+  }
+  CHECK(files_in(dir) == 1);
+  // A sweep step rewinds at the end of the directory and starts over.
+  for (int i = 0; i < 10; ++i) cache.set("again-" + std::to_string(i), "v", 50ms);
   std::this_thread::sleep_for(100ms);
-  for (int i = 0; i < 300; ++i) cache.set("new-" + std::to_string(i % 50), "v");
-  CHECK(files_in(dir) == 51);
+  for (int i = 0; i < 3 * 256; ++i) cache.set("new", "v");
+  CHECK(files_in(dir) == 1);
+}
+
+TEST_CASE("file: a link, FIFO or hard link at an entry's name is refused, never written through") {
+  auto dir = fresh_dir("planted");
+  cachelock::FileCache cache{{.directory = dir}};
+  cache.set("first", "makes the directory");
+  auto entry = cache.path_for("k");
+  auto target = dir + "/../planted-target";
+  std::ofstream{target} << "untouched";
+  auto content = [&] {
+    std::ifstream in{target};
+    return std::string{std::istreambuf_iterator<char>{in}, std::istreambuf_iterator<char>{}};
+  };
+  SUBCASE("symbolic link") {
+    fs::create_symlink(target, entry);
+    CHECK_THROWS_WITH_AS(cache.add("k", "v"),
+                         ("file cache '" + dir + "': add ':1:k' failed: " + entry +
+                          " is a symbolic link, which is never followed; remove it")
+                             .c_str(),
+                         cachelock::CacheError);
+    CHECK_THROWS_AS(cache.get("k"), cachelock::CacheError);
+    CHECK(content() == "untouched");
+    cache.sweep();
+    CHECK(fs::is_symlink(entry));  // not the sweep's to judge either
+  }
+  SUBCASE("FIFO") {
+    REQUIRE(::mkfifo(entry.c_str(), 0600) == 0);
+    CHECK_THROWS_WITH_AS(cache.set("k", "v"), doctest::Contains("is not a regular file (a FIFO); remove it"),
+                         cachelock::CacheError);
+    cache.sweep();
+  }
+  SUBCASE("hard link") {
+    REQUIRE(::link(target.c_str(), entry.c_str()) == 0);
+    CHECK_THROWS_WITH_AS(cache.set("k", "v"),
+                         doctest::Contains("has 2 hard links, so writing it would change another file; remove it"),
+                         cachelock::CacheError);
+    CHECK(cache.sweep() == 0);
+    CHECK(content() == "untouched");
+  }
+  fs::remove(target);
+}
+
+TEST_CASE("file: a directory others could write to is refused with ConfigError") {
+  auto dir = fresh_dir("open");
+  fs::create_directories(dir);
+  ::chmod(dir.c_str(), 0777);
+  cachelock::FileCache cache{{.directory = dir}};
+  CHECK_THROWS_AS(cache.add("k", "v"), cachelock::ConfigError);
+  CHECK_THROWS_AS(cache.get("k"), cachelock::ConfigError);
+  CHECK_THROWS_AS(cache.sweep(), cachelock::ConfigError);
+  CHECK(fs::is_empty(dir));
+  ::chmod(dir.c_str(), 0750);  // group-readable, not writable: private files
+  cachelock::FileCache fixed{{.directory = dir}};
+  CHECK(fixed.add("k", "v"));
+  struct stat info {};
+  REQUIRE(::stat(fixed.path_for("k").c_str(), &info) == 0);
+  CHECK((info.st_mode & 07777) == 0600);
+}
+
+TEST_CASE("file: in a group-writable directory entries are 0660 and of its group, whatever the umask") {
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: giving the directory another group needs root");
+    return;
+  }
+  auto dir = fresh_dir("group");
+  fs::create_directories(dir);
+  constexpr gid_t group = 65534;  // nogroup: any group but ours
+  REQUIRE(::chown(dir.c_str(), 0, group) == 0);
+  REQUIRE(::chmod(dir.c_str(), 0770) == 0);
+  auto old_mask = ::umask(077);
+  cachelock::FileCache cache{{.directory = dir}};
+  CHECK(cache.add("k", "v"));
+  ::umask(old_mask);
+  struct stat info {};
+  REQUIRE(::stat(cache.path_for("k").c_str(), &info) == 0);
+  CHECK((info.st_mode & 07777) == 0660);
+  CHECK(info.st_gid == group);
+}
+
+TEST_CASE("file: a directory removed while in use is made again, and shared with new processes") {
+  auto dir = fresh_dir("removed");
+  auto cache = std::make_shared<cachelock::FileCache>(cachelock::FileOptions{.directory = dir});
+  CHECK(cache->add("before", "v"));
+  fs::remove_all(dir);
+  CHECK_FALSE(cache->get("before").has_value());
+  cachelock::Lock mine{"job", {.cache = cache}};
+  CHECK(fs::exists(cache->path_for("job")));
+  CHECK(in_child([&] {
+          cachelock::FileCache other{{.directory = dir}};
+          return other.get("job") ? 0 : 1;
+        }) == 0);
 }
 
 TEST_CASE("file: max_entries culls, as Django's FileBasedCache") {

@@ -14,6 +14,9 @@ namespace cachelock {
 struct FileOptions {
   /// The directory (LOCATION). Created, with mode 0700, on first use if
   /// missing. A relative path is made absolute when the FileCache is made.
+  /// It must belong to this user (effective uid) or to root and must not be
+  /// writable by others (o+w, sticky or not); it is refused if it is a
+  /// symbolic link. Group-writable (e.g. root:locks 2770): shared by the group.
   std::string directory{};
   /// How long an operation waits for another process's brief hold on an
   /// entry's file (held only for the duration of one operation) before it
@@ -33,8 +36,19 @@ struct FileOptions {
 /// Expiry uses the boot clock (CLOCK_BOOTTIME: wall-clock changes do not
 /// move it, suspend counts) while the machine has not rebooted, and the
 /// wall clock for records written before a reboot. Expired files are removed
-/// when they are next touched and by a sweep every 256 writes.
-/// `max_entries`, when set, culls 1/cull_frequency of the files when full.
+/// when they are next touched and by an incremental sweep: every 256th write
+/// examines the next 512 names of the directory, so no single call scans
+/// them all. `max_entries`, when set, counts the names on every set/add (a
+/// pass over the directory) and culls 1/cull_frequency of the files when full.
+///
+/// The directory is opened once, on first use, without following a link at
+/// its last component, and checked (see FileOptions::directory; ConfigError
+/// if refused); it stays open for the cache's lifetime and every entry is
+/// opened relative to it, never through a symbolic link, and only if it is a
+/// regular file with one link (else CacheError, and the file is not written).
+/// If the directory is removed, the next operation opens the one at the path.
+/// In a group-writable directory entries are made 0660 with the directory's
+/// group (whatever the umask); otherwise 0600.
 ///
 /// Local filesystems only: flock() on NFS does not exclude other hosts.
 ///
@@ -51,8 +65,8 @@ class FileCache final : public Cache {
   /// The path of the file that holds `key` (a user key).
   /// Throws: InvalidKeyError.
   std::string path_for(std::string_view key) const;
-  /// Removes the files of expired entries now; returns how many.
-  /// Throws: CacheError if the directory cannot be read.
+  /// Removes the files of expired entries now (the whole directory); returns how many.
+  /// Throws: CacheError if the directory cannot be read; ConfigError if it is refused.
   std::size_t sweep();
 
  protected:
@@ -71,5 +85,11 @@ class FileCache final : public Cache {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+/// The directory the command line uses when no settings are given:
+/// `/tmp/cachelock-UID`, from the effective uid alone, so that every process
+/// of a user on a host (login shell, cron, systemd) gets the same one whatever
+/// its environment. A systemd unit with PrivateTmp=yes sees a /tmp of its own.
+std::string default_file_directory();
 
 }  // namespace cachelock

@@ -94,27 +94,10 @@ std::chrono::milliseconds seconds_option(double seconds, std::string_view name, 
   return std::chrono::ceil<std::chrono::milliseconds>(std::chrono::duration<double>{seconds});
 }
 
-// With no settings at all, locks go in files under the user's runtime
-// directory, so that `run` excludes other processes of this host.
-std::string default_directory() {
-  if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime && *runtime == '/') {
-    return std::string{runtime} + "/cachelock";
-  }
-  auto dir = fmt::format("/tmp/cachelock-{}", ::getuid());
-  // In a shared /tmp, make it now and then check it, so that a directory
-  // someone else made (before or at the same moment) is refused.
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    throw Exit{exit_unavailable, fmt::format("cannot make {}: {}", dir, std::strerror(errno))};
-  }
-  struct stat info {};
-  if (::lstat(dir.c_str(), &info) != 0 || !S_ISDIR(info.st_mode) || info.st_uid != ::getuid() ||
-      (info.st_mode & 022) != 0) {
-    throw Exit{exit_config, fmt::format("{} is not a private directory of this user (owner {}, mode "
-                                        "{:o}); remove it or set XDG_RUNTIME_DIR or --settings",
-                                        dir, info.st_uid, info.st_mode & 07777)};
-  }
-  return dir;
-}
+// With no settings at all, locks go in files in one directory per user, so
+// that `run` excludes the user's other processes on this host; FileCache
+// checks the directory (owner, mode) at first use.
+std::string default_directory() { return cachelock::default_file_directory(); }
 
 // Settings: --settings FILE, else $CACHELOCK_SETTINGS, else the embedded default.
 void configure(const Globals& globals) {
@@ -782,7 +765,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "Runs jobs under locks that live in a cache, shared with other processes and hosts\n"
       "(and with Django, through memcached). Settings: --settings FILE, else\n"
-      "$CACHELOCK_SETTINGS, else files in $XDG_RUNTIME_DIR/cachelock (or /tmp/cachelock-UID).",
+      "$CACHELOCK_SETTINGS, else files in /tmp/cachelock-UID.",
       "cachelock"};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string{"cachelock "} + CACHELOCK_VERSION);

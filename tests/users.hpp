@@ -1,0 +1,65 @@
+// Real users and groups for tests of permissions (test helper). Made with
+// groupadd/useradd and removed at the end; only root can, so tests check
+// test::is_root() first and skip with a printed reason otherwise.
+#pragma once
+
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "process.hpp"
+
+namespace test {
+
+inline bool is_root() { return ::geteuid() == 0; }
+
+/// A group and users in it, each also in a group of its own (useradd -U), so
+/// a file a user makes gets that user's own group unless told otherwise.
+class TestUsers {
+ public:
+  /// `count` users named PREFIX-PID-N, in the group PREFIX-PID.
+  TestUsers(const std::string& prefix, int count) : group_{prefix + std::to_string(::getpid())} {
+    ok_ = run({"/usr/sbin/groupadd", group_}).code == 0;
+    for (int i = 0; ok_ && i < count; ++i) {
+      auto name = group_ + "-" + std::to_string(i);
+      ok_ = run({"/usr/sbin/useradd", "-M", "-U", "-s", "/usr/sbin/nologin", "-G", group_, name}).code == 0;
+      if (ok_) names_.push_back(name);
+    }
+  }
+  ~TestUsers() {
+    // -f: a process of the user may still be ending (a killed holder's child).
+    for (const auto& name : names_) run({"/usr/sbin/userdel", "-f", name});
+    run({"/usr/sbin/groupdel", group_});
+  }
+  TestUsers(const TestUsers&) = delete;
+  TestUsers& operator=(const TestUsers&) = delete;
+
+  /// False if groupadd or useradd failed.
+  bool ok() const { return ok_; }
+  const std::string& group() const { return group_; }
+  gid_t gid() const {
+    const auto* entry = ::getgrnam(group_.c_str());
+    return entry ? entry->gr_gid : static_cast<gid_t>(-1);
+  }
+  const std::string& name(int i) const { return names_.at(static_cast<std::size_t>(i)); }
+  uid_t uid(int i) const {
+    const auto* entry = ::getpwnam(name(i).c_str());
+    return entry ? entry->pw_uid : static_cast<uid_t>(-1);
+  }
+  /// `argv` run as user `i`, with its groups (setpriv).
+  std::vector<std::string> as(int i, std::vector<std::string> argv) const {
+    std::vector<std::string> all{"/usr/bin/setpriv", "--reuid=" + name(i), "--regid=" + name(i), "--init-groups", "--"};
+    all.insert(all.end(), argv.begin(), argv.end());
+    return all;
+  }
+
+ private:
+  std::string group_;
+  std::vector<std::string> names_;
+  bool ok_ = false;
+};
+
+}  // namespace test
