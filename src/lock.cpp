@@ -162,8 +162,10 @@ bool Lock::try_acquire_until(Clock::time_point deadline, bool retry_errors) {
     }
   }
   detail::new_token(token_, lifetime);
+  std::optional<Clock::time_point> stored_at;
   try {
-    if (!add_until(ttl, deadline, retry_errors)) {
+    stored_at = add_until(ttl, deadline, retry_errors);
+    if (!stored_at) {
       return_lease();
       return false;
     }
@@ -172,7 +174,7 @@ bool Lock::try_acquire_until(Clock::time_point deadline, bool retry_errors) {
     throw;
   }
   try {
-    if (options_.renew && lifetime) start_renewal(*lifetime);
+    if (options_.renew && lifetime) start_renewal(*lifetime, *stored_at);
   } catch (...) {
     // Taken but not kept alive as asked: give the key back rather than hold
     // it in a state nobody expects.
@@ -189,36 +191,44 @@ bool Lock::try_acquire_until(Clock::time_point deadline, bool retry_errors) {
   return true;
 }
 
-bool Lock::add_until(Timeout ttl, Clock::time_point deadline, bool retry_errors) {
+std::optional<Clock::time_point> Lock::add_until(Timeout ttl, Clock::time_point deadline, bool retry_errors) {
   Backoff backoff;
   // A waiting acquire rides out backend failures (a restarting server, a
   // broken connection) until its deadline, and reports the last one only if
   // the deadline passes with it: a dead server is still named as such.
   std::exception_ptr last_error;
-  bool after_error = false;
+  std::optional<Clock::time_point> failed_add;  // the start of an add that failed, maybe after storing
   for (;;) {
+    auto started = Clock::now();
     try {
-      if (cache().add(key_, token_.view(), ttl)) return true;
+      if (cache().add(key_, token_.view(), ttl)) return started;
       // An add whose reply was lost may have stored our token all the same:
       // then the key is ours, not someone else's.
-      if (after_error && cache().get(key_) == token_.view()) return true;
+      if (failed_add && cache().get(key_) == token_.view()) return failed_add;
       last_error = nullptr;
-      after_error = false;
+      failed_add.reset();
       if (wait_for_turn(cache(), key_, backoff, deadline)) continue;
     } catch (const InvalidKeyError&) {
       throw;  // the same key fails every time: nothing to wait for
     } catch (const CacheError&) {
-      if (!retry_errors || deadline == Clock::time_point::min()) throw;
+      if (!failed_add) failed_add = started;
       last_error = std::current_exception();
-      after_error = true;
-      if (backoff.sleep_before_retry(deadline)) continue;
+      if (retry_errors && deadline != Clock::time_point::min() && backoff.sleep_before_retry(deadline)) continue;
     }
-    if (last_error) std::rethrow_exception(last_error);
-    return false;
+    if (last_error) {
+      // Giving up after a failed add that may have stored our token: take it
+      // back if the server answers, or nobody could take the key for a ttl.
+      try {
+        cache().erase_if_equals(key_, token_.view());
+      } catch (...) {  // NOLINT(bugprone-empty-catch): the error to report is the add's
+      }
+      std::rethrow_exception(last_error);
+    }
+    return std::nullopt;
   }
 }
 
-void Lock::start_renewal(std::chrono::milliseconds ttl) {
+void Lock::start_renewal(std::chrono::milliseconds ttl, Clock::time_point stored_at) {
   auto renewal = std::make_shared<detail::Renewal>();
   renewal->cache = options_.cache ? options_.cache : leased_;
   renewal->key = key_;
@@ -226,7 +236,7 @@ void Lock::start_renewal(std::chrono::milliseconds ttl) {
   renewal->ttl = ttl;
   renewal->on_lost = options_.on_lost;
   renewal_ = renewal;
-  detail::renew_in_background(std::move(renewal));
+  detail::renew_in_background(std::move(renewal), stored_at);
 }
 
 std::string Lock::token() const {
@@ -316,6 +326,7 @@ bool Lock::extend(std::optional<milliseconds> ttl) {
     }
   }
   auto next = detail::retimed_token(current, lifetime);
+  auto started = Clock::now();
   if (!cache().replace_if_equals(key_, current, next, timeout)) {
     owns_ = false;
     if (renewal_) {
@@ -332,7 +343,7 @@ bool Lock::extend(std::optional<milliseconds> ttl) {
   }
   if (renewal_ && lifetime) {
     renewal_->ttl = *lifetime;  // later renewals keep the lifetime asked for here
-    renewal_->confirmed_until = std::chrono::steady_clock::now() + *lifetime;
+    detail::confirmed(*renewal_, started);
   }
   return true;
 }

@@ -25,6 +25,27 @@ void set_due(Renewal& item, Clock::time_point when) {
   item.due.store(when.time_since_epoch().count(), std::memory_order_relaxed);
 }
 
+Clock::time_point give_up_of(const Renewal& item) {
+  return Clock::time_point{Clock::duration{item.give_up.load(std::memory_order_relaxed)}};
+}
+
+// Marks the lock lost, once, and tells its holder.
+void declare_lost(Renewal& item) {
+  item.active = false;
+  if (item.lost.exchange(true)) return;
+  if (item.on_lost) {
+    try {
+      item.on_lost();
+    } catch (...) {  // NOLINT(bugprone-empty-catch): a callback cannot stop the thread
+    }
+  }
+}
+
+// Two threads per process: one renews each lock every ttl/3; the other
+// declares a lock lost when two thirds of its ttl pass without a renewal.
+// The second never touches the network, so a renewal stuck on a silent
+// server cannot delay the news: the holder always gets the last third of
+// the ttl to stop, however long one operation takes.
 class Renewer {
  public:
   // One per process: a child of fork() gets a new one rather than touching
@@ -46,45 +67,74 @@ class Renewer {
     std::lock_guard lock{mutex_};
     items_.push_back(std::move(renewal));
     if (!started_) {
-      // The thread blocks every signal: a program's signal handlers must
+      // The threads block every signal: a program's signal handlers must
       // not run on a thread it does not know about.
       sigset_t all, previous;
       sigfillset(&all);
       pthread_sigmask(SIG_SETMASK, &all, &previous);
-      std::thread{[this] { run(); }}.detach();
+      std::thread{[this] { renew_due(); }}.detach();
+      std::thread{[this] { watch(); }}.detach();
       pthread_sigmask(SIG_SETMASK, &previous, nullptr);
       started_ = true;
     }
-    wake_.notify_one();
+    changed();
+  }
+
+  // A due time or a give-up point moved: both threads look again.
+  void changed() {
+    wake_.notify_all();
   }
 
  private:
   explicit Renewer(std::uint64_t generation) : generation_{generation} {}
 
-  void run() {
+  // Sleeps until the earliest of `when` over the active items, or a change.
+  template <class When>
+  void sleep_until_next(std::unique_lock<std::mutex>& lock, When when) {
+    std::erase_if(items_, [](const auto& item) { return !item->active.load(); });
+    auto next = Clock::time_point::max();
+    for (const auto& item : items_) next = std::min(next, when(*item));
+    if (next == Clock::time_point::max()) {
+      wake_.wait(lock);
+    } else if (next > Clock::now()) {
+      wake_.wait_until(lock, next);
+    }
+  }
+
+  template <class When>
+  std::vector<std::shared_ptr<Renewal>> items_past(When when) const {
+    auto now = Clock::now();
+    std::vector<std::shared_ptr<Renewal>> past;
+    for (const auto& item : items_) {
+      if (item->active.load() && when(*item) <= now) past.push_back(item);
+    }
+    return past;
+  }
+
+  void renew_due() {
     std::unique_lock lock{mutex_};
     for (;;) {
-      std::erase_if(items_, [](const auto& item) { return !item->active.load(); });
-      auto next = Clock::time_point::max();
-      for (const auto& item : items_) next = std::min(next, due_of(*item));
-      if (next == Clock::time_point::max()) {
-        wake_.wait(lock);
-      } else if (next > Clock::now()) {
-        wake_.wait_until(lock, next);
-      }
-      auto now = Clock::now();
-      std::vector<std::shared_ptr<Renewal>> due;
-      for (const auto& item : items_) {
-        if (item->active.load() && due_of(*item) <= now) due.push_back(item);
-      }
+      sleep_until_next(lock, due_of);
+      auto due = items_past(due_of);
       lock.unlock();  // attempts block on the network: never under mutex_
       for (const auto& item : due) renew(*item);
       lock.lock();
     }
   }
 
-  static void renew(Renewal& item) {
-    bool lost = false;
+  void watch() {
+    std::unique_lock lock{mutex_};
+    for (;;) {
+      sleep_until_next(lock, give_up_of);
+      auto expiring = items_past(give_up_of);
+      lock.unlock();  // on_lost is the holder's code
+      for (const auto& item : expiring) declare_lost(*item);
+      lock.lock();
+    }
+  }
+
+  void renew(Renewal& item) {
+    bool gone = false;
     {
       std::lock_guard guard{item.mutex};
       if (!item.active) return;
@@ -93,31 +143,23 @@ class Renewer {
         auto started = Clock::now();
         if (item.cache->replace_if_equals(item.key, item.token, next_token, item.ttl)) {
           item.token = std::move(next_token);
-          // From when the attempt started: the server counted from then at the latest.
-          item.confirmed_until = started + item.ttl;
-          set_due(item, started + item.ttl / 3);
+          if (item.lost) {
+            // Declared lost while this attempt was under way: the holder is
+            // stopping, so the renewed key must not keep others out.
+            item.cache->erase_if_equals(item.key, item.token);
+            return;
+          }
+          confirmed(item, started);
           return;
         }
-        lost = true;  // someone else's token, or none: the lock is gone
+        gone = true;  // someone else's token, or none: the lock is gone
       } catch (const std::exception&) {
-        // Unreachable for now; the lock may still be ours until its ttl runs
-        // out. Give it up while a third of the ttl is left, so the holder has
-        // time to stop before anyone else can take the key.
-        auto now = Clock::now();
-        lost = now + item.ttl / 3 >= item.confirmed_until;
-        set_due(item, now + std::min(retry_cap, item.ttl / 10));
-      }
-      if (lost) {
-        item.active = false;
-        item.lost = true;
+        // Unreachable for now; the watcher gives the lock up if this lasts
+        // until two thirds of the ttl have passed.
+        set_due(item, Clock::now() + std::min(retry_cap, item.ttl / 10));
       }
     }
-    if (lost && item.on_lost) {
-      try {
-        item.on_lost();
-      } catch (...) {  // NOLINT(bugprone-empty-catch): a callback cannot stop the thread
-      }
-    }
+    if (gone) declare_lost(item);
   }
 
   const std::uint64_t generation_;
@@ -129,12 +171,18 @@ class Renewer {
 
 }  // namespace
 
-void renew_in_background(std::shared_ptr<Renewal> renewal) {
-  auto now = Clock::now();
+void confirmed(Renewal& renewal, Clock::time_point started) {
+  // From when the attempt started: the server counted from then at the latest.
+  set_due(renewal, started + renewal.ttl / 3);
+  renewal.give_up.store((started + renewal.ttl - renewal.ttl / 3).time_since_epoch().count(),
+                        std::memory_order_relaxed);
+  Renewer::instance().changed();
+}
+
+void renew_in_background(std::shared_ptr<Renewal> renewal, Clock::time_point stored_at) {
   {
     std::lock_guard guard{renewal->mutex};
-    renewal->confirmed_until = now + renewal->ttl;
-    set_due(*renewal, now + renewal->ttl / 3);
+    confirmed(*renewal, stored_at);
   }
   Renewer::instance().add(std::move(renewal));
 }

@@ -199,6 +199,46 @@ TEST_CASE("renew rides out a short outage and gives up after a whole ttl of them
   CHECK(lock.lost());
 }
 
+namespace {
+// A cache whose renewals can be made to hang, as on a server gone silent
+// while its connection stays up.
+class HangingCache : public test::MapCache {
+ public:
+  std::atomic<bool> hang{false};
+
+ protected:
+  bool replace_if_equals_(std::string_view key, std::string_view expected, std::string_view value,
+                          cachelock::Timeout timeout) override {
+    for (int i = 0; hang && i < 400; ++i) std::this_thread::sleep_for(10ms);
+    return MapCache::replace_if_equals_(key, expected, value, timeout);
+  }
+};
+}  // namespace
+
+TEST_CASE("renew gives a lock up two thirds into its ttl even while a renewal hangs") {
+  test::FreshRegistry fresh;
+  auto cache = std::make_shared<HangingCache>();
+  auto ttl = test::slow(900ms);
+  std::atomic<std::int64_t> lost_after_ms{-1};
+  auto taken = std::chrono::steady_clock::now();
+  cache->hang = true;  // the first renewal, at a third of the ttl, hangs for 4 s
+  Lock lock{"job", {.cache = cache,
+                    .ttl = ttl,
+                    .renew = true,
+                    .on_lost = [&] {
+                      lost_after_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                          std::chrono::steady_clock::now() - taken)
+                                          .count();
+                    }}};
+  // Told while the last third of the ttl is still left, not when the hung
+  // call returns: the holder must stop before anyone else can take the key.
+  REQUIRE(test::eventually([&] { return lost_after_ms.load() >= 0; }, ttl));
+  CHECK(lost_after_ms.load() >= (ttl * 2 / 3).count());
+  CHECK(lock.lost());
+  cache->hang = false;
+  CHECK_FALSE(lock.release());
+}
+
 TEST_CASE("a lock expires after its ttl and lets a new owner in") {
   test::FreshRegistry fresh;
   Lock first{"job", {.ttl = 100ms}};
@@ -396,13 +436,23 @@ TEST_CASE("a waiting Lock whose backend stays down throws its last CacheError at
   CHECK(waited < test::slow(2s));
   CHECK(cache->failures > 2);  // it kept trying
   // Without a wait a failure is reported at once, after one attempt.
-  cache->failures = 0;
+  cache->adds = 0;
   start = std::chrono::steady_clock::now();
   CHECK_THROWS_AS(Lock("job", {.cache = cache}), cachelock::CacheError);
   Lock deferred{"job", std::defer_lock, {.cache = cache}};
   CHECK_THROWS_AS(deferred.try_acquire(), cachelock::CacheError);
-  CHECK(cache->failures == 2);
+  CHECK(cache->adds == 2);
   CHECK(std::chrono::steady_clock::now() - start < 200ms);
+}
+
+TEST_CASE("a failed acquire takes back the token its lost reply stored") {
+  auto cache = std::make_shared<test::FlakyCache>();
+  cache->lose_reply = true;  // the add is stored, but its reply never comes
+  CHECK_THROWS_WITH_AS(Lock("job", {.cache = cache}), "flaky: the reply was lost", cachelock::CacheError);
+  // Not left holding the key for a whole ttl with nobody to release it.
+  CHECK_FALSE(cache->get("job"));
+  Lock next{"job", {.cache = cache}};
+  CHECK(next.owns_lock());
 }
 
 TEST_CASE("a waiting Lock that last saw the key held reports LockError, not an earlier failure") {

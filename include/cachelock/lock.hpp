@@ -124,7 +124,10 @@ class Lock {
   // `retry_errors`: keep trying through CacheError until `deadline` (a
   // deadline of min() never retries).
   bool try_acquire_until(std::chrono::steady_clock::time_point deadline, bool retry_errors);
-  bool add_until(Timeout ttl, std::chrono::steady_clock::time_point deadline, bool retry_errors);
+  // The start of the add that stored the token, or nullopt if the key stayed held.
+  std::optional<std::chrono::steady_clock::time_point> add_until(Timeout ttl,
+                                                                 std::chrono::steady_clock::time_point deadline,
+                                                                 bool retry_errors);
   [[noreturn]] void throw_held(bool waited) const;
   // " on alias 'NAME'" for a lock on an alias, else empty: for messages.
   std::string where() const;
@@ -133,7 +136,7 @@ class Lock {
   void release_quietly() noexcept;
   Cache& cache() const noexcept { return options_.cache ? *options_.cache : *leased_; }
   void return_lease() noexcept;
-  void start_renewal(std::chrono::milliseconds ttl);
+  void start_renewal(std::chrono::milliseconds ttl, std::chrono::steady_clock::time_point stored_at);
 
   std::string key_;
   LockOptions options_;

@@ -39,15 +39,16 @@ struct LockOptions {
   /// Keep the lock alive while it is held: one background thread, shared by
   /// every renewing lock of the process, extends it every ttl/3. If the lock
   /// turns out to be lost (expired and taken, or its server restarted), or
-  /// the backend cannot be reached for a whole ttl, renewal stops, lost()
-  /// becomes true and `on_lost` runs (on that thread). No effect on locks
+  /// has not been renewed for two thirds of its ttl (even while an attempt
+  /// still hangs), renewal stops, lost() becomes true and `on_lost` runs (on
+  /// one of the library's renewal threads). No effect on locks
   /// that never expire. A renewing lock needs a ttl of at least 3 x the
   /// longest one operation of its cache may take (Cache::operation_timeout(),
   /// memcached: connect_timeout + timeout): with less, a holder cut off from
   /// its server could still be running when the key is taken by someone
   /// else. A shorter ttl is refused with ConfigError when the lock is taken.
   bool renew = false;
-  /// Called once, from the renewal thread, when a renewing lock is lost.
+  /// Called once, from a library renewal thread, when a renewing lock is lost.
   std::function<void()> on_lost{};
 };
 
