@@ -260,12 +260,12 @@ std::string Lock::where() const {
 }
 
 void Lock::check_renewable(milliseconds ttl) const {
-  auto bound = cache().operation_timeout();
-  if (bound.count() > 0 && ttl < 3 * bound) {
+  auto minimum = cache().min_renewing_ttl();
+  if (ttl < minimum) {
     throw ConfigError(fmt::format(
         "lock {}{}: a renewing lock needs a ttl of at least {} ms (3 x {} ms, the longest one "
         "operation of this cache may take), got {} ms",
-        detail::quote_key(key_), where(), (3 * bound).count(), bound.count(), ttl.count()));
+        detail::quote_key(key_), where(), minimum.count(), cache().operation_timeout().count(), ttl.count()));
   }
 }
 

@@ -693,7 +693,7 @@ TEST_CASE("cli: run --wait rides out a memcached restart, and a dead server ends
   CHECK(fs::exists(ran));
 }
 
-TEST_CASE("cli: run refuses a ttl too short to renew on its memcached alias, with 64") {
+TEST_CASE("cli: run refuses a ttl too short to renew on its memcached alias: 64 for --ttl, 78 for TIMEOUT") {
   Sandbox box;
   auto settings = box.dir + "/slow.yaml";
   // Nothing listens there: the ttl is refused before anything is sent.
@@ -702,8 +702,15 @@ TEST_CASE("cli: run refuses a ttl too short to renew on its memcached alias, wit
   auto refused = box.run({"--settings", settings, "run", "job", "--ttl", "7", "--", "true"});
   CHECK(refused.code == 64);
   CHECK(refused.err ==
-        "cachelock: lock 'job' on alias 'default': a renewing lock needs a ttl of at least 7500 ms (3 x 2500 ms, "
-        "the longest one operation of this cache may take), got 7000 ms\n");
+        "cachelock: alias 'default' needs a ttl of at least 7.5 s for run, which renews its lock (3 x the longest "
+        "one operation may take: connect_timeout + timeout); --ttl is 7 s\n");
+  // From the settings, the same ttl is a settings error.
+  std::ofstream{settings, std::ios::app} << "    TIMEOUT: 7\n";
+  auto from_settings = box.run({"--settings", settings, "run", "job", "--", "true"});
+  CHECK(from_settings.code == 78);
+  CHECK(from_settings.err ==
+        "cachelock: alias 'default' needs a ttl of at least 7.5 s for run, which renews its lock (3 x the longest "
+        "one operation may take: connect_timeout + timeout); its TIMEOUT is 7 s\n");
 }
 #endif
 TEST_CASE("cli: the program runs in a process group of its own, which is stopped when it ends") {

@@ -168,6 +168,8 @@ class Cache {
   /// that cannot reach anything remote cannot be cut off. MemcachedCache:
   /// connect_timeout + timeout.
   virtual std::chrono::milliseconds operation_timeout() const noexcept;
+  /// The shortest ttl a renewing Lock may have on this cache: 3 x operation_timeout().
+  std::chrono::milliseconds min_renewing_ttl() const noexcept { return 3 * operation_timeout(); }
   /// Resolves Timeout::standard() to this cache's default.
   Timeout resolve(Timeout timeout) const noexcept;
   /// The options the cache was made with.

@@ -584,6 +584,16 @@ int run(const Globals& globals, const RunOptions& options) {
   // Made before the lock, which may call on_lost as soon as it is held.
   wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd < 0) throw Exit{exit_unavailable, fmt::format("cannot make an eventfd: {}", std::strerror(errno))};
+  // run renews its lock: a ttl too short for that on this alias is a usage
+  // error when given with --ttl, a settings error when it is the TIMEOUT.
+  auto lifetime = ttl ? *ttl : cache->options().timeout.duration();
+  if (auto minimum = cache->min_renewing_ttl(); lifetime < minimum) {
+    throw Exit{ttl ? exit_usage : exit_config,
+               fmt::format("alias '{}' needs a ttl of at least {:g} s for run, which renews its lock (3 x the "
+                           "longest one operation may take: connect_timeout + timeout); {} is {:g} s",
+                           alias, std::chrono::duration<double>(minimum).count(), ttl ? "--ttl" : "its TIMEOUT",
+                           std::chrono::duration<double>(lifetime).count())};
+  }
   cachelock::Lock lock{options.key, std::defer_lock,
                        {.alias = globals.alias,
                         .ttl = ttl,
@@ -594,15 +604,7 @@ int run(const Globals& globals, const RunOptions& options) {
                           lock_lost = true;
                           wake();
                         }}};
-  bool acquired = false;
-  try {
-    acquired = lock.try_acquire();
-  } catch (const cachelock::ConfigError& e) {
-    // The alias was loaded above: what is left to refuse is the ttl given
-    // (too short for a renewing lock on this alias), a usage error.
-    throw Exit{exit_usage, e.what()};
-  }
-  if (!acquired) {
+  if (!lock.try_acquire()) {
     if (!globals.quiet) {
       std::string holder;
       try {
