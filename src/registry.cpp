@@ -210,7 +210,7 @@ void CacheRegistry::remove(std::string_view alias) {
   std::lock_guard lock{mutex_};
   auto it = config_->slots.find(alias);
   if (it == config_->slots.end()) {
-    throw ConfigError(fmt::format("unknown cache alias {} (known: {})", detail::quote(alias),
+    throw ConfigError(fmt::format("unknown cache alias {} (known: {})", detail::quote_key(alias),
                                   config_->known()));
   }
   if (alias == config_->default_alias) {
@@ -228,7 +228,7 @@ std::shared_ptr<Cache> CacheRegistry::get(std::string_view alias) const {
   auto name = alias.empty() ? std::string_view{config->default_alias} : alias;
   auto it = config->slots.find(name);
   if (it == config->slots.end()) {
-    throw ConfigError(fmt::format("unknown cache alias {} (known: {})", detail::quote(name),
+    throw ConfigError(fmt::format("unknown cache alias {} (known: {})", detail::quote_key(name),
                                   config->known()));
   }
   return it->second->get(name);
@@ -253,7 +253,7 @@ void CacheRegistry::set_default_alias(std::string alias) {
   std::lock_guard lock{mutex_};
   if (config_->slots.find(alias) == config_->slots.end()) {
     throw ConfigError(fmt::format("cannot make {} the default alias: unknown cache alias (known: {})",
-                                  detail::quote(alias), config_->known()));
+                                  detail::quote_key(alias), config_->known()));
   }
   auto next = std::make_shared<Config>(*config_);
   next->default_alias = std::move(alias);

@@ -49,6 +49,19 @@ TEST_CASE("an unknown alias is a ConfigError listing the known ones") {
                        ConfigError);
   CHECK_THROWS_WITH_AS(registry.remove("lokcs"),
                        "unknown cache alias 'lokcs' (known: 'default', 'locks')", ConfigError);
+  // A huge alias is quoted by its start and its length, not whole.
+  std::string huge(1'000'000, 'a');
+  for (auto attempt : {+[](CacheRegistry& r, const std::string& a) { r.get(a); },
+                       +[](CacheRegistry& r, const std::string& a) { r.remove(a); },
+                       +[](CacheRegistry& r, const std::string& a) { r.set_default_alias(a); }}) {
+    try {
+      attempt(registry, huge);
+      FAIL("an unknown alias was accepted");
+    } catch (const ConfigError& e) {
+      CHECK(std::string_view{e.what()}.size() < 200);
+      CHECK(std::string_view{e.what()}.find("(1000000 bytes)") != std::string_view::npos);
+    }
+  }
   CHECK_THROWS_WITH_AS(registry.add("", std::make_shared<cachelock::MemoryCache>()),
                        "cache alias names must not be empty", ConfigError);
   CHECK_THROWS_WITH_AS(registry.add("x", std::shared_ptr<cachelock::Cache>{}),
