@@ -778,6 +778,39 @@ TEST_CASE("cli: a lost lock stops the program's whole group and ends run with it
   CHECK(box.run({"run", "job", "--lost-exit", "256", "--", "true"}).code == 64);
 }
 
+TEST_CASE("cli: the watchdog has a name of its own, which `killall cachelock` does not match") {
+  Sandbox box;
+  Process run{box.args({"run", "job", "--", "sleep", "30"}), box.env};
+  REQUIRE(test::eventually([&] { return box.held("job"); }));
+  // cachelock's children, by name: the program and the watchdog (once both
+  // have started: the key is held before).
+  std::vector<std::string> names;
+  auto children = [&] {
+    names.clear();
+    for (const auto& entry : fs::directory_iterator{"/proc"}) {
+      pid_t pid = std::atoi(entry.path().filename().c_str());
+      if (pid <= 0) continue;
+      std::ifstream in{entry.path() / "stat"};
+      std::string stat{std::istreambuf_iterator<char>{in}, {}};
+      auto open = stat.find('('), close = stat.rfind(')');
+      if (open == std::string::npos || close == std::string::npos) continue;
+      std::istringstream fields{stat.substr(close + 2)};
+      char state = 0;
+      pid_t parent = 0;
+      fields >> state >> parent;
+      if (parent == run.pid()) names.push_back(stat.substr(open + 1, close - open - 1));
+    }
+    std::sort(names.begin(), names.end());
+    return names == std::vector<std::string>{"cachelock-watch", "sleep"};
+  };
+  bool named = test::eventually(children);
+  std::string listed;
+  for (const auto& name : names) listed += " '" + name + "'";
+  CHECK_MESSAGE(named, "cachelock's children:" << listed);
+  run.signal(SIGTERM);
+  CHECK(run.wait() == 128 + SIGTERM);
+}
+
 #if CACHELOCK_HAS_MEMCACHED
 TEST_CASE("cli: a lost lock on memcached says whether the server was unreachable or forgot it") {
   Sandbox box;

@@ -257,6 +257,9 @@ void hand_terminal(int terminal, pid_t group) {
 // neither Ctrl-C nor a kill of cachelock's job reaches it.
 [[noreturn]] void watchdog(int in) {
   ::setpgid(0, 0);
+  // A name of its own, so that `killall cachelock` (or pkill) leaves it to
+  // do its work.
+  ::prctl(PR_SET_NAME, "cachelock-watch");
   // None of cachelock's descriptors: a pipe's reader would wait for it, and
   // lock files and sockets close when cachelock does.
   if (in != 3) {
