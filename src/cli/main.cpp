@@ -382,9 +382,9 @@ Started start_program(const std::vector<std::string>& program) {
     if (pid < 0) fork_error = errno;
   }
   if (pid > 0) {
-    // Here as well as in the child, so that both hold whichever runs first.
-    ::setpgid(pid, pid);
-    if (started.terminal >= 0) ::tcsetpgrp(started.terminal, pid);
+    // vfork resumes us only once the child has execed (or exited): it has
+    // made its process group and taken the terminal already, and a setpgid()
+    // from here would now fail (EACCES).
     if (::write(pipe_fds[1], &pid, sizeof pid) != static_cast<ssize_t>(sizeof pid)) {
       // The watchdog is gone: only PR_SET_PDEATHSIG covers a killed cachelock now.
     }
