@@ -27,7 +27,11 @@ namespace test {
 class Process {
  public:
   /// `env`: variables to set (a value of nullptr unsets), on top of ours.
-  Process(const std::vector<std::string>& argv, const std::map<std::string, const char*>& env = {}) {
+  /// `own_group`: in a process group of its own, as a shell starts a job;
+  /// unlike ours under meson (a session of its own), that group is not
+  /// orphaned, so stop signals (SIGTSTP) are not discarded.
+  Process(const std::vector<std::string>& argv, const std::map<std::string, const char*>& env = {},
+          bool own_group = false) {
     static int serial = 0;
     auto stem = std::string{"/tmp/cachelock-process-"} + std::to_string(::getpid()) + "-" +
                 std::to_string(serial++);
@@ -71,7 +75,9 @@ class Process {
     sigemptyset(&none);
     int error = posix_spawnattr_setsigdefault(&attributes, &every);
     if (error == 0) error = posix_spawnattr_setsigmask(&attributes, &none);
-    if (error == 0) error = posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | (own_group ? POSIX_SPAWN_SETPGROUP : 0);
+    if (error == 0) error = posix_spawnattr_setpgroup(&attributes, 0);
+    if (error == 0) error = posix_spawnattr_setflags(&attributes, flags);
     if (error == 0) error = posix_spawn(&pid_, args[0], &actions, &attributes, args.data(), envp.data());
     posix_spawnattr_destroy(&attributes);
     posix_spawn_file_actions_destroy(&actions);
@@ -154,13 +160,20 @@ bool eventually(Done done, std::chrono::milliseconds limit = std::chrono::second
   return done();
 }
 
-/// Whether `pid` is a process that still runs: it exists and is not a
-/// zombie (a zombie waits only for its parent, which may be init, to reap it).
-inline bool alive(pid_t pid) {
+/// The state letter of process `pid` in /proc (R, S, T for stopped, Z...);
+/// 0 if there is no such process.
+inline char state(pid_t pid) {
   std::ifstream in{"/proc/" + std::to_string(pid) + "/stat"};
   std::string stat{std::istreambuf_iterator<char>{in}, {}};
   auto close = stat.rfind(')');  // the name, in parentheses, may hold spaces
-  return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z' && stat[close + 2] != 'X';
+  return close != std::string::npos && close + 2 < stat.size() ? stat[close + 2] : 0;
+}
+
+/// Whether `pid` is a process that still runs: it exists and is not a
+/// zombie (a zombie waits only for its parent, which may be init, to reap it).
+inline bool alive(pid_t pid) {
+  char now = state(pid);
+  return now != 0 && now != 'Z' && now != 'X';
 }
 
 /// The processes of process group `group` that still run (zombies left out).

@@ -815,6 +815,57 @@ TEST_CASE("cli: the watchdog has a name of its own, which `killall cachelock` do
   CHECK(run.wait() == 128 + SIGTERM);
 }
 
+TEST_CASE("cli: SIGTSTP stops the program's group before cachelock, and a lock lost meanwhile ends the job") {
+  Sandbox box;
+  // bash, which forks its commands: a shell that vforks them (dash) cannot
+  // stop while its child, stopped before its exec, holds it in vfork, and
+  // so never reports the stop that cachelock waits for.
+  if (::access("/bin/bash", X_OK) != 0) {
+    MESSAGE("skipped: needs /bin/bash, which forks its commands");
+    return;
+  }
+  // Appends a line every 50 ms while it runs.
+  auto ticks = box.dir + "/ticks";
+  auto ticking = [&](const std::string& ttl) {
+    return box.args({"run", "job", "--ttl", ttl, "--", "/bin/bash", "-c",
+                     "while :; do echo x >> " + ticks + "; sleep 0.05; done"});
+  };
+  auto size = [&] { return fs::exists(ticks) ? fs::file_size(ticks) : 0; };
+  auto stopped = [](pid_t pid) { return [pid] { return test::state(pid) == 'T'; }; };
+
+  // Stopped and continued: the program goes on.
+  {
+    Process run{ticking("30"), box.env, true};
+    REQUIRE(test::eventually([&] { return size() > 0; }));
+    run.signal(SIGTSTP);
+    REQUIRE(test::eventually(stopped(run.pid())));
+    auto at_stop = size();
+    std::this_thread::sleep_for(300ms);
+    CHECK(size() == at_stop);  // before, the program ran on
+    run.signal(SIGCONT);
+    CHECK(test::eventually([&] { return size() > at_stop; }));
+    CHECK(test::state(run.pid()) != 'T');
+    run.signal(SIGTERM);
+    CHECK(run.wait() == 128 + SIGTERM);
+  }
+  fs::remove(ticks);
+
+  // Stopped past its ttl: another holder takes the key, and the continued
+  // cachelock ends its program instead of running it beside that holder.
+  Process run{ticking("1"), box.env, true};
+  REQUIRE(test::eventually([&] { return size() > 0; }));
+  run.signal(SIGTSTP);
+  REQUIRE(test::eventually(stopped(run.pid())));
+  auto at_stop = size();
+  Process other{box.args({"run", "job", "--wait", "10", "--", "sleep", "0.5"}), box.env};
+  CHECK(other.wait() == 0);
+  CHECK(size() == at_stop);  // no tick while the other holder ran
+  run.signal(SIGCONT);
+  CHECK(run.wait() == 79);
+  CHECK(size() == at_stop);
+  CHECK(run.err().rfind("cachelock: lost the lock on 'job' (alias default): ", 0) == 0);
+}
+
 #if CACHELOCK_HAS_MEMCACHED
 TEST_CASE("cli: a lost lock on memcached says whether the server was unreachable or forgot it") {
   Sandbox box;
@@ -951,7 +1002,7 @@ struct Terminal {
   ~Terminal() {
     if (fd >= 0) ::close(fd);
   }
-  bool wait_for(const std::string& text) {
+  bool wait_for(const std::string& text, std::chrono::milliseconds limit = 10s) {
     return test::eventually([&] {
       pollfd ready{fd, POLLIN, 0};
       char buffer[256];
@@ -961,7 +1012,7 @@ struct Terminal {
         seen.append(buffer, static_cast<std::size_t>(n));
       }
       return seen.find(text) != std::string::npos;
-    });
+    }, limit);
   }
   bool type(std::string_view keys) { return ::write(fd, keys.data(), keys.size()) == static_cast<ssize_t>(keys.size()); }
 };
@@ -1001,13 +1052,13 @@ TEST_CASE("cli: on a terminal the program is the foreground job: it reads the te
   CHECK(WEXITSTATUS(status) == 40);
 }
 
-TEST_CASE("cli: in an interactive shell, Ctrl-Z stops the job and fg continues it") {
-  Sandbox box;
+// An interactive bash on a new pseudo-terminal, using the sandbox's
+// settings; -1 (and a message) when there is no bash.
+pid_t interactive_shell(const Sandbox& box, Terminal& terminal) {
   if (::access("/bin/bash", X_OK) != 0) {
     MESSAGE("skipped: needs /bin/bash for an interactive shell");
-    return;
+    return -1;
   }
-  Terminal terminal;
   pid_t shell = ::forkpty(&terminal.fd, nullptr, nullptr, nullptr);
   REQUIRE(shell >= 0);
   if (shell == 0) {
@@ -1016,6 +1067,23 @@ TEST_CASE("cli: in an interactive shell, Ctrl-Z stops the job and fg continues i
     ::execl("/bin/bash", "bash", "--norc", "--noprofile", "-i", nullptr);
     ::_exit(127);
   }
+  return shell;
+}
+
+// Whether the shell still answers on its terminal, and then ends it.
+void shell_answers_and_exits(Terminal& terminal, pid_t shell) {
+  CHECK(terminal.type("echo shell is $((40 + 2))\n"));
+  CHECK_MESSAGE(terminal.wait_for("shell is 42"), "the terminal showed: " << printable_for_test(terminal.seen));
+  CHECK(terminal.type("exit\n"));
+  int status = 0;
+  CHECK(test::eventually([&] { return ::waitpid(shell, &status, WNOHANG) == shell; }));
+}
+
+TEST_CASE("cli: in an interactive shell, Ctrl-Z stops the job and fg continues it") {
+  Sandbox box;
+  Terminal terminal;
+  pid_t shell = interactive_shell(box, terminal);
+  if (shell < 0) return;
   // Only builtins while the keys are typed: a shell stopped by Ctrl-Z while
   // it vforks a command stays in its vfork, unstopped, whoever started it.
   CHECK(terminal.type(cli() + " run job -- sh -c 'trap \"exit 40\" INT; read x; echo \"read $x\" > " + box.dir +
@@ -1039,4 +1107,68 @@ TEST_CASE("cli: in an interactive shell, Ctrl-Z stops the job and fg continues i
   CHECK(terminal.type("exit\n"));
   int status = 0;
   CHECK(test::eventually([&] { return ::waitpid(shell, &status, WNOHANG) == shell; }));
+}
+
+TEST_CASE("cli: after Ctrl-Z and bg, the job's end leaves the terminal with the shell") {
+  Sandbox box;
+  Terminal terminal;
+  pid_t shell = interactive_shell(box, terminal);
+  if (shell < 0) return;
+  // A builtin that blocks (no command started: see the test above).
+  auto fifo = box.dir + "/fifo";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK(terminal.type(cli() + " run job -- sh -c 'read x < " + fifo + "'\n"));
+  REQUIRE(test::eventually([&] { return box.held("job"); }));
+  CHECK(terminal.type("\x1a"));  // Ctrl-Z
+  CHECK_MESSAGE(terminal.wait_for("Stopped"), "the terminal showed: " << printable_for_test(terminal.seen));
+  CHECK(terminal.type("bg\n"));
+  CHECK(terminal.wait_for("&"));  // bash echoes the job it continued: "[1]+ ... &"
+  std::ofstream{fifo} << "go\n";
+  CHECK(test::eventually([&] { return !box.held("job"); }));
+  std::this_thread::sleep_for(200ms);
+  // Before, cachelock took the terminal back as it ended, from the shell,
+  // which then exited.
+  shell_answers_and_exits(terminal, shell);
+}
+
+TEST_CASE("cli: a job started with & whose program reads the terminal stops, and fg lets it read") {
+  Sandbox box;
+  Terminal terminal;
+  pid_t shell = interactive_shell(box, terminal);
+  if (shell < 0) return;
+  CHECK(terminal.type(cli() + " run job -- sh -c 'read x; echo \"read $x\" > " + box.dir + "/read' &\n"));
+  REQUIRE(test::eventually([&] { return box.held("job"); }));
+  // The program's read from the background stops it (SIGTTIN), and
+  // cachelock with it: the shell sees the job stopped. Before, cachelock ran
+  // on, and the program stayed stopped for ever.
+  bool stopped = test::eventually([&] {
+    terminal.type("\n");  // bash tells of a stopped job before its next prompt
+    return terminal.wait_for("Stopped", 200ms);
+  });
+  CHECK_MESSAGE(stopped, "the terminal showed: " << printable_for_test(terminal.seen));
+  CHECK(terminal.type("fg\n"));
+  std::this_thread::sleep_for(200ms);
+  CHECK(terminal.type("abc\n"));
+  CHECK(test::eventually([&] { return box.read("read") == "read abc\n"; }));
+  CHECK(test::eventually([&] { return !box.held("job"); }));
+  shell_answers_and_exits(terminal, shell);
+}
+
+TEST_CASE("cli: in a pipeline the terminal stays with the pipeline, and Ctrl-C reaches the program") {
+  Sandbox box;
+  Terminal terminal;
+  pid_t shell = interactive_shell(box, terminal);
+  if (shell < 0) return;
+  // The command after cachelock reads the terminal, as `less` does.
+  CHECK(terminal.type(cli() + " run job -- sh -c 'trap \"exit 40\" INT; sleep 30 & wait' | sh -c 'read x < /dev/tty; " +
+                      "echo \"read $x\" > " + box.dir + "/read; cat > /dev/null'\n"));
+  REQUIRE(test::eventually([&] { return box.held("job"); }));
+  std::this_thread::sleep_for(200ms);
+  CHECK(terminal.type("abc\n"));  // before, the reader was in the background, stopped
+  CHECK(test::eventually([&] { return box.read("read") == "read abc\n"; }));
+  CHECK(terminal.type("\x03"));  // Ctrl-C: to cachelock's group, and passed on to the program's
+  CHECK(test::eventually([&] { return !box.held("job"); }));
+  CHECK(terminal.type("echo status=${PIPESTATUS[0]}\n"));
+  CHECK_MESSAGE(terminal.wait_for("status=40"), "the terminal showed: " << printable_for_test(terminal.seen));
+  shell_answers_and_exits(terminal, shell);
 }

@@ -81,7 +81,17 @@ std::string printable(std::string_view text) {
   return out;
 }
 
-void say(const std::string& message) { std::fprintf(stderr, "cachelock: %s\n", printable(message).c_str()); }
+// With SIGTTOU blocked: from the background, on a terminal set to `tostop`,
+// a write would otherwise send SIGTTOU to our group, which `run` passes on
+// and then waits for, restarting the write for ever.
+void say(const std::string& message) {
+  sigset_t ttou, previous;
+  sigemptyset(&ttou);
+  sigaddset(&ttou, SIGTTOU);
+  pthread_sigmask(SIG_BLOCK, &ttou, &previous);
+  std::fprintf(stderr, "cachelock: %s\n", printable(message).c_str());
+  pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+}
 // One line of output on stdout.
 void print(const std::string& line) { std::printf("%s\n", printable(line).c_str()); }
 
@@ -148,7 +158,12 @@ std::string time_left(const std::string& value) {
 
 // --- run -------------------------------------------------------------------
 
-constexpr int forwarded_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+// Passed on to the program's group. The stop signals too: a job stopped by
+// Ctrl-Z (when cachelock, not the program, is the terminal's foreground job)
+// or `kill -TSTP` must not go on running while cachelock, stopped, renews
+// nothing; cachelock stops once the program has (see supervise()).
+constexpr int forwarded_signals[] = {SIGINT,  SIGTERM, SIGHUP,  SIGQUIT, SIGUSR1,
+                                     SIGUSR2, SIGTSTP, SIGTTIN, SIGTTOU};
 // A program that ignores SIGTERM after its lock is lost gets SIGKILL this much later.
 constexpr auto kill_grace = 10s;
 // After SIGKILL, how long to wait for the group to be reaped before giving up
@@ -227,12 +242,55 @@ void child_changed(int) {
   errno = saved;
 }
 
-// The terminal whose foreground job cachelock is, if any: the program then
-// becomes that foreground job, so that Ctrl-C, Ctrl-Z and reading the
-// terminal work on it as they did on cachelock.
-int foreground_terminal() {
+// Whether cachelock is the only process of its process group, as when a
+// shell runs it as a job of its own. In a pipeline (`run ... | less`) the
+// other commands share its group, and must keep the terminal: reading it or
+// getting Ctrl-C. A shell may start the commands after cachelock, so a
+// standard output that is a pipe counts as a pipeline too.
+bool alone_in_group() {
+  const pid_t self = ::getpid();
+  if (::getpgrp() != self) return false;
+  struct stat out {};
+  if (::fstat(STDOUT_FILENO, &out) == 0 && S_ISFIFO(out.st_mode)) return false;
+  DIR* dir = ::opendir("/proc");
+  if (!dir) return false;
+  bool alone = true;
+  while (auto* entry = ::readdir(dir)) {
+    pid_t pid = std::atoi(entry->d_name);
+    if (pid <= 0 || pid == self) continue;
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    std::FILE* file = std::fopen(path, "re");
+    if (!file) continue;  // ended meanwhile
+    char stat[1024];
+    std::size_t n = std::fread(stat, 1, sizeof stat - 1, file);
+    std::fclose(file);
+    stat[n] = 0;
+    // "pid (name) state ppid pgrp ...": the name may hold spaces and parentheses.
+    const char* close = std::strrchr(stat, ')');
+    char state = 0;
+    int parent = 0, group = 0;
+    if (close && std::sscanf(close + 1, " %c %d %d", &state, &parent, &group) == 3 && group == self) {
+      alone = false;
+      break;
+    }
+  }
+  ::closedir(dir);
+  return alone;
+}
+
+// The terminal whose foreground job cachelock is, if any, and if cachelock is
+// alone in that job: the program then becomes the foreground job, so that
+// Ctrl-C, Ctrl-Z and reading the terminal work on it as they did on
+// cachelock. Otherwise the terminal stays with cachelock's group, and what it
+// sends there is passed on.
+int program_terminal() {
+  static std::optional<bool> alone;  // the group is made once, by the shell: look once
   for (int fd : {STDIN_FILENO, STDOUT_FILENO, STDERR_FILENO}) {
-    if (::isatty(fd) && ::tcgetpgrp(fd) == ::getpgrp()) return fd;
+    if (::isatty(fd) && ::tcgetpgrp(fd) == ::getpgrp()) {
+      if (!alone) alone = alone_in_group();
+      return *alone ? fd : -1;
+    }
   }
   return -1;
 }
@@ -354,13 +412,14 @@ Started start_program(const std::vector<std::string>& program) {
   const std::string failed = cannot_run + "exec failed\n";
   const pid_t parent = ::getpid();
   Started started;
-  started.terminal = foreground_terminal();
+  started.terminal = program_terminal();
 
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
   struct sigaction changed {};
   changed.sa_handler = child_changed;
-  // Stops matter only for handing the terminal back (Ctrl-Z).
-  changed.sa_flags = SA_RESTART | (started.terminal >= 0 ? 0 : SA_NOCLDSTOP);
+  // Stops too (no SA_NOCLDSTOP): when the program stops, cachelock stops with
+  // it, so that the shell sees the job stopped.
+  changed.sa_flags = SA_RESTART;
   sigemptyset(&changed.sa_mask);
   ::sigaction(SIGCHLD, &changed, nullptr);
 
@@ -440,11 +499,31 @@ std::string loss_reason(cachelock::Cache& cache, const std::string& key, const s
                      describe_holder(value));
 }
 
+// Stops cachelock with `signal`, as the kernel would have stopped it, and
+// returns once it is continued. A stop signal sent to a process group that
+// no process outside it could continue (an orphaned one) is discarded by the
+// kernel: this then returns at once.
+void stop_self(int signal) {
+  struct sigaction standard {}, previous {};
+  standard.sa_handler = SIG_DFL;
+  sigemptyset(&standard.sa_mask);
+  if (signal != SIGSTOP) ::sigaction(signal, &standard, &previous);
+  sigset_t only, mask;
+  sigemptyset(&only);
+  sigaddset(&only, signal);
+  pthread_sigmask(SIG_UNBLOCK, &only, &mask);
+  ::raise(signal);
+  pthread_sigmask(SIG_SETMASK, &mask, nullptr);
+  if (signal != SIGSTOP) ::sigaction(signal, &previous, nullptr);
+}
+
 // Runs the program to its end and stops it, and everything in its process
 // group, when the lock is lost (SIGTERM, then SIGKILL after kill_grace); what
 // the program leaves running in its group when it ends is stopped the same
-// way. Event driven: a child's exit (SIGCHLD) and a lost lock each write to
-// wake_fd, and one poll() waits for either or for the next deadline.
+// way. Event driven: a child's exit or stop (SIGCHLD) and a lost lock each
+// write to wake_fd, and one poll() waits for either or for the next deadline.
+// When the program stops, cachelock stops too, as one job with it; when
+// continued, it continues the program only if the lock is still its own.
 // Returns the program's wait status, and whether the lock was lost meanwhile.
 struct Supervised {
   int status;
@@ -454,6 +533,7 @@ Supervised supervise(const Started& started, cachelock::Lock& lock, cachelock::C
                      const std::string& key, const std::string& alias) {
   using Steady = std::chrono::steady_clock;
   const pid_t pid = started.pid;
+  int terminal = started.terminal;  // the terminal the program's group was given, or -1
   std::optional<int> status;
   bool group_gone = false, lost_seen = false, killed = false;
   std::optional<Steady::time_point> kill_at, give_up_at;
@@ -471,12 +551,11 @@ Supervised supervise(const Started& started, cachelock::Lock& lock, cachelock::C
     // meanwhile, so none can be sent to the group's id once it is gone.
     pthread_sigmask(SIG_BLOCK, &forwarded, nullptr);
     int child_status = 0;
-    const int options = WNOHANG | (started.terminal >= 0 ? WUNTRACED : 0);
-    bool program_stopped = false;
-    for (pid_t reaped; (reaped = ::waitpid(-1, &child_status, options)) > 0;) {
+    int program_stopped = 0;  // the signal that stopped it
+    for (pid_t reaped; (reaped = ::waitpid(-1, &child_status, WNOHANG | WUNTRACED)) > 0;) {
       if (reaped != pid) continue;
       if (WIFSTOPPED(child_status)) {
-        program_stopped = true;
+        program_stopped = WSTOPSIG(child_status);
       } else {
         status = child_status;
       }
@@ -489,14 +568,33 @@ Supervised supervise(const Started& started, cachelock::Lock& lock, cachelock::C
     }
     pthread_sigmask(SIG_UNBLOCK, &forwarded, nullptr);
 
-    if (program_stopped) {
-      // Ctrl-Z stopped the program: take the terminal back and stop too, as a
-      // shell's job; when continued, give the terminal (if still ours) and
-      // the continuation back to the program.
-      hand_terminal(started.terminal, ::getpgrp());
-      ::raise(SIGTSTP);
-      if (::tcgetpgrp(started.terminal) == ::getpgrp()) hand_terminal(started.terminal, pid);
-      ::kill(-pid, SIGCONT);
+    if (program_stopped && !status && !lock_lost) {
+      // The program stopped (Ctrl-Z, a read of the terminal from the
+      // background, a stop signal passed on): stop the rest of its group,
+      // which a stopped cachelock would no longer cover with renewals, take
+      // the terminal back if the program has it, and stop the same way, so
+      // that the shell sees the job stopped and reports why.
+      ::kill(-pid, SIGSTOP);
+      if (terminal >= 0 && ::tcgetpgrp(terminal) == pid) hand_terminal(terminal, ::getpgrp());
+      stop_self(program_stopped);
+      // Continued (`fg`, `bg`, SIGCONT). Renewals stopped meanwhile: the
+      // program goes on only if the lock is still ours.
+      bool ours = false;
+      try {
+        ours = lock.extend();
+      } catch (const cachelock::Error&) {
+        // Fail closed: whether the lock outlived the stop cannot be known.
+      }
+      if (!ours) {
+        lock_lost = true;
+      } else {
+        // In the foreground (`fg`), the program's group is the foreground
+        // job, as at its start; in the background (`bg`) the terminal stays
+        // with the shell.
+        terminal = program_terminal();
+        if (terminal >= 0) hand_terminal(terminal, pid);
+        ::kill(-pid, SIGCONT);
+      }
     }
     if (lock_lost && !lost_seen) {
       lost_seen = true;
@@ -542,7 +640,9 @@ Supervised supervise(const Started& started, cachelock::Lock& lock, cachelock::C
     }
   }
   signal_target = 0;
-  if (started.terminal >= 0) hand_terminal(started.terminal, ::getpgrp());
+  // Only if the program's group still has it: after `bg` the shell has it,
+  // and taking it would leave the shell in the background.
+  if (terminal >= 0 && ::tcgetpgrp(terminal) == pid) hand_terminal(terminal, ::getpgrp());
   if (::write(started.watchdog, "d", 1) != 1) {
     // The watchdog is gone; with the group gone too there is nothing for it to do.
   }
