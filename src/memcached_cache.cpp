@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -447,6 +448,10 @@ struct Connections {
   std::unique_ptr<std::atomic<bool>[]> sends_cas;
   // Per server: it answered `version` as memcached does (see handshake()).
   std::unique_ptr<std::atomic<bool>[]> speaks_memcached;
+  // Per pooled handle (its user data points to one), per server: that
+  // handle's connection to that server served a call. Made when a handle is
+  // first used, freed with the pool; guarded by mutex.
+  std::vector<std::unique_ptr<bool[]>> served;
   std::mutex greeting;  // held during a handshake
   Connections* next_abandoned = nullptr;
 };
@@ -627,6 +632,14 @@ struct MemcachedCache::Impl {
         : connections_{impl.current(op, key)}, handle_{connections_.fetch(op, key)}, key_{key} {
       // Set by a failure to connect during this operation (see ~Handle).
       memcached_reset_last_disconnected_server(handle_);
+      served_ = static_cast<bool*>(memcached_get_user_data(handle_));
+      if (served_ == nullptr) {
+        auto marks = std::make_unique<bool[]>(memcached_server_count(handle_));  // all false
+        served_ = marks.get();
+        std::lock_guard lock{connections_.mutex};
+        connections_.served.push_back(std::move(marks));
+        memcached_set_user_data(handle_, served_);
+      }
       try {
         greet(impl.options, op);
       } catch (...) {
@@ -637,10 +650,11 @@ struct MemcachedCache::Impl {
 
     ~Handle() {
       const bool failed = std::uncaught_exceptions() > exceptions_;
-      // Marks a connection that served a call, for the next call's fail().
-      if (!failed || in_step_) memcached_set_user_data(handle_, &served);
+      // Marks the connection to the key's server as one that served a call,
+      // for the next call's fail().
+      if ((!failed || in_step_) && !key_.empty()) served_[owner()] = true;
       if (failed && !in_step_) {
-        memcached_set_user_data(handle_, nullptr);
+        std::fill_n(served_, memcached_server_count(handle_), false);
         // A failure to connect left no socket to close, and closing would
         // forget that the server is being skipped (server_failure_limit,
         // retry_timeout). Only known for an operation on one server.
@@ -670,9 +684,11 @@ struct MemcachedCache::Impl {
       in_step_ = answered(rc);
       // A connection that served an earlier call, found closed by the server
       // at this call's first round trip: the server restarted, or dropped an
-      // idle connection. The request was not carried out by the server that
-      // answers now, so it can be sent again, once, on a new connection.
-      if (may_retry_ && !progressed_ && memcached_get_user_data(handle_) == &served && closed_by_server(rc)) {
+      // idle connection. Whether the request reached the server before the
+      // close cannot be told (a warm restart, a proxy, a reset after
+      // delivery), so only calls that may be made twice are made again,
+      // once, on a new connection (see with_handle()).
+      if (may_retry_ && !progressed_ && !key_.empty() && served_[owner()] && closed_by_server(rc)) {
         throw StaleConnection{};
       }
       throw_failure(handle_, rc, op, key_);
@@ -689,12 +705,21 @@ struct MemcachedCache::Impl {
     /// The call's first round trip is done: a failure after it is final.
     void progressed() noexcept { progressed_ = true; }
 
+    /// Lets a failure of the first round trip on a stale connection be
+    /// retried (see fail()).
+    void allow_retry() noexcept { may_retry_ = true; }
+
     /// For the second attempt of a call: start on a new connection, and let
     /// every failure be final.
     void reconnect() noexcept {
       close_connections(handle_);
+      std::fill_n(served_, memcached_server_count(handle_), false);
       may_retry_ = false;
+      retrying_ = true;
     }
+
+    /// Whether this is a call's second attempt.
+    bool retrying() const noexcept { return retrying_; }
 
     /// Whether the server that owns the key is known to send CAS ids.
     std::atomic<bool>& sends_cas() { return connections_.sends_cas[owner()]; }
@@ -746,17 +771,28 @@ struct MemcachedCache::Impl {
     std::string_view key_;
     int exceptions_ = std::uncaught_exceptions();
     bool in_step_ = false;  // set when failing after a complete answer
-    bool may_retry_ = true;
+    bool may_retry_ = false;
+    bool retrying_ = false;
     bool progressed_ = false;
-    static inline char served = 0;  // its address marks a connection that served a call
+    bool* served_ = nullptr;  // the handle's marks, one per server (see Connections::served)
   };
 
-  // Runs `body(handle)` for `op` on `key`, and once more on a new connection
-  // if the first attempt found its connection closed by the server.
+  // Whether a call whose connection was found closed is made again.
+  // `retry` only for a call whose first round trip may reach the server
+  // twice with no harm: a read (get, gets), or an `add` that checks on its
+  // retry whether the first attempt stored our value. Never incr, decr,
+  // delete, set, cas or touch: carried out once and then made again, they
+  // would count twice or report the wrong result.
+  enum class Retry { never, retry };
+
+  // Runs `body(handle)` for `op` on `key`, and, for `Retry::retry`, once
+  // more on a new connection if the first attempt found its connection
+  // closed by the server.
   template <class Body>
-  auto with_handle(std::string_view op, std::string_view key, Body&& body) {
+  auto with_handle(std::string_view op, std::string_view key, Retry retry, Body&& body) {
     try {
       Handle handle{*this, op, key};
+      if (retry == Retry::retry) handle.allow_retry();
       return body(handle);
     } catch (const StaleConnection&) {
       // ~Handle closed the connection; the retry below starts afresh.
@@ -861,7 +897,7 @@ std::chrono::milliseconds MemcachedCache::operation_timeout() const noexcept {
 std::optional<std::string> MemcachedCache::get_(std::string_view key) {
   // memcached_get() rather than fetch(): in the binary protocol a one-key
   // mget goes out as two packets (a quiet get, then a no-op), a get as one.
-  return impl_->with_handle("get", key, [&](Impl::Handle& handle) -> std::optional<std::string> {
+  return impl_->with_handle("get", key, Impl::Retry::retry, [&](Impl::Handle& handle) -> std::optional<std::string> {
     std::size_t length = 0;
     std::uint32_t flags = 0;
     memcached_return_t rc;
@@ -878,7 +914,7 @@ std::optional<std::string> MemcachedCache::get_(std::string_view key) {
 }
 
 void MemcachedCache::set_(std::string_view key, std::string_view value, Timeout timeout) {
-  impl_->with_handle("set", key, [&](Impl::Handle& handle) {
+  impl_->with_handle("set", key, Impl::Retry::never, [&](Impl::Handle& handle) {
     auto rc = memcached_set(handle.get(), key.data(), key.size(), value.data(), value.size(),
                             expiration(timeout), 0);
     if (rc != MEMCACHED_SUCCESS) handle.fail(rc, "set");
@@ -886,7 +922,7 @@ void MemcachedCache::set_(std::string_view key, std::string_view value, Timeout 
 }
 
 bool MemcachedCache::erase_(std::string_view key) {
-  return impl_->with_handle("delete", key, [&](Impl::Handle& handle) {
+  return impl_->with_handle("delete", key, Impl::Retry::never, [&](Impl::Handle& handle) {
     auto rc = memcached_delete(handle.get(), key.data(), key.size(), 0);
     if (rc == MEMCACHED_SUCCESS) return true;
     if (rc == MEMCACHED_NOTFOUND) return false;
@@ -895,7 +931,7 @@ bool MemcachedCache::erase_(std::string_view key) {
 }
 
 bool MemcachedCache::add_(std::string_view key, std::string_view value, Timeout timeout) {
-  return impl_->with_handle("add", key, [&](Impl::Handle& handle) {
+  return impl_->with_handle("add", key, Impl::Retry::retry, [&](Impl::Handle& handle) {
     auto rc = memcached_add(handle.get(), key.data(), key.size(), value.data(), value.size(),
                             expiration(timeout), 0);
     // The lock acquire: only the server's own answers count. NOTSTORED is the
@@ -905,13 +941,24 @@ bool MemcachedCache::add_(std::string_view key, std::string_view value, Timeout 
       Impl::check_cas(handle, key);
       return true;
     }
-    if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS) return false;
+    if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS) {
+      if (!handle.retrying()) return false;
+      // The first attempt may have stored our value before its connection
+      // closed, and lost the reply. Our value (an owner token is unique)
+      // means it did: the add succeeded, else our own entry would block the
+      // key for a whole ttl.
+      handle.progressed();
+      auto found = Impl::fetch(handle, key, "get");
+      if (!found || found->value != value) return false;
+      Impl::check_cas(handle, key);
+      return true;
+    }
     handle.fail(rc, "add");
   });
 }
 
 bool MemcachedCache::touch_(std::string_view key, Timeout timeout) {
-  return impl_->with_handle("touch", key, [&](Impl::Handle& handle) {
+  return impl_->with_handle("touch", key, Impl::Retry::never, [&](Impl::Handle& handle) {
     auto rc = memcached_touch(handle.get(), key.data(), key.size(), expiration(timeout));
     if (rc == MEMCACHED_SUCCESS) return true;
     if (rc == MEMCACHED_NOTFOUND) return false;
@@ -924,7 +971,7 @@ std::optional<std::int64_t> MemcachedCache::incr_(std::string_view key, std::int
   const char* op = up ? "incr" : "decr";
   // |delta| without overflow for INT64_MIN.
   std::uint64_t offset = up ? static_cast<std::uint64_t>(delta) : ~static_cast<std::uint64_t>(delta) + 1;
-  return impl_->with_handle(op, key, [&](Impl::Handle& handle) -> std::optional<std::int64_t> {
+  return impl_->with_handle(op, key, Impl::Retry::never, [&](Impl::Handle& handle) -> std::optional<std::int64_t> {
     std::uint64_t value = 0;
     auto rc = up ? memcached_increment_by_key(handle.get(), key.data(), key.size(), key.data(), key.size(),
                                               offset, &value)
@@ -941,7 +988,7 @@ std::optional<std::int64_t> MemcachedCache::incr_(std::string_view key, std::int
 }
 
 bool MemcachedCache::erase_if_equals_(std::string_view key, std::string_view expected) {
-  return impl_->with_handle("gets", key, [&](Impl::Handle& handle) {
+  return impl_->with_handle("gets", key, Impl::Retry::retry, [&](Impl::Handle& handle) {
     auto found = Impl::fetch_for_cas(handle, key);
     handle.progressed();
     if (!found || found->value != expected) return false;
@@ -957,7 +1004,7 @@ bool MemcachedCache::erase_if_equals_(std::string_view key, std::string_view exp
 
 bool MemcachedCache::replace_if_equals_(std::string_view key, std::string_view expected,
                                         std::string_view value, Timeout timeout) {
-  return impl_->with_handle("gets", key, [&](Impl::Handle& handle) {
+  return impl_->with_handle("gets", key, Impl::Retry::retry, [&](Impl::Handle& handle) {
     auto found = Impl::fetch_for_cas(handle, key);
     handle.progressed();
     if (!found || found->value != expected) return false;
