@@ -203,7 +203,12 @@ void close_connections(memcached_st* handle) noexcept {
 struct Handshake {
   bool reached = false;  // connected and asked
   std::string problem;   // empty: answered as memcached does
+  bool foreign = true;   // the problem shows a server that is not memcached (else: slow, or busy)
 };
+
+// What memcached sends, in either protocol, to a connection over its limit
+// (-c) before closing it.
+constexpr std::string_view too_many_connections = "ERROR Too many open connections";
 
 Handshake handshake(const memcached_instance_st* instance, const MemcachedOptions& o) {
   struct Socket {
@@ -276,29 +281,41 @@ Handshake handshake(const memcached_instance_st* instance, const MemcachedOption
   while (!complete() && reply.size() < longest) {
     auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0 || !wait_for(POLLIN, left)) {
-      return {true, fmt::format("no complete reply to 'version' within {} ms{}", o.timeout.count(),
-                         reply.empty() ? std::string{} : ", only " + detail::quote(reply))};
+      // A slow server, not a foreign one: a plain timeout, as any call's.
+      return {true,
+              fmt::format("no complete reply to 'version' within {} ms{}", o.timeout.count(),
+                          reply.empty() ? std::string{} : ", only " + detail::quote(reply)),
+              false};
     }
     char buffer[longest];
     auto n = ::recv(socket.fd, buffer, longest - reply.size(), 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0) {
+      if (std::string_view{reply}.starts_with(too_many_connections)) break;
       return {true, fmt::format("it closed the connection when asked its version{}",
                                 reply.empty() ? std::string{} : ", after " + detail::quote(reply))};
     }
     reply.append(buffer, static_cast<std::size_t>(n));
   }
-  // memcached's versions start with a digit ("1.6.18").
-  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  if (std::string_view{reply}.starts_with(too_many_connections)) {
+    return {true, fmt::format("the server is at its connection limit: {}", detail::quote(too_many_connections)),
+            false};
+  }
+  // Any short printable version is accepted: memcached's ("1.6.18") and
+  // those of servers that speak its protocol ("mcrouter 0.41.0 mcrouter").
+  auto printable = [](std::string_view text) {
+    return !text.empty() && text.size() <= 64 &&
+           std::all_of(text.begin(), text.end(), [](char c) { return c >= ' ' && c <= '~'; });
+  };
   bool good = false;
   if (o.binary) {
-    // Response magic, opcode VERSION, status 0, a short version in the body.
-    good = complete() && static_cast<unsigned char>(reply[0]) == 0x81 && reply[1] == 0x0b && reply[6] == 0 &&
-           reply[7] == 0 && reply.size() > 24 && reply.size() <= 24 + 64 && is_digit(reply[24]);
+    // Response magic, opcode VERSION, no key, no extras, status 0, the version as the body.
+    good = complete() && static_cast<unsigned char>(reply[0]) == 0x81 && reply[1] == 0x0b && reply[2] == 0 &&
+           reply[3] == 0 && reply[4] == 0 && reply[6] == 0 && reply[7] == 0 &&
+           printable(std::string_view{reply}.substr(24));
   } else {
     std::string_view line{reply.data(), std::min(reply.find("\r\n"), reply.size())};
-    good = complete() && line.starts_with("VERSION ") && line.size() > 8 && line.size() <= 8 + 64 &&
-           is_digit(line[8]) && line.find_first_of(" \t", 8) == line.npos;
+    good = complete() && line.starts_with("VERSION ") && printable(line.substr(8));
   }
   if (good) return {true, {}};
   return {true, fmt::format("its reply to 'version' is not memcached's: {}", detail::quote(reply.substr(0, 64)))};
@@ -759,8 +776,9 @@ struct MemcachedCache::Impl {
         const auto* instance = memcached_server_instance_by_position(handle_, i);
         auto result = handshake(instance, options);
         if (!result.problem.empty()) {
-          throw CacheError(fmt::format("memcached {}: {} failed: the server does not speak memcached's protocol: {}",
-                                       name_of(instance), operation(op, key_), result.problem));
+          throw CacheError(fmt::format("memcached {}: {} failed: {}{}", name_of(instance), operation(op, key_),
+                                       result.foreign ? "the server does not speak memcached's protocol: " : "",
+                                       result.problem));
         }
         if (result.reached) known.store(true, std::memory_order_relaxed);
       }

@@ -1413,3 +1413,46 @@ TEST_CASE("memcached: a call whose connection closed after the server carried it
     }
   }
 }
+
+TEST_CASE("memcached: the handshake calls a slow or busy memcached so, and accepts any VERSION line") {
+  using test::FakeMemcached;
+  // A healthy server: add stores, gets answers with a CAS id.
+  auto healthy = [](const std::string& command) -> std::optional<std::string> {
+    if (command.starts_with("add ")) return "STORED\r\n";
+    if (command.starts_with("gets ")) return "VALUE " + command.substr(5) + " 0 1 7\r\nx\r\nEND\r\n";
+    return "ERROR\r\n";
+  };
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    FakeMemcached slow{[&](const std::string& command) -> std::optional<std::string> {
+      if (command == "version") {
+        std::this_thread::sleep_for(500ms);
+        return "VERSION 1.6.99\r\n";
+      }
+      return healthy(command);
+    }};
+    slow.script_version = true;
+    MemcachedCache on_slow{{.servers = {slow.server()}, .binary = binary, .connect_timeout = 300ms, .timeout = 300ms}};
+    CHECK(cache_error_of([&] { on_slow.add("k", "v"); }) ==
+          "memcached " + slow.server().to_string() + ": add ':1:k' failed: no complete reply to 'version' within 300 ms");
+
+    // memcached at its connection limit (-c) says so, in either protocol, and hangs up.
+    FakeMemcached busy{[](const std::string&) -> std::optional<std::string> {
+      return std::string{FakeMemcached::raw} + "ERROR Too many open connections\r\n" +
+             std::string{FakeMemcached::hang_up};
+    }};
+    busy.script_version = true;
+    MemcachedCache on_busy{{.servers = {busy.server()}, .binary = binary, .connect_timeout = 300ms, .timeout = 300ms}};
+    CHECK(cache_error_of([&] { on_busy.add("k", "v"); }) ==
+          "memcached " + busy.server().to_string() +
+              ": add ':1:k' failed: the server is at its connection limit: 'ERROR Too many open connections'");
+  }
+  // mcrouter speaks memcached's text protocol; its version is no number.
+  FakeMemcached mcrouter{[&](const std::string& command) -> std::optional<std::string> {
+    if (command == "version") return "VERSION mcrouter 0.41.0 mcrouter\r\n";
+    return healthy(command);
+  }};
+  mcrouter.script_version = true;
+  MemcachedCache on_mcrouter{{.servers = {mcrouter.server()}, .connect_timeout = 300ms, .timeout = 300ms}};
+  CHECK(on_mcrouter.add("k", "x"));
+}
