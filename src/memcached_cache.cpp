@@ -866,7 +866,7 @@ struct MemcachedCache::Impl {
   // neither released nor extended safely (see fetch_for_cas), and a program
   // run under it would be stopped at the first renewal: refuse it at once.
   // One `gets` per server and process, the first time only.
-  static void check_cas(Handle& handle, std::string_view key) {
+  static void check_cas(Handle& handle, std::string_view key, std::string_view value) {
     auto& known = handle.sends_cas();
     if (known.load(std::memory_order_relaxed)) return;
     auto found = fetch(handle, key, "gets");
@@ -875,11 +875,22 @@ struct MemcachedCache::Impl {
       known.store(true, std::memory_order_relaxed);
       return;
     }
+    constexpr std::string_view no_cas =
+        "the server runs without CAS (memcached -C), so its locks could not be released or extended safely";
+    // Someone else's entry (ours expired or was removed since the add, and
+    // another client stored one): not ours to remove.
+    if (found->value != value) {
+      handle.fail_answered("add", fmt::format("{}; the entry now under the key is another client's, left alone", no_cas));
+    }
+    // Without CAS the delete is unconditional: between the gets above and
+    // it, another client could delete our entry and add its own, which this
+    // delete would remove. Our entry lives for its ttl, so only an explicit
+    // delete or flush by someone else opens that window, and it is one round
+    // trip wide.
     auto rc = memcached_delete(handle.get(), key.data(), key.size(), 0);
     bool removed = rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND;
     handle.fail_answered("add",
-                         fmt::format("the server runs without CAS (memcached -C), so its locks could not be "
-                                     "released or extended safely; {}",
+                         fmt::format("{}; {}", no_cas,
                                      removed ? "the entry just added was removed"
                                              : "the entry just added is left to expire"),
                          removed || answered(rc));
@@ -956,7 +967,7 @@ bool MemcachedCache::add_(std::string_view key, std::string_view value, Timeout 
     // text protocol's "exists", DATA_EXISTS the binary protocol's.
     if (rc == MEMCACHED_SUCCESS) {
       handle.progressed();
-      Impl::check_cas(handle, key);
+      Impl::check_cas(handle, key, value);
       return true;
     }
     if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS) {
@@ -968,7 +979,7 @@ bool MemcachedCache::add_(std::string_view key, std::string_view value, Timeout 
       handle.progressed();
       auto found = Impl::fetch(handle, key, "get");
       if (!found || found->value != value) return false;
-      Impl::check_cas(handle, key);
+      Impl::check_cas(handle, key, value);
       return true;
     }
     handle.fail(rc, "add");

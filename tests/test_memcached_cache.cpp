@@ -1456,3 +1456,30 @@ TEST_CASE("memcached: the handshake calls a slow or busy memcached so, and accep
   MemcachedCache on_mcrouter{{.servers = {mcrouter.server()}, .connect_timeout = 300ms, .timeout = 300ms}};
   CHECK(on_mcrouter.add("k", "x"));
 }
+
+TEST_CASE("memcached: an acquire on a server without CAS ids leaves another client's entry alone") {
+  // Between our add and the gets that finds no CAS id, our entry can be
+  // removed and another client's stored: deleting then would free a key
+  // that client holds.
+  using test::FakeMemcached;
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    std::atomic<int> deletes{0};
+    FakeMemcached fake{[&](const std::string& command) -> std::optional<std::string> {
+      if (command.starts_with("add ")) return "STORED\r\n";
+      // No CAS id (0), and a value that is not the one just added.
+      if (command.starts_with("gets ")) return "VALUE " + command.substr(5) + " 0 5 0\r\nother\r\nEND\r\n";
+      if (command.starts_with("delete ")) {
+        ++deletes;
+        return "DELETED\r\n";
+      }
+      return "ERROR\r\n";
+    }};
+    MemcachedCache cache{{.servers = {fake.server()}, .binary = binary, .connect_timeout = 300ms, .timeout = 300ms}};
+    CHECK(cache_error_of([&] { cache.add("job", "our-token"); }) ==
+          "memcached " + fake.server().to_string() +
+              ": add ':1:job' failed: the server runs without CAS (memcached -C), so its locks could not be "
+              "released or extended safely; the entry now under the key is another client's, left alone");
+    CHECK(deletes == 0);
+  }
+}
