@@ -21,6 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -202,7 +203,12 @@ void close_connections(memcached_st* handle) noexcept {
 struct Handshake {
   bool reached = false;  // connected and asked
   std::string problem;   // empty: answered as memcached does
+  bool foreign = true;   // the problem shows a server that is not memcached (else: slow, or busy)
 };
+
+// What memcached sends, in either protocol, to a connection over its limit
+// (-c) before closing it.
+constexpr std::string_view too_many_connections = "ERROR Too many open connections";
 
 Handshake handshake(const memcached_instance_st* instance, const MemcachedOptions& o) {
   struct Socket {
@@ -275,29 +281,41 @@ Handshake handshake(const memcached_instance_st* instance, const MemcachedOption
   while (!complete() && reply.size() < longest) {
     auto left = std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0 || !wait_for(POLLIN, left)) {
-      return {true, fmt::format("no complete reply to 'version' within {} ms{}", o.timeout.count(),
-                         reply.empty() ? std::string{} : ", only " + detail::quote(reply))};
+      // A slow server, not a foreign one: a plain timeout, as any call's.
+      return {true,
+              fmt::format("no complete reply to 'version' within {} ms{}", o.timeout.count(),
+                          reply.empty() ? std::string{} : ", only " + detail::quote(reply)),
+              false};
     }
     char buffer[longest];
     auto n = ::recv(socket.fd, buffer, longest - reply.size(), 0);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0) {
+      if (std::string_view{reply}.starts_with(too_many_connections)) break;
       return {true, fmt::format("it closed the connection when asked its version{}",
                                 reply.empty() ? std::string{} : ", after " + detail::quote(reply))};
     }
     reply.append(buffer, static_cast<std::size_t>(n));
   }
-  // memcached's versions start with a digit ("1.6.18").
-  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  if (std::string_view{reply}.starts_with(too_many_connections)) {
+    return {true, fmt::format("the server is at its connection limit: {}", detail::quote(too_many_connections)),
+            false};
+  }
+  // Any short printable version is accepted: memcached's ("1.6.18") and
+  // those of servers that speak its protocol ("mcrouter 0.41.0 mcrouter").
+  auto printable = [](std::string_view text) {
+    return !text.empty() && text.size() <= 64 &&
+           std::all_of(text.begin(), text.end(), [](char c) { return c >= ' ' && c <= '~'; });
+  };
   bool good = false;
   if (o.binary) {
-    // Response magic, opcode VERSION, status 0, a short version in the body.
-    good = complete() && static_cast<unsigned char>(reply[0]) == 0x81 && reply[1] == 0x0b && reply[6] == 0 &&
-           reply[7] == 0 && reply.size() > 24 && reply.size() <= 24 + 64 && is_digit(reply[24]);
+    // Response magic, opcode VERSION, no key, no extras, status 0, the version as the body.
+    good = complete() && static_cast<unsigned char>(reply[0]) == 0x81 && reply[1] == 0x0b && reply[2] == 0 &&
+           reply[3] == 0 && reply[4] == 0 && reply[6] == 0 && reply[7] == 0 &&
+           printable(std::string_view{reply}.substr(24));
   } else {
     std::string_view line{reply.data(), std::min(reply.find("\r\n"), reply.size())};
-    good = complete() && line.starts_with("VERSION ") && line.size() > 8 && line.size() <= 8 + 64 &&
-           is_digit(line[8]) && line.find_first_of(" \t", 8) == line.npos;
+    good = complete() && line.starts_with("VERSION ") && printable(line.substr(8));
   }
   if (good) return {true, {}};
   return {true, fmt::format("its reply to 'version' is not memcached's: {}", detail::quote(reply.substr(0, 64)))};
@@ -447,6 +465,10 @@ struct Connections {
   std::unique_ptr<std::atomic<bool>[]> sends_cas;
   // Per server: it answered `version` as memcached does (see handshake()).
   std::unique_ptr<std::atomic<bool>[]> speaks_memcached;
+  // Per pooled handle (its user data points to one), per server: that
+  // handle's connection to that server served a call. Made when a handle is
+  // first used, freed with the pool; guarded by mutex.
+  std::vector<std::unique_ptr<bool[]>> served;
   std::mutex greeting;  // held during a handshake
   Connections* next_abandoned = nullptr;
 };
@@ -627,6 +649,14 @@ struct MemcachedCache::Impl {
         : connections_{impl.current(op, key)}, handle_{connections_.fetch(op, key)}, key_{key} {
       // Set by a failure to connect during this operation (see ~Handle).
       memcached_reset_last_disconnected_server(handle_);
+      served_ = static_cast<bool*>(memcached_get_user_data(handle_));
+      if (served_ == nullptr) {
+        auto marks = std::make_unique<bool[]>(memcached_server_count(handle_));  // all false
+        served_ = marks.get();
+        std::lock_guard lock{connections_.mutex};
+        connections_.served.push_back(std::move(marks));
+        memcached_set_user_data(handle_, served_);
+      }
       try {
         greet(impl.options, op);
       } catch (...) {
@@ -637,10 +667,11 @@ struct MemcachedCache::Impl {
 
     ~Handle() {
       const bool failed = std::uncaught_exceptions() > exceptions_;
-      // Marks a connection that served a call, for the next call's fail().
-      if (!failed || in_step_) memcached_set_user_data(handle_, &served);
+      // Marks the connection to the key's server as one that served a call,
+      // for the next call's fail().
+      if ((!failed || in_step_) && !key_.empty()) served_[owner()] = true;
       if (failed && !in_step_) {
-        memcached_set_user_data(handle_, nullptr);
+        std::fill_n(served_, memcached_server_count(handle_), false);
         // A failure to connect left no socket to close, and closing would
         // forget that the server is being skipped (server_failure_limit,
         // retry_timeout). Only known for an operation on one server.
@@ -670,9 +701,11 @@ struct MemcachedCache::Impl {
       in_step_ = answered(rc);
       // A connection that served an earlier call, found closed by the server
       // at this call's first round trip: the server restarted, or dropped an
-      // idle connection. The request was not carried out by the server that
-      // answers now, so it can be sent again, once, on a new connection.
-      if (may_retry_ && !progressed_ && memcached_get_user_data(handle_) == &served && closed_by_server(rc)) {
+      // idle connection. Whether the request reached the server before the
+      // close cannot be told (a warm restart, a proxy, a reset after
+      // delivery), so only calls that may be made twice are made again,
+      // once, on a new connection (see with_handle()).
+      if (may_retry_ && !progressed_ && !key_.empty() && served_[owner()] && closed_by_server(rc)) {
         throw StaleConnection{};
       }
       throw_failure(handle_, rc, op, key_);
@@ -689,12 +722,21 @@ struct MemcachedCache::Impl {
     /// The call's first round trip is done: a failure after it is final.
     void progressed() noexcept { progressed_ = true; }
 
+    /// Lets a failure of the first round trip on a stale connection be
+    /// retried (see fail()).
+    void allow_retry() noexcept { may_retry_ = true; }
+
     /// For the second attempt of a call: start on a new connection, and let
     /// every failure be final.
     void reconnect() noexcept {
       close_connections(handle_);
+      std::fill_n(served_, memcached_server_count(handle_), false);
       may_retry_ = false;
+      retrying_ = true;
     }
+
+    /// Whether this is a call's second attempt.
+    bool retrying() const noexcept { return retrying_; }
 
     /// Whether the server that owns the key is known to send CAS ids.
     std::atomic<bool>& sends_cas() { return connections_.sends_cas[owner()]; }
@@ -734,8 +776,9 @@ struct MemcachedCache::Impl {
         const auto* instance = memcached_server_instance_by_position(handle_, i);
         auto result = handshake(instance, options);
         if (!result.problem.empty()) {
-          throw CacheError(fmt::format("memcached {}: {} failed: the server does not speak memcached's protocol: {}",
-                                       name_of(instance), operation(op, key_), result.problem));
+          throw CacheError(fmt::format("memcached {}: {} failed: {}{}", name_of(instance), operation(op, key_),
+                                       result.foreign ? "the server does not speak memcached's protocol: " : "",
+                                       result.problem));
         }
         if (result.reached) known.store(true, std::memory_order_relaxed);
       }
@@ -746,17 +789,28 @@ struct MemcachedCache::Impl {
     std::string_view key_;
     int exceptions_ = std::uncaught_exceptions();
     bool in_step_ = false;  // set when failing after a complete answer
-    bool may_retry_ = true;
+    bool may_retry_ = false;
+    bool retrying_ = false;
     bool progressed_ = false;
-    static inline char served = 0;  // its address marks a connection that served a call
+    bool* served_ = nullptr;  // the handle's marks, one per server (see Connections::served)
   };
 
-  // Runs `body(handle)` for `op` on `key`, and once more on a new connection
-  // if the first attempt found its connection closed by the server.
+  // Whether a call whose connection was found closed is made again.
+  // `retry` only for a call whose first round trip may reach the server
+  // twice with no harm: a read (get, gets), or an `add` that checks on its
+  // retry whether the first attempt stored our value. Never incr, decr,
+  // delete, set, cas or touch: carried out once and then made again, they
+  // would count twice or report the wrong result.
+  enum class Retry { never, retry };
+
+  // Runs `body(handle)` for `op` on `key`, and, for `Retry::retry`, once
+  // more on a new connection if the first attempt found its connection
+  // closed by the server.
   template <class Body>
-  auto with_handle(std::string_view op, std::string_view key, Body&& body) {
+  auto with_handle(std::string_view op, std::string_view key, Retry retry, Body&& body) {
     try {
       Handle handle{*this, op, key};
+      if (retry == Retry::retry) handle.allow_retry();
       return body(handle);
     } catch (const StaleConnection&) {
       // ~Handle closed the connection; the retry below starts afresh.
@@ -812,7 +866,7 @@ struct MemcachedCache::Impl {
   // neither released nor extended safely (see fetch_for_cas), and a program
   // run under it would be stopped at the first renewal: refuse it at once.
   // One `gets` per server and process, the first time only.
-  static void check_cas(Handle& handle, std::string_view key) {
+  static void check_cas(Handle& handle, std::string_view key, std::string_view value) {
     auto& known = handle.sends_cas();
     if (known.load(std::memory_order_relaxed)) return;
     auto found = fetch(handle, key, "gets");
@@ -821,11 +875,22 @@ struct MemcachedCache::Impl {
       known.store(true, std::memory_order_relaxed);
       return;
     }
+    constexpr std::string_view no_cas =
+        "the server runs without CAS (memcached -C), so its locks could not be released or extended safely";
+    // Someone else's entry (ours expired or was removed since the add, and
+    // another client stored one): not ours to remove.
+    if (found->value != value) {
+      handle.fail_answered("add", fmt::format("{}; the entry now under the key is another client's, left alone", no_cas));
+    }
+    // Without CAS the delete is unconditional: between the gets above and
+    // it, another client could delete our entry and add its own, which this
+    // delete would remove. Our entry lives for its ttl, so only an explicit
+    // delete or flush by someone else opens that window, and it is one round
+    // trip wide.
     auto rc = memcached_delete(handle.get(), key.data(), key.size(), 0);
     bool removed = rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND;
     handle.fail_answered("add",
-                         fmt::format("the server runs without CAS (memcached -C), so its locks could not be "
-                                     "released or extended safely; {}",
+                         fmt::format("{}; {}", no_cas,
                                      removed ? "the entry just added was removed"
                                              : "the entry just added is left to expire"),
                          removed || answered(rc));
@@ -861,7 +926,7 @@ std::chrono::milliseconds MemcachedCache::operation_timeout() const noexcept {
 std::optional<std::string> MemcachedCache::get_(std::string_view key) {
   // memcached_get() rather than fetch(): in the binary protocol a one-key
   // mget goes out as two packets (a quiet get, then a no-op), a get as one.
-  return impl_->with_handle("get", key, [&](Impl::Handle& handle) -> std::optional<std::string> {
+  return impl_->with_handle("get", key, Impl::Retry::retry, [&](Impl::Handle& handle) -> std::optional<std::string> {
     std::size_t length = 0;
     std::uint32_t flags = 0;
     memcached_return_t rc;
@@ -878,7 +943,7 @@ std::optional<std::string> MemcachedCache::get_(std::string_view key) {
 }
 
 void MemcachedCache::set_(std::string_view key, std::string_view value, Timeout timeout) {
-  impl_->with_handle("set", key, [&](Impl::Handle& handle) {
+  impl_->with_handle("set", key, Impl::Retry::never, [&](Impl::Handle& handle) {
     auto rc = memcached_set(handle.get(), key.data(), key.size(), value.data(), value.size(),
                             expiration(timeout), 0);
     if (rc != MEMCACHED_SUCCESS) handle.fail(rc, "set");
@@ -886,7 +951,7 @@ void MemcachedCache::set_(std::string_view key, std::string_view value, Timeout 
 }
 
 bool MemcachedCache::erase_(std::string_view key) {
-  return impl_->with_handle("delete", key, [&](Impl::Handle& handle) {
+  return impl_->with_handle("delete", key, Impl::Retry::never, [&](Impl::Handle& handle) {
     auto rc = memcached_delete(handle.get(), key.data(), key.size(), 0);
     if (rc == MEMCACHED_SUCCESS) return true;
     if (rc == MEMCACHED_NOTFOUND) return false;
@@ -895,23 +960,34 @@ bool MemcachedCache::erase_(std::string_view key) {
 }
 
 bool MemcachedCache::add_(std::string_view key, std::string_view value, Timeout timeout) {
-  return impl_->with_handle("add", key, [&](Impl::Handle& handle) {
+  return impl_->with_handle("add", key, Impl::Retry::retry, [&](Impl::Handle& handle) {
     auto rc = memcached_add(handle.get(), key.data(), key.size(), value.data(), value.size(),
                             expiration(timeout), 0);
     // The lock acquire: only the server's own answers count. NOTSTORED is the
     // text protocol's "exists", DATA_EXISTS the binary protocol's.
     if (rc == MEMCACHED_SUCCESS) {
       handle.progressed();
-      Impl::check_cas(handle, key);
+      Impl::check_cas(handle, key, value);
       return true;
     }
-    if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS) return false;
+    if (rc == MEMCACHED_NOTSTORED || rc == MEMCACHED_DATA_EXISTS) {
+      if (!handle.retrying()) return false;
+      // The first attempt may have stored our value before its connection
+      // closed, and lost the reply. Our value (an owner token is unique)
+      // means it did: the add succeeded, else our own entry would block the
+      // key for a whole ttl.
+      handle.progressed();
+      auto found = Impl::fetch(handle, key, "get");
+      if (!found || found->value != value) return false;
+      Impl::check_cas(handle, key, value);
+      return true;
+    }
     handle.fail(rc, "add");
   });
 }
 
 bool MemcachedCache::touch_(std::string_view key, Timeout timeout) {
-  return impl_->with_handle("touch", key, [&](Impl::Handle& handle) {
+  return impl_->with_handle("touch", key, Impl::Retry::never, [&](Impl::Handle& handle) {
     auto rc = memcached_touch(handle.get(), key.data(), key.size(), expiration(timeout));
     if (rc == MEMCACHED_SUCCESS) return true;
     if (rc == MEMCACHED_NOTFOUND) return false;
@@ -924,7 +1000,7 @@ std::optional<std::int64_t> MemcachedCache::incr_(std::string_view key, std::int
   const char* op = up ? "incr" : "decr";
   // |delta| without overflow for INT64_MIN.
   std::uint64_t offset = up ? static_cast<std::uint64_t>(delta) : ~static_cast<std::uint64_t>(delta) + 1;
-  return impl_->with_handle(op, key, [&](Impl::Handle& handle) -> std::optional<std::int64_t> {
+  return impl_->with_handle(op, key, Impl::Retry::never, [&](Impl::Handle& handle) -> std::optional<std::int64_t> {
     std::uint64_t value = 0;
     auto rc = up ? memcached_increment_by_key(handle.get(), key.data(), key.size(), key.data(), key.size(),
                                               offset, &value)
@@ -941,7 +1017,7 @@ std::optional<std::int64_t> MemcachedCache::incr_(std::string_view key, std::int
 }
 
 bool MemcachedCache::erase_if_equals_(std::string_view key, std::string_view expected) {
-  return impl_->with_handle("gets", key, [&](Impl::Handle& handle) {
+  return impl_->with_handle("gets", key, Impl::Retry::retry, [&](Impl::Handle& handle) {
     auto found = Impl::fetch_for_cas(handle, key);
     handle.progressed();
     if (!found || found->value != expected) return false;
@@ -957,7 +1033,7 @@ bool MemcachedCache::erase_if_equals_(std::string_view key, std::string_view exp
 
 bool MemcachedCache::replace_if_equals_(std::string_view key, std::string_view expected,
                                         std::string_view value, Timeout timeout) {
-  return impl_->with_handle("gets", key, [&](Impl::Handle& handle) {
+  return impl_->with_handle("gets", key, Impl::Retry::retry, [&](Impl::Handle& handle) {
     auto found = Impl::fetch_for_cas(handle, key);
     handle.progressed();
     if (!found || found->value != expected) return false;

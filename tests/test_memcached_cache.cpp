@@ -16,6 +16,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -1218,10 +1219,12 @@ TEST_CASE("memcached: a release after the server restarted says the lock was gon
     cachelock::Lock again{"job", {.cache = cache, .ttl = 60s}};
     CHECK(server.raw_get(cache->make_key("job"))->value == again.token());
   }
-  // Any first operation after a restart reconnects.
+  // A read or an add, the first operation after a restart, reconnects. A
+  // write that cannot be made twice safely fails (whether the server got it
+  // cannot be told), and the next call reconnects.
   test::MemcachedProcess server;
   auto cache = cache_on({server.server()}, false, {.key_prefix = test::unique("restart-ops")});
-  for (auto op : {"get", "add", "set", "delete", "touch", "gets"}) {
+  for (auto op : {"get", "add", "set", "delete", "touch", "incr", "gets"}) {
     CAPTURE(op);
     cache->set("k", "v");
     server.stop();
@@ -1229,10 +1232,12 @@ TEST_CASE("memcached: a release after the server restarted says the lock was gon
     std::string_view o{op};
     if (o == "get") CHECK_FALSE(cache->get("k").has_value());
     if (o == "add") CHECK(cache->add("k", "w"));
-    if (o == "set") CHECK_NOTHROW(cache->set("k", "w"));
-    if (o == "delete") CHECK_FALSE(cache->erase("k"));
-    if (o == "touch") CHECK_FALSE(cache->touch("k"));
+    if (o == "set") CHECK_THROWS_AS(cache->set("k", "w"), CacheError);
+    if (o == "delete") CHECK_THROWS_AS(cache->erase("k"), CacheError);
+    if (o == "touch") CHECK_THROWS_AS(cache->touch("k"), CacheError);
+    if (o == "incr") CHECK_THROWS_AS(cache->incr("k"), CacheError);
     if (o == "gets") CHECK_FALSE(cache->erase_if_equals("k", "v"));
+    if (o != "add") CHECK_FALSE(cache->get("k").has_value());  // the next call reconnects
   }
 }
 
@@ -1348,5 +1353,133 @@ TEST_CASE("memcached: a read answered with garbage or another key's value fails,
         CHECK_THROWS_AS(cache.get("job"), CacheError);
       }
     }
+  }
+}
+
+TEST_CASE("memcached: a call whose connection closed after the server carried it out is not made twice") {
+  // The server carries out the command, then closes the connection before
+  // its reply (a warm restart, a proxy, a reset after delivery). A retry
+  // would count an incr twice, or find our own add's entry and report the
+  // key as held by another owner.
+  using test::FakeMemcached;
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    std::mutex mutex;
+    std::map<std::string, std::string> stored;  // guarded by mutex
+    std::int64_t counter = 0;                   // guarded by mutex
+    std::atomic<bool> hang_up_after{false};     // the next command is carried out, then the connection closed
+    FakeMemcached fake{[&](const std::string& command, const std::string& data) -> std::optional<std::string> {
+      std::lock_guard lock{mutex};
+      std::istringstream words{command};
+      std::string verb, key;
+      words >> verb >> key;
+      std::string reply;
+      if (verb == "add") {
+        reply = stored.emplace(key, data).second ? "STORED\r\n" : "NOT_STORED\r\n";
+      } else if (verb == "gets") {
+        auto at = stored.find(key);
+        reply = at == stored.end() ? "END\r\n"
+                                   : "VALUE " + key + " 0 " + std::to_string(at->second.size()) + " 7\r\n" +
+                                         at->second + "\r\nEND\r\n";
+      } else if (verb == "delete") {
+        reply = stored.erase(key) ? "DELETED\r\n" : "NOT_FOUND\r\n";
+      } else if (verb == "incr") {
+        reply = std::to_string(++counter) + "\r\n";
+      } else {
+        reply = "ERROR\r\n";
+      }
+      if (hang_up_after.exchange(false)) return std::string{FakeMemcached::hang_up};
+      return reply;
+    }};
+    MemcachedCache cache{{.servers = {fake.server()}, .binary = binary, .connect_timeout = 300ms, .timeout = 300ms}};
+    CHECK(cache.add("warm", "connection"));  // a connection that served a call
+
+    hang_up_after = true;
+    CHECK(cache.add("job", "our-token"));  // stored by the first attempt: ours
+    CHECK(cache.get("job") == "our-token");
+    CHECK_FALSE(cache.add("job", "another-token"));  // held, as before
+
+    hang_up_after = true;
+    CHECK_THROWS_AS(cache.erase("job"), CacheError);  // deleted, but the reply was lost: not "false"
+    CHECK_FALSE(cache.get("job").has_value());
+
+    CHECK(cache.incr("count", 1) == 1);
+    hang_up_after = true;
+    CHECK_THROWS_AS(cache.incr("count", 1), CacheError);
+    CHECK(cache.incr("count", 1) == 3);  // two increments for two calls before, not three
+    {
+      std::lock_guard lock{mutex};
+      CHECK(counter == 3);
+    }
+  }
+}
+
+TEST_CASE("memcached: the handshake calls a slow or busy memcached so, and accepts any VERSION line") {
+  using test::FakeMemcached;
+  // A healthy server: add stores, gets answers with a CAS id.
+  auto healthy = [](const std::string& command) -> std::optional<std::string> {
+    if (command.starts_with("add ")) return "STORED\r\n";
+    if (command.starts_with("gets ")) return "VALUE " + command.substr(5) + " 0 1 7\r\nx\r\nEND\r\n";
+    return "ERROR\r\n";
+  };
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    FakeMemcached slow{[&](const std::string& command) -> std::optional<std::string> {
+      if (command == "version") {
+        std::this_thread::sleep_for(500ms);
+        return "VERSION 1.6.99\r\n";
+      }
+      return healthy(command);
+    }};
+    slow.script_version = true;
+    MemcachedCache on_slow{{.servers = {slow.server()}, .binary = binary, .connect_timeout = 300ms, .timeout = 300ms}};
+    CHECK(cache_error_of([&] { on_slow.add("k", "v"); }) ==
+          "memcached " + slow.server().to_string() + ": add ':1:k' failed: no complete reply to 'version' within 300 ms");
+
+    // memcached at its connection limit (-c) says so, in either protocol, and hangs up.
+    FakeMemcached busy{[](const std::string&) -> std::optional<std::string> {
+      return std::string{FakeMemcached::raw} + "ERROR Too many open connections\r\n" +
+             std::string{FakeMemcached::hang_up};
+    }};
+    busy.script_version = true;
+    MemcachedCache on_busy{{.servers = {busy.server()}, .binary = binary, .connect_timeout = 300ms, .timeout = 300ms}};
+    CHECK(cache_error_of([&] { on_busy.add("k", "v"); }) ==
+          "memcached " + busy.server().to_string() +
+              ": add ':1:k' failed: the server is at its connection limit: 'ERROR Too many open connections'");
+  }
+  // mcrouter speaks memcached's text protocol; its version is no number.
+  FakeMemcached mcrouter{[&](const std::string& command) -> std::optional<std::string> {
+    if (command == "version") return "VERSION mcrouter 0.41.0 mcrouter\r\n";
+    return healthy(command);
+  }};
+  mcrouter.script_version = true;
+  MemcachedCache on_mcrouter{{.servers = {mcrouter.server()}, .connect_timeout = 300ms, .timeout = 300ms}};
+  CHECK(on_mcrouter.add("k", "x"));
+}
+
+TEST_CASE("memcached: an acquire on a server without CAS ids leaves another client's entry alone") {
+  // Between our add and the gets that finds no CAS id, our entry can be
+  // removed and another client's stored: deleting then would free a key
+  // that client holds.
+  using test::FakeMemcached;
+  for (bool binary : {false, true}) {
+    CAPTURE(binary);
+    std::atomic<int> deletes{0};
+    FakeMemcached fake{[&](const std::string& command) -> std::optional<std::string> {
+      if (command.starts_with("add ")) return "STORED\r\n";
+      // No CAS id (0), and a value that is not the one just added.
+      if (command.starts_with("gets ")) return "VALUE " + command.substr(5) + " 0 5 0\r\nother\r\nEND\r\n";
+      if (command.starts_with("delete ")) {
+        ++deletes;
+        return "DELETED\r\n";
+      }
+      return "ERROR\r\n";
+    }};
+    MemcachedCache cache{{.servers = {fake.server()}, .binary = binary, .connect_timeout = 300ms, .timeout = 300ms}};
+    CHECK(cache_error_of([&] { cache.add("job", "our-token"); }) ==
+          "memcached " + fake.server().to_string() +
+              ": add ':1:job' failed: the server runs without CAS (memcached -C), so its locks could not be "
+              "released or extended safely; the entry now under the key is another client's, left alone");
+    CHECK(deletes == 0);
   }
 }
