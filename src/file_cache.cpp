@@ -385,12 +385,18 @@ struct Store {
       stream_directory = dir;
       stream_pid = ::getpid();
     }
+    // At the end, rewind and go on with the same budget: a step that found
+    // the previous one stopped at the last name still examines names. Once
+    // per step, so a small directory is examined once, not over and over.
+    bool rewound = false;
     for (unsigned seen = 0; seen < sweep_step_entries; ++seen) {
-      errno = 0;
       auto* entry = ::readdir(stream);
       if (entry == nullptr) {
+        if (rewound) return;
         ::rewinddir(stream);
-        return;
+        rewound = true;
+        entry = ::readdir(stream);
+        if (entry == nullptr) return;
       }
       if (is_entry_name(entry->d_name)) examine(*dir, entry->d_name, false);
     }

@@ -235,6 +235,23 @@ TEST_CASE("file: the sweep that writes make examines a bounded number of entries
   CHECK(files_in(dir) == 1);
 }
 
+TEST_CASE("file: a sweep step that finds the previous one stopped at the last name rewinds and goes on") {
+  auto dir = fresh_dir("rewind");
+  cachelock::FileCache maker{{.directory = dir}};
+  // 509 entries, "new" and the two names "." and "..": the 512 names one step examines.
+  for (int i = 0; i < 509; ++i) maker.set("old-" + std::to_string(i), "v", test::slow(400ms));
+  std::this_thread::sleep_for(test::slow(500ms));
+  cachelock::FileCache cache{{.directory = dir}};
+  // Any 256 writes make exactly one step: this one reads every name and stops at the last.
+  for (int i = 0; i < 256; ++i) cache.set("new", "v");
+  REQUIRE(files_in(dir) == 1);
+  for (int i = 0; i < 10; ++i) maker.set("again-" + std::to_string(i), "v", test::slow(400ms));
+  std::this_thread::sleep_for(test::slow(500ms));
+  // The next step reads the end of the directory first: before, it rewound and examined nothing.
+  for (int i = 0; i < 256; ++i) cache.set("new", "v");
+  CHECK(files_in(dir) == 1);
+}
+
 TEST_CASE("file: a link, FIFO or hard link at an entry's name is refused, never written through") {
   auto dir = fresh_dir("planted");
   cachelock::FileCache cache{{.directory = dir}};
