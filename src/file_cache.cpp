@@ -16,6 +16,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <utility>
 #include <thread>
 #include <vector>
@@ -678,6 +679,10 @@ FileCache::FileCache(FileOptions file, CacheOptions options)
                                   detail::quote(file.directory), file.timeout.count()));
   }
   impl_->file = std::move(file);
+  // A random start: a process makes few writes (a `run` makes 1 to 3), so a
+  // count from 0 would never reach a sweep step; this way about one process
+  // in 256 / writes does one.
+  impl_->writes.store(std::random_device{}() % sweep_every, std::memory_order_relaxed);
   impl_->max_entries = this->options().max_entries;
   impl_->cull_frequency = this->options().cull_frequency;
 }
