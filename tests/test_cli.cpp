@@ -483,6 +483,28 @@ TEST_CASE("cli: a lock directory others could write to, or another user's, is re
   }
 }
 
+TEST_CASE("cli: test users and groups a killed test binary left behind are removed by the next") {
+  if (!test::is_root()) {
+    MESSAGE("skipped: making test users and a group needs root");
+    return;
+  }
+  // The pid of a process that has ended: the binary that made them is gone.
+  pid_t dead = ::fork();
+  REQUIRE(dead >= 0);
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  auto group = "clkstale" + std::to_string(dead);
+  REQUIRE(test::run({"/usr/sbin/groupadd", group}).code == 0);
+  REQUIRE(test::run({"/usr/sbin/useradd", "-M", "-U", "-s", "/usr/sbin/nologin", "-G", group, group + "-0"}).code == 0);
+  {
+    test::TestUsers users{"clkstale", 1};
+    CHECK(users.ok());
+    CHECK(::getpwnam((group + "-0").c_str()) == nullptr);
+    CHECK(::getgrnam(group.c_str()) == nullptr);
+    CHECK(::getgrnam((group + "-0").c_str()) == nullptr);
+  }
+}
+
 TEST_CASE("cli: two users of one group share a group-writable lock directory") {
   if (!test::is_root()) {
     MESSAGE("skipped: making test users and a group needs root");
