@@ -554,12 +554,12 @@ TEST_CASE("cli: two users of one group share a group-writable lock directory") {
     }
 
     // A's holder killed: its file stays, B waits for its ttl, then takes it.
-    Process killed{as(0, "run abandoned --ttl 1 -- sleep 30")};
+    Process killed{as(0, "run abandoned --ttl 3 -- sleep 30")};
     REQUIRE(test::eventually([&] { return test::run(as(1, "status abandoned")).code == 1; }));
     killed.signal(SIGKILL);
     killed.wait();
     CHECK(test::run(as(1, "run abandoned -- true")).code == 75);
-    CHECK(test::eventually([&] { return test::run(as(1, "run abandoned -- true")).code == 0; }, 5s));
+    CHECK(test::eventually([&] { return test::run(as(1, "run abandoned -- true")).code == 0; }, 10s));
     // B released it, though the file is A's (in the sticky directory, by emptying it).
     CHECK(test::run(as(0, "status abandoned")).code == 0);
     CHECK(test::run(as(0, "run abandoned -- true")).code == 0);
