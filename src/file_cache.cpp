@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -291,16 +292,129 @@ struct Store {
     throw ConfigError(fmt::format("file cache {}: {}", detail::quote(file.directory), why));
   }
 
-  // mkdir -p, each new directory 0700.
-  void make_directory(std::string_view op, std::string_view key) const {
-    const auto& dir = file.directory;
-    for (std::size_t at = 1; at <= dir.size(); ++at) {
-      if (at != dir.size() && dir[at] != '/') continue;
-      auto part = dir.substr(0, at);
-      if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) {
-        fail_errno(op, key, fmt::format("mkdir {}", part), errno);
-      }
+  // Whether `info` (of a component on the way to the directory) is owned by
+  // root or by us: nobody else can have made or replaced it.
+  static bool ours(const struct stat& info) { return info.st_uid == 0 || info.st_uid == ::geteuid(); }
+
+  // Refuses a directory on the way that another user could change: one whose
+  // owner is neither root nor us, or that every user may write to without
+  // the sticky bit. In a sticky directory (as /tmp) others can add names but
+  // not replace ours: the next component is then checked for its owner.
+  void check_passage(const std::string& path, const struct stat& info) const {
+    if (!ours(info)) {
+      refuse(fmt::format("{} belongs to uid {}, neither this user (uid {}) nor root, so its owner could "
+                         "replace what the path leads to; choose another LOCATION",
+                         detail::quote(path), info.st_uid, ::geteuid()));
     }
+    if ((info.st_mode & S_IWOTH) != 0 && (info.st_mode & S_ISVTX) == 0) {
+      refuse(fmt::format("{} is writable by every user (mode {:o}) and not sticky, so anyone could replace "
+                         "what the path leads to; choose another LOCATION",
+                         detail::quote(path), info.st_mode & 07777));
+    }
+  }
+
+  // Opens the directory (the last component with `last_flags`) from "/",
+  // one component at a time and never through a link that someone else could
+  // have planted: the kernel would follow links in any component, so a user
+  // able to write to a directory on the way could send root's mkdir and
+  // files anywhere. Every directory passed through must pass check_passage();
+  // a link is followed only if root or we own it (it sits in such a
+  // directory, so nobody else put it there), as /var/run -> /run. With
+  // `create`, missing directories are made 0700. -1 with errno on failure
+  // (ENOENT: missing and not `create`).
+  int open_path(std::string_view op, std::string_view key, bool create, int last_flags) const {
+    std::vector<std::string> todo;  // components still to walk, the next one last
+    auto push_path = [&](std::string_view path) {
+      std::vector<std::string> parts;
+      for (std::size_t at = 0; at < path.size();) {
+        auto next = std::min(path.find('/', at), path.size());
+        if (next > at) parts.emplace_back(path.substr(at, next - at));
+        at = next + 1;
+      }
+      todo.insert(todo.end(), parts.rbegin(), parts.rend());
+    };
+    push_path(file.directory);
+    auto root = [&] {
+      int fd = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0) fail_errno(op, key, "open /", errno);
+      return fd;
+    };
+    int fd = root();
+    std::string walked;  // the path as followed, for messages
+    int links = 0;
+    auto check_fd = [&](int at, const std::string& path) {
+      struct stat info {};
+      if (::fstat(at, &info) != 0) fail_errno(op, key, fmt::format("fstat {}", path), errno);
+      check_passage(path.empty() ? "/" : path, info);
+    };
+    check_fd(fd, walked);
+    while (!todo.empty()) {
+      auto part = std::move(todo.back());
+      todo.pop_back();
+      if (part == ".") continue;
+      bool last = todo.empty();
+      auto path = walked + "/" + part;
+      struct stat info {};
+      if (::fstatat(fd, part.c_str(), &info, AT_SYMLINK_NOFOLLOW) != 0) {
+        int error = errno;
+        if (error != ENOENT || !create || part == "..") {
+          ::close(fd);
+          errno = error;
+          return -1;
+        }
+        if (::mkdirat(fd, part.c_str(), 0700) != 0 && errno != EEXIST) {
+          error = errno;
+          ::close(fd);
+          fail_errno(op, key, fmt::format("mkdir {}", path), error);
+        }
+        todo.push_back(part);  // made (by us or someone else): look again
+        continue;
+      }
+      if (S_ISLNK(info.st_mode) && !last) {
+        if (!ours(info)) {
+          ::close(fd);
+          refuse(fmt::format("{} is a symbolic link owned by uid {}, neither this user (uid {}) nor root, so "
+                             "it may have been planted; it is not followed",
+                             detail::quote(path), info.st_uid, ::geteuid()));
+        }
+        if (++links > 40) {
+          ::close(fd);
+          refuse(fmt::format("too many symbolic links at {}", detail::quote(path)));
+        }
+        std::string target(PATH_MAX, '\0');
+        auto n = ::readlinkat(fd, part.c_str(), target.data(), target.size());
+        if (n < 0) {
+          int error = errno;
+          ::close(fd);
+          fail_errno(op, key, fmt::format("readlink {}", path), error);
+        }
+        target.resize(static_cast<std::size_t>(n));
+        if (target.starts_with('/')) {
+          ::close(fd);
+          fd = root();
+          walked.clear();
+          check_fd(fd, walked);
+        }
+        push_path(target);
+        continue;
+      }
+      int next = ::openat(fd, part.c_str(), (last ? last_flags : O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      int error = errno;
+      ::close(fd);
+      if (next < 0) {
+        errno = error;
+        return -1;
+      }
+      fd = next;
+      if (part == "..") {
+        auto slash = walked.rfind('/');
+        walked.resize(slash == std::string::npos ? 0 : slash);
+      } else {
+        walked = path;
+      }
+      if (!last) check_fd(fd, walked);
+    }
+    return fd;
   }
 
   // The open directory; null if it does not exist and `create` is false.
@@ -309,12 +423,8 @@ struct Store {
     if (const auto* current = directory.load()) return current;
     const auto& path = file.directory;
     constexpr int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-    int fd = ::open(path.c_str(), flags);
-    if (fd < 0 && errno == ENOENT) {
-      if (!create) return nullptr;
-      make_directory(op, key);
-      fd = ::open(path.c_str(), flags);
-    }
+    int fd = open_path(op, key, create, flags);
+    if (fd < 0 && errno == ENOENT && !create) return nullptr;
     if (fd < 0) {
       int error = errno;
       struct stat link {};

@@ -483,6 +483,64 @@ TEST_CASE("cli: a lock directory others could write to, or another user's, is re
   }
 }
 
+TEST_CASE("cli: root never makes the lock directory through a link another user could have planted on the way") {
+  if (!test::is_root()) {
+    MESSAGE("skipped: making a test user needs root");
+    return;
+  }
+  test::TestUsers users{"clklink", 1};
+  REQUIRE(users.ok());
+  Sandbox box;
+  ::chmod(box.dir.c_str(), 0755);
+  auto secret = box.dir + "/secret";  // root's only
+  fs::create_directories(secret);
+  ::chmod(secret.c_str(), 0700);
+  auto shared = box.dir + "/shared";
+  fs::create_directories(shared);
+  auto run_in = [&](const std::string& location) {
+    return box.run({"--settings", settings_for(box.dir, location), "run", "job", "--", "true"});
+  };
+  auto plant = [&] {
+    // The user links shared/x to root's directory.
+    return test::run(users.as(0, {"/bin/ln", "-s", secret, shared + "/x"})).code == 0;
+  };
+  SUBCASE("a directory on the way owned by the user") {
+    REQUIRE(::chown(shared.c_str(), users.uid(0), users.gid()) == 0);
+    ::chmod(shared.c_str(), 0755);
+    REQUIRE(plant());
+    auto ran = run_in(shared + "/x/locks");
+    CHECK(ran.code == 78);
+    CHECK(ran.err.find("'" + shared + "' belongs to uid " + std::to_string(users.uid(0)) +
+                       ", neither this user (uid 0) nor root") != std::string::npos);
+  }
+  SUBCASE("a directory on the way writable by every user") {
+    ::chmod(shared.c_str(), 0777);
+    REQUIRE(plant());
+    auto ran = run_in(shared + "/x/locks");
+    CHECK(ran.code == 78);
+    CHECK(ran.err.find("'" + shared + "' is writable by every user (mode 777) and not sticky") != std::string::npos);
+  }
+  SUBCASE("a link the user made in a sticky directory") {
+    ::chmod(shared.c_str(), 01777);
+    REQUIRE(plant());
+    auto ran = run_in(shared + "/x/locks");
+    CHECK(ran.code == 78);
+    CHECK(ran.err.find("'" + shared + "/x' is a symbolic link owned by uid " + std::to_string(users.uid(0)) +
+                       ", neither this user (uid 0) nor root, so it may have been planted") != std::string::npos);
+  }
+  SUBCASE("a link of root's own is followed, as /var/run -> /run") {
+    ::chmod(shared.c_str(), 01777);
+    fs::create_symlink(secret, shared + "/x");
+    CHECK(run_in(shared + "/x/locks").code == 0);
+    CHECK(fs::is_directory(secret + "/locks"));
+    fs::create_symlink("../secret", shared + "/relative");
+    CHECK(run_in(shared + "/relative/more/locks").code == 0);
+    CHECK(fs::is_directory(secret + "/more/locks"));
+    return;
+  }
+  CHECK_FALSE(fs::exists(secret + "/locks"));
+}
+
 TEST_CASE("cli: test users and groups a killed test binary left behind are removed by the next") {
   if (!test::is_root()) {
     MESSAGE("skipped: making test users and a group needs root");
