@@ -603,8 +603,19 @@ class Entry {
       if (!dir_) return false;
       // O_NOFOLLOW: a link planted at the name is refused, never followed.
       // O_NONBLOCK: a FIFO planted there cannot make open() wait.
-      int fd = ::openat(dir_->fd, name_.c_str(),
-                        O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (create ? O_CREAT : 0), 0600);
+      // O_EXCL first, to know whether we made the file: only that one is
+      // given the group's mode, at once, before anyone else can find it 0600.
+      constexpr int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+      bool created = false;
+      int fd = -1;
+      if (create) {
+        fd = ::openat(dir_->fd, name_.c_str(), flags | O_CREAT | O_EXCL, 0600);
+        created = fd >= 0;
+      }
+      if (fd < 0 && (!create || errno == EEXIST)) {
+        fd = ::openat(dir_->fd, name_.c_str(), flags);
+        if (fd < 0 && errno == ENOENT && create) continue;  // removed since: make it
+      }
       if (fd < 0) {
         int error = errno;
         struct stat info {};
@@ -616,9 +627,15 @@ class Entry {
         }
         if (error == ENOENT && !create) return false;
         if (error == ELOOP) impl_.fail(op_, key_, fmt::format("{} is a symbolic link, which is never followed; remove it", path()));
+        struct stat entry {};
+        if (error == EACCES && ::fstatat(dir_->fd, name_.c_str(), &entry, AT_SYMLINK_NOFOLLOW) == 0) {
+          impl_.fail(op_, key_, fmt::format("open: {}: {} belongs to uid {} and has mode {:o}", std::strerror(error),
+                                            path(), entry.st_uid, entry.st_mode & 07777));
+        }
         impl_.fail_errno(op_, key_, "open", error);
       }
       fd_ = fd;
+      if (created) share();
       struct stat by_fd {};
       if (::fstat(fd_, &by_fd) != 0) impl_.fail_errno(op_, key_, "fstat", errno);
       if (!S_ISREG(by_fd.st_mode)) {
@@ -634,10 +651,7 @@ class Entry {
       struct stat by_name {};
       bool same = ::fstatat(dir_->fd, name_.c_str(), &by_name, AT_SYMLINK_NOFOLLOW) == 0 &&
                   by_fd.st_ino == by_name.st_ino && by_fd.st_dev == by_name.st_dev;
-      if (same) {
-        share(by_fd);
-        return true;
-      }
+      if (same) return true;
       ::close(fd_);
       fd_ = -1;
     }
@@ -722,17 +736,15 @@ class Entry {
 
   // In a group-writable directory, an entry must be readable and writable by
   // the group whatever our umask (0660, the directory's group); otherwise it
-  // stays private (0600). Only the file's owner (or root) can change it: the
-  // owner fixes it on its next use.
-  void share(const struct stat& info) {
+  // stays private (0600). Called on the file we just made only: the mode of
+  // files others made is theirs (root running `status` changes nothing).
+  void share() {
     if (!dir_->group) return;
-    bool owner = info.st_uid == ::geteuid() || ::geteuid() == 0;
-    if (!owner) return;
-    if (info.st_gid != dir_->gid && ::fchown(fd_, static_cast<uid_t>(-1), dir_->gid) != 0) {
+    if (::fchown(fd_, static_cast<uid_t>(-1), dir_->gid) != 0) {
       impl_.fail(op_, key_, fmt::format("cannot give {} the directory's group (gid {}): {}", path(), dir_->gid,
                                         std::strerror(errno)));
     }
-    if ((info.st_mode & 07777) != 0660 && ::fchmod(fd_, 0660) != 0) impl_.fail_errno(op_, key_, "fchmod", errno);
+    if (::fchmod(fd_, 0660) != 0) impl_.fail_errno(op_, key_, "fchmod", errno);
   }
 
   void lock_until(std::chrono::steady_clock::time_point deadline) {

@@ -541,6 +541,41 @@ TEST_CASE("cli: root never makes the lock directory through a link another user 
   CHECK_FALSE(fs::exists(secret + "/locks"));
 }
 
+TEST_CASE("cli: in a group directory a private entry is named in the error and never chmodded by others") {
+  if (!test::is_root()) {
+    MESSAGE("skipped: making test users and a group needs root");
+    return;
+  }
+  test::TestUsers users{"clkpriv", 2};
+  REQUIRE(users.ok());
+  Sandbox box;
+  ::chmod(box.dir.c_str(), 0755);
+  auto locks = box.dir + "/shared";
+  fs::create_directories(locks);
+  REQUIRE(::chown(locks.c_str(), 0, users.gid()) == 0);
+  REQUIRE(::chmod(locks.c_str(), 02770) == 0);
+  auto settings = settings_for(box.dir, locks);
+  auto as = [&](int user, const std::string& command) {
+    return users.as(user, {"/bin/sh", "-c", "umask 077; exec " + cli() + " --settings " + settings + " " + command});
+  };
+  Process holder{as(0, "run job -- sleep 30")};
+  REQUIRE(test::eventually([&] { return box.run({"--settings", settings, "status", "job"}).code == 1; }));
+  // Made private, as an earlier version left its files.
+  auto entry = cachelock::FileCache{{.directory = locks}}.path_for("job");
+  REQUIRE(::chmod(entry.c_str(), 0600) == 0);
+  auto ran = test::run(as(1, "run job -- true"));
+  CHECK(ran.code == 69);
+  CHECK(ran.err.find("open: Permission denied: " + entry + " belongs to uid " + std::to_string(users.uid(0)) +
+                     " and has mode 600") != std::string::npos);
+  // Root looking at it changes nothing.
+  CHECK(box.run({"--settings", settings, "status", "job"}).code == 1);
+  struct stat info {};
+  REQUIRE(::stat(entry.c_str(), &info) == 0);
+  CHECK((info.st_mode & 07777) == 0600);
+  holder.signal(SIGTERM);
+  holder.wait();
+}
+
 TEST_CASE("cli: test users and groups a killed test binary left behind are removed by the next") {
   if (!test::is_root()) {
     MESSAGE("skipped: making test users and a group needs root");
