@@ -401,6 +401,15 @@ struct Store {
       int next = ::openat(fd, part.c_str(), (last ? last_flags : O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
       int error = errno;
       ::close(fd);
+      if (next < 0 && !S_ISDIR(info.st_mode) && !S_ISLNK(info.st_mode)) {
+        // Something planted where a directory should be (a FIFO, a file):
+        // a setting to change, not a failure to retry.
+        auto what = S_ISREG(info.st_mode) ? "a regular file" : S_ISFIFO(info.st_mode) ? "a FIFO"
+                    : S_ISSOCK(info.st_mode) ? "a socket" : "a device";
+        refuse(fmt::format("{} is {}, not a directory; choose another LOCATION (with --settings for the "
+                           "command line's default), or have its owner or root remove it",
+                           detail::quote(path), what));
+      }
       if (next < 0) {
         errno = error;
         return -1;
@@ -429,7 +438,8 @@ struct Store {
       int error = errno;
       struct stat link {};
       if (error == ENOTDIR && ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
-        refuse("the directory is a symbolic link, which is not followed; give the directory it points to");
+        refuse("the directory is a symbolic link, which is not followed; choose another LOCATION (with "
+               "--settings for the command line's default)");
       }
       fail_errno(op, key, "open", error);
     }
@@ -446,7 +456,8 @@ struct Store {
     }
     if (info.st_uid != ::geteuid() && info.st_uid != 0) {
       refuse(fmt::format("the directory belongs to uid {}, neither this user (uid {}) nor root, so its "
-                         "owner could plant or remove entries; remove it or choose another LOCATION",
+                         "owner could plant or remove entries; choose another LOCATION (with --settings "
+                         "for the command line's default), or have its owner or root remove it",
                          info.st_uid, ::geteuid()));
     }
     made->group = (info.st_mode & S_IWGRP) != 0;

@@ -450,6 +450,19 @@ TEST_CASE("cli: a lock directory others could write to, or another user's, is re
     ::chmod(dir.c_str(), 01777);
     CHECK(run_in(dir).code == 78);
   }
+  SUBCASE("a FIFO or a file where the directory should be") {
+    auto fifo = box.dir + "/fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    auto ran = run_in(fifo);
+    CHECK(ran.code == 78);
+    CHECK(ran.err == "cachelock: file cache '" + fifo + "': '" + fifo + "' is a FIFO, not a directory; choose "
+                     "another LOCATION (with --settings for the command line's default), or have its owner or "
+                     "root remove it\n");
+    auto file = box.dir + "/file";
+    std::ofstream{file} << "x";
+    CHECK(run_in(file).code == 78);
+    CHECK(run_in(file + "/locks").code == 78);
+  }
   SUBCASE("a symbolic link to a good directory") {
     auto dir = box.dir + "/real";
     fs::create_directories(dir);
@@ -457,6 +470,7 @@ TEST_CASE("cli: a lock directory others could write to, or another user's, is re
     auto ran = run_in(box.dir + "/link");
     CHECK(ran.code == 78);
     CHECK(ran.err.find("the directory is a symbolic link") != std::string::npos);
+    CHECK(ran.err.find("points to") == std::string::npos);
   }
   SUBCASE("owned by another user, or a 777 subdirectory another user made first") {
     if (!test::is_root()) {
@@ -473,6 +487,8 @@ TEST_CASE("cli: a lock directory others could write to, or another user's, is re
     CHECK(ran.code == 78);
     CHECK(ran.err.find("the directory belongs to uid " + std::to_string(users.uid(0)) + ", neither this user (uid " +
                        std::to_string(::geteuid()) + ") nor root") != std::string::npos);
+    CHECK(ran.err.find("choose another LOCATION (with --settings for the command line's default), or have its "
+                       "owner or root remove it") != std::string::npos);
     // The other user makes LOCATION's last part first, open to everyone.
     auto parent = box.dir + "/parent";
     fs::create_directories(parent);
