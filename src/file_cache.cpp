@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -16,6 +17,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <utility>
 #include <thread>
 #include <vector>
@@ -290,16 +292,138 @@ struct Store {
     throw ConfigError(fmt::format("file cache {}: {}", detail::quote(file.directory), why));
   }
 
-  // mkdir -p, each new directory 0700.
-  void make_directory(std::string_view op, std::string_view key) const {
-    const auto& dir = file.directory;
-    for (std::size_t at = 1; at <= dir.size(); ++at) {
-      if (at != dir.size() && dir[at] != '/') continue;
-      auto part = dir.substr(0, at);
-      if (::mkdir(part.c_str(), 0700) != 0 && errno != EEXIST) {
-        fail_errno(op, key, fmt::format("mkdir {}", part), errno);
-      }
+  // Whether `info` (of a component on the way to the directory) is owned by
+  // root or by us: nobody else can have made or replaced it.
+  static bool ours(const struct stat& info) { return info.st_uid == 0 || info.st_uid == ::geteuid(); }
+
+  // Refuses a directory on the way that another user could change: one whose
+  // owner is neither root nor us, or that every user may write to without
+  // the sticky bit. In a sticky directory (as /tmp) others can add names but
+  // not replace ours: the next component is then checked for its owner.
+  void check_passage(const std::string& path, const struct stat& info) const {
+    if (!ours(info)) {
+      refuse(fmt::format("{} belongs to uid {}, neither this user (uid {}) nor root, so its owner could "
+                         "replace what the path leads to; choose another LOCATION",
+                         detail::quote(path), info.st_uid, ::geteuid()));
     }
+    if ((info.st_mode & S_IWOTH) != 0 && (info.st_mode & S_ISVTX) == 0) {
+      refuse(fmt::format("{} is writable by every user (mode {:o}) and not sticky, so anyone could replace "
+                         "what the path leads to; choose another LOCATION",
+                         detail::quote(path), info.st_mode & 07777));
+    }
+  }
+
+  // Opens the directory (the last component with `last_flags`) from "/",
+  // one component at a time and never through a link that someone else could
+  // have planted: the kernel would follow links in any component, so a user
+  // able to write to a directory on the way could send root's mkdir and
+  // files anywhere. Every directory passed through must pass check_passage();
+  // a link is followed only if root or we own it (it sits in such a
+  // directory, so nobody else put it there), as /var/run -> /run. With
+  // `create`, missing directories are made 0700. -1 with errno on failure
+  // (ENOENT: missing and not `create`).
+  int open_path(std::string_view op, std::string_view key, bool create, int last_flags) const {
+    std::vector<std::string> todo;  // components still to walk, the next one last
+    auto push_path = [&](std::string_view path) {
+      std::vector<std::string> parts;
+      for (std::size_t at = 0; at < path.size();) {
+        auto next = std::min(path.find('/', at), path.size());
+        if (next > at) parts.emplace_back(path.substr(at, next - at));
+        at = next + 1;
+      }
+      todo.insert(todo.end(), parts.rbegin(), parts.rend());
+    };
+    push_path(file.directory);
+    auto root = [&] {
+      int fd = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (fd < 0) fail_errno(op, key, "open /", errno);
+      return fd;
+    };
+    int fd = root();
+    std::string walked;  // the path as followed, for messages
+    int links = 0;
+    auto check_fd = [&](int at, const std::string& path) {
+      struct stat info {};
+      if (::fstat(at, &info) != 0) fail_errno(op, key, fmt::format("fstat {}", path), errno);
+      check_passage(path.empty() ? "/" : path, info);
+    };
+    check_fd(fd, walked);
+    while (!todo.empty()) {
+      auto part = std::move(todo.back());
+      todo.pop_back();
+      if (part == ".") continue;
+      bool last = todo.empty();
+      auto path = walked + "/" + part;
+      struct stat info {};
+      if (::fstatat(fd, part.c_str(), &info, AT_SYMLINK_NOFOLLOW) != 0) {
+        int error = errno;
+        if (error != ENOENT || !create || part == "..") {
+          ::close(fd);
+          errno = error;
+          return -1;
+        }
+        if (::mkdirat(fd, part.c_str(), 0700) != 0 && errno != EEXIST) {
+          error = errno;
+          ::close(fd);
+          fail_errno(op, key, fmt::format("mkdir {}", path), error);
+        }
+        todo.push_back(part);  // made (by us or someone else): look again
+        continue;
+      }
+      if (S_ISLNK(info.st_mode) && !last) {
+        if (!ours(info)) {
+          ::close(fd);
+          refuse(fmt::format("{} is a symbolic link owned by uid {}, neither this user (uid {}) nor root, so "
+                             "it may have been planted; it is not followed",
+                             detail::quote(path), info.st_uid, ::geteuid()));
+        }
+        if (++links > 40) {
+          ::close(fd);
+          refuse(fmt::format("too many symbolic links at {}", detail::quote(path)));
+        }
+        std::string target(PATH_MAX, '\0');
+        auto n = ::readlinkat(fd, part.c_str(), target.data(), target.size());
+        if (n < 0) {
+          int error = errno;
+          ::close(fd);
+          fail_errno(op, key, fmt::format("readlink {}", path), error);
+        }
+        target.resize(static_cast<std::size_t>(n));
+        if (target.starts_with('/')) {
+          ::close(fd);
+          fd = root();
+          walked.clear();
+          check_fd(fd, walked);
+        }
+        push_path(target);
+        continue;
+      }
+      int next = ::openat(fd, part.c_str(), (last ? last_flags : O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      int error = errno;
+      ::close(fd);
+      if (next < 0 && !S_ISDIR(info.st_mode) && !S_ISLNK(info.st_mode)) {
+        // Something planted where a directory should be (a FIFO, a file):
+        // a setting to change, not a failure to retry.
+        auto what = S_ISREG(info.st_mode) ? "a regular file" : S_ISFIFO(info.st_mode) ? "a FIFO"
+                    : S_ISSOCK(info.st_mode) ? "a socket" : "a device";
+        refuse(fmt::format("{} is {}, not a directory; choose another LOCATION (with --settings for the "
+                           "command line's default), or have its owner or root remove it",
+                           detail::quote(path), what));
+      }
+      if (next < 0) {
+        errno = error;
+        return -1;
+      }
+      fd = next;
+      if (part == "..") {
+        auto slash = walked.rfind('/');
+        walked.resize(slash == std::string::npos ? 0 : slash);
+      } else {
+        walked = path;
+      }
+      if (!last) check_fd(fd, walked);
+    }
+    return fd;
   }
 
   // The open directory; null if it does not exist and `create` is false.
@@ -308,17 +432,14 @@ struct Store {
     if (const auto* current = directory.load()) return current;
     const auto& path = file.directory;
     constexpr int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-    int fd = ::open(path.c_str(), flags);
-    if (fd < 0 && errno == ENOENT) {
-      if (!create) return nullptr;
-      make_directory(op, key);
-      fd = ::open(path.c_str(), flags);
-    }
+    int fd = open_path(op, key, create, flags);
+    if (fd < 0 && errno == ENOENT && !create) return nullptr;
     if (fd < 0) {
       int error = errno;
       struct stat link {};
       if (error == ENOTDIR && ::lstat(path.c_str(), &link) == 0 && S_ISLNK(link.st_mode)) {
-        refuse("the directory is a symbolic link, which is not followed; give the directory it points to");
+        refuse("the directory is a symbolic link, which is not followed; choose another LOCATION (with "
+               "--settings for the command line's default)");
       }
       fail_errno(op, key, "open", error);
     }
@@ -335,7 +456,8 @@ struct Store {
     }
     if (info.st_uid != ::geteuid() && info.st_uid != 0) {
       refuse(fmt::format("the directory belongs to uid {}, neither this user (uid {}) nor root, so its "
-                         "owner could plant or remove entries; remove it or choose another LOCATION",
+                         "owner could plant or remove entries; choose another LOCATION (with --settings "
+                         "for the command line's default), or have its owner or root remove it",
                          info.st_uid, ::geteuid()));
     }
     made->group = (info.st_mode & S_IWGRP) != 0;
@@ -385,12 +507,18 @@ struct Store {
       stream_directory = dir;
       stream_pid = ::getpid();
     }
+    // At the end, rewind and go on with the same budget: a step that found
+    // the previous one stopped at the last name still examines names. Once
+    // per step, so a small directory is examined once, not over and over.
+    bool rewound = false;
     for (unsigned seen = 0; seen < sweep_step_entries; ++seen) {
-      errno = 0;
       auto* entry = ::readdir(stream);
       if (entry == nullptr) {
+        if (rewound) return;
         ::rewinddir(stream);
-        return;
+        rewound = true;
+        entry = ::readdir(stream);
+        if (entry == nullptr) return;
       }
       if (is_entry_name(entry->d_name)) examine(*dir, entry->d_name, false);
     }
@@ -486,8 +614,19 @@ class Entry {
       if (!dir_) return false;
       // O_NOFOLLOW: a link planted at the name is refused, never followed.
       // O_NONBLOCK: a FIFO planted there cannot make open() wait.
-      int fd = ::openat(dir_->fd, name_.c_str(),
-                        O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | (create ? O_CREAT : 0), 0600);
+      // O_EXCL first, to know whether we made the file: only that one is
+      // given the group's mode, at once, before anyone else can find it 0600.
+      constexpr int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+      bool created = false;
+      int fd = -1;
+      if (create) {
+        fd = ::openat(dir_->fd, name_.c_str(), flags | O_CREAT | O_EXCL, 0600);
+        created = fd >= 0;
+      }
+      if (fd < 0 && (!create || errno == EEXIST)) {
+        fd = ::openat(dir_->fd, name_.c_str(), flags);
+        if (fd < 0 && errno == ENOENT && create) continue;  // removed since: make it
+      }
       if (fd < 0) {
         int error = errno;
         struct stat info {};
@@ -499,9 +638,15 @@ class Entry {
         }
         if (error == ENOENT && !create) return false;
         if (error == ELOOP) impl_.fail(op_, key_, fmt::format("{} is a symbolic link, which is never followed; remove it", path()));
+        struct stat entry {};
+        if (error == EACCES && ::fstatat(dir_->fd, name_.c_str(), &entry, AT_SYMLINK_NOFOLLOW) == 0) {
+          impl_.fail(op_, key_, fmt::format("open: {}: {} belongs to uid {} and has mode {:o}", std::strerror(error),
+                                            path(), entry.st_uid, entry.st_mode & 07777));
+        }
         impl_.fail_errno(op_, key_, "open", error);
       }
       fd_ = fd;
+      if (created) share();
       struct stat by_fd {};
       if (::fstat(fd_, &by_fd) != 0) impl_.fail_errno(op_, key_, "fstat", errno);
       if (!S_ISREG(by_fd.st_mode)) {
@@ -517,10 +662,7 @@ class Entry {
       struct stat by_name {};
       bool same = ::fstatat(dir_->fd, name_.c_str(), &by_name, AT_SYMLINK_NOFOLLOW) == 0 &&
                   by_fd.st_ino == by_name.st_ino && by_fd.st_dev == by_name.st_dev;
-      if (same) {
-        share(by_fd);
-        return true;
-      }
+      if (same) return true;
       ::close(fd_);
       fd_ = -1;
     }
@@ -605,17 +747,15 @@ class Entry {
 
   // In a group-writable directory, an entry must be readable and writable by
   // the group whatever our umask (0660, the directory's group); otherwise it
-  // stays private (0600). Only the file's owner (or root) can change it: the
-  // owner fixes it on its next use.
-  void share(const struct stat& info) {
+  // stays private (0600). Called on the file we just made only: the mode of
+  // files others made is theirs (root running `status` changes nothing).
+  void share() {
     if (!dir_->group) return;
-    bool owner = info.st_uid == ::geteuid() || ::geteuid() == 0;
-    if (!owner) return;
-    if (info.st_gid != dir_->gid && ::fchown(fd_, static_cast<uid_t>(-1), dir_->gid) != 0) {
+    if (::fchown(fd_, static_cast<uid_t>(-1), dir_->gid) != 0) {
       impl_.fail(op_, key_, fmt::format("cannot give {} the directory's group (gid {}): {}", path(), dir_->gid,
                                         std::strerror(errno)));
     }
-    if ((info.st_mode & 07777) != 0660 && ::fchmod(fd_, 0660) != 0) impl_.fail_errno(op_, key_, "fchmod", errno);
+    if (::fchmod(fd_, 0660) != 0) impl_.fail_errno(op_, key_, "fchmod", errno);
   }
 
   void lock_until(std::chrono::steady_clock::time_point deadline) {
@@ -672,6 +812,10 @@ FileCache::FileCache(FileOptions file, CacheOptions options)
                                   detail::quote(file.directory), file.timeout.count()));
   }
   impl_->file = std::move(file);
+  // A random start: a process makes few writes (a `run` makes 1 to 3), so a
+  // count from 0 would never reach a sweep step; this way about one process
+  // in 256 / writes does one.
+  impl_->writes.store(std::random_device{}() % sweep_every, std::memory_order_relaxed);
   impl_->max_entries = this->options().max_entries;
   impl_->cull_frequency = this->options().cull_frequency;
 }

@@ -450,6 +450,19 @@ TEST_CASE("cli: a lock directory others could write to, or another user's, is re
     ::chmod(dir.c_str(), 01777);
     CHECK(run_in(dir).code == 78);
   }
+  SUBCASE("a FIFO or a file where the directory should be") {
+    auto fifo = box.dir + "/fifo";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    auto ran = run_in(fifo);
+    CHECK(ran.code == 78);
+    CHECK(ran.err == "cachelock: file cache '" + fifo + "': '" + fifo + "' is a FIFO, not a directory; choose "
+                     "another LOCATION (with --settings for the command line's default), or have its owner or "
+                     "root remove it\n");
+    auto file = box.dir + "/file";
+    std::ofstream{file} << "x";
+    CHECK(run_in(file).code == 78);
+    CHECK(run_in(file + "/locks").code == 78);
+  }
   SUBCASE("a symbolic link to a good directory") {
     auto dir = box.dir + "/real";
     fs::create_directories(dir);
@@ -457,6 +470,7 @@ TEST_CASE("cli: a lock directory others could write to, or another user's, is re
     auto ran = run_in(box.dir + "/link");
     CHECK(ran.code == 78);
     CHECK(ran.err.find("the directory is a symbolic link") != std::string::npos);
+    CHECK(ran.err.find("points to") == std::string::npos);
   }
   SUBCASE("owned by another user, or a 777 subdirectory another user made first") {
     if (!test::is_root()) {
@@ -473,6 +487,8 @@ TEST_CASE("cli: a lock directory others could write to, or another user's, is re
     CHECK(ran.code == 78);
     CHECK(ran.err.find("the directory belongs to uid " + std::to_string(users.uid(0)) + ", neither this user (uid " +
                        std::to_string(::geteuid()) + ") nor root") != std::string::npos);
+    CHECK(ran.err.find("choose another LOCATION (with --settings for the command line's default), or have its "
+                       "owner or root remove it") != std::string::npos);
     // The other user makes LOCATION's last part first, open to everyone.
     auto parent = box.dir + "/parent";
     fs::create_directories(parent);
@@ -480,6 +496,121 @@ TEST_CASE("cli: a lock directory others could write to, or another user's, is re
     CHECK(test::run(users.as(0, {"/bin/sh", "-c", "umask 0; mkdir -m 777 " + parent + "/cachelock"})).code == 0);
     CHECK(run_in(parent + "/cachelock").code == 78);
     CHECK(fs::is_empty(parent + "/cachelock"));
+  }
+}
+
+TEST_CASE("cli: root never makes the lock directory through a link another user could have planted on the way") {
+  if (!test::is_root()) {
+    MESSAGE("skipped: making a test user needs root");
+    return;
+  }
+  test::TestUsers users{"clklink", 1};
+  REQUIRE(users.ok());
+  Sandbox box;
+  ::chmod(box.dir.c_str(), 0755);
+  auto secret = box.dir + "/secret";  // root's only
+  fs::create_directories(secret);
+  ::chmod(secret.c_str(), 0700);
+  auto shared = box.dir + "/shared";
+  fs::create_directories(shared);
+  auto run_in = [&](const std::string& location) {
+    return box.run({"--settings", settings_for(box.dir, location), "run", "job", "--", "true"});
+  };
+  auto plant = [&] {
+    // The user links shared/x to root's directory.
+    return test::run(users.as(0, {"/bin/ln", "-s", secret, shared + "/x"})).code == 0;
+  };
+  SUBCASE("a directory on the way owned by the user") {
+    REQUIRE(::chown(shared.c_str(), users.uid(0), users.gid()) == 0);
+    ::chmod(shared.c_str(), 0755);
+    REQUIRE(plant());
+    auto ran = run_in(shared + "/x/locks");
+    CHECK(ran.code == 78);
+    CHECK(ran.err.find("'" + shared + "' belongs to uid " + std::to_string(users.uid(0)) +
+                       ", neither this user (uid 0) nor root") != std::string::npos);
+  }
+  SUBCASE("a directory on the way writable by every user") {
+    ::chmod(shared.c_str(), 0777);
+    REQUIRE(plant());
+    auto ran = run_in(shared + "/x/locks");
+    CHECK(ran.code == 78);
+    CHECK(ran.err.find("'" + shared + "' is writable by every user (mode 777) and not sticky") != std::string::npos);
+  }
+  SUBCASE("a link the user made in a sticky directory") {
+    ::chmod(shared.c_str(), 01777);
+    REQUIRE(plant());
+    auto ran = run_in(shared + "/x/locks");
+    CHECK(ran.code == 78);
+    CHECK(ran.err.find("'" + shared + "/x' is a symbolic link owned by uid " + std::to_string(users.uid(0)) +
+                       ", neither this user (uid 0) nor root, so it may have been planted") != std::string::npos);
+  }
+  SUBCASE("a link of root's own is followed, as /var/run -> /run") {
+    ::chmod(shared.c_str(), 01777);
+    fs::create_symlink(secret, shared + "/x");
+    CHECK(run_in(shared + "/x/locks").code == 0);
+    CHECK(fs::is_directory(secret + "/locks"));
+    fs::create_symlink("../secret", shared + "/relative");
+    CHECK(run_in(shared + "/relative/more/locks").code == 0);
+    CHECK(fs::is_directory(secret + "/more/locks"));
+    return;
+  }
+  CHECK_FALSE(fs::exists(secret + "/locks"));
+}
+
+TEST_CASE("cli: in a group directory a private entry is named in the error and never chmodded by others") {
+  if (!test::is_root()) {
+    MESSAGE("skipped: making test users and a group needs root");
+    return;
+  }
+  test::TestUsers users{"clkpriv", 2};
+  REQUIRE(users.ok());
+  Sandbox box;
+  ::chmod(box.dir.c_str(), 0755);
+  auto locks = box.dir + "/shared";
+  fs::create_directories(locks);
+  REQUIRE(::chown(locks.c_str(), 0, users.gid()) == 0);
+  REQUIRE(::chmod(locks.c_str(), 02770) == 0);
+  auto settings = settings_for(box.dir, locks);
+  auto as = [&](int user, const std::string& command) {
+    return users.as(user, {"/bin/sh", "-c", "umask 077; exec " + cli() + " --settings " + settings + " " + command});
+  };
+  Process holder{as(0, "run job -- sleep 30")};
+  REQUIRE(test::eventually([&] { return box.run({"--settings", settings, "status", "job"}).code == 1; }));
+  // Made private, as an earlier version left its files.
+  auto entry = cachelock::FileCache{{.directory = locks}}.path_for("job");
+  REQUIRE(::chmod(entry.c_str(), 0600) == 0);
+  auto ran = test::run(as(1, "run job -- true"));
+  CHECK(ran.code == 69);
+  CHECK(ran.err.find("open: Permission denied: " + entry + " belongs to uid " + std::to_string(users.uid(0)) +
+                     " and has mode 600") != std::string::npos);
+  // Root looking at it changes nothing.
+  CHECK(box.run({"--settings", settings, "status", "job"}).code == 1);
+  struct stat info {};
+  REQUIRE(::stat(entry.c_str(), &info) == 0);
+  CHECK((info.st_mode & 07777) == 0600);
+  holder.signal(SIGTERM);
+  holder.wait();
+}
+
+TEST_CASE("cli: test users and groups a killed test binary left behind are removed by the next") {
+  if (!test::is_root()) {
+    MESSAGE("skipped: making test users and a group needs root");
+    return;
+  }
+  // The pid of a process that has ended: the binary that made them is gone.
+  pid_t dead = ::fork();
+  REQUIRE(dead >= 0);
+  if (dead == 0) ::_exit(0);
+  ::waitpid(dead, nullptr, 0);
+  auto group = "clkstale" + std::to_string(dead);
+  REQUIRE(test::run({"/usr/sbin/groupadd", group}).code == 0);
+  REQUIRE(test::run({"/usr/sbin/useradd", "-M", "-U", "-s", "/usr/sbin/nologin", "-G", group, group + "-0"}).code == 0);
+  {
+    test::TestUsers users{"clkstale", 1};
+    CHECK(users.ok());
+    CHECK(::getpwnam((group + "-0").c_str()) == nullptr);
+    CHECK(::getgrnam(group.c_str()) == nullptr);
+    CHECK(::getgrnam((group + "-0").c_str()) == nullptr);
   }
 }
 
@@ -532,12 +663,12 @@ TEST_CASE("cli: two users of one group share a group-writable lock directory") {
     }
 
     // A's holder killed: its file stays, B waits for its ttl, then takes it.
-    Process killed{as(0, "run abandoned --ttl 1 -- sleep 30")};
+    Process killed{as(0, "run abandoned --ttl 3 -- sleep 30")};
     REQUIRE(test::eventually([&] { return test::run(as(1, "status abandoned")).code == 1; }));
     killed.signal(SIGKILL);
     killed.wait();
     CHECK(test::run(as(1, "run abandoned -- true")).code == 75);
-    CHECK(test::eventually([&] { return test::run(as(1, "run abandoned -- true")).code == 0; }, 5s));
+    CHECK(test::eventually([&] { return test::run(as(1, "run abandoned -- true")).code == 0; }, 10s));
     // B released it, though the file is A's (in the sticky directory, by emptying it).
     CHECK(test::run(as(0, "status abandoned")).code == 0);
     CHECK(test::run(as(0, "run abandoned -- true")).code == 0);

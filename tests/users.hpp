@@ -5,8 +5,11 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -22,6 +25,7 @@ class TestUsers {
  public:
   /// `count` users named PREFIX-PID-N, in the group PREFIX-PID.
   TestUsers(const std::string& prefix, int count) : group_{prefix + std::to_string(::getpid())} {
+    remove_stale(prefix);
     ok_ = run({"/usr/sbin/groupadd", group_}).code == 0;
     for (int i = 0; ok_ && i < count; ++i) {
       auto name = group_ + "-" + std::to_string(i);
@@ -57,6 +61,35 @@ class TestUsers {
   }
 
  private:
+  // Users and groups a killed test binary left behind (its destructor never
+  // ran): ours by the prefix, stale when the pid in the name is not running.
+  static void remove_stale(const std::string& prefix) {
+    auto stale = [&](const char* name) {
+      std::string text{name};
+      if (!text.starts_with(prefix) || text.size() == prefix.size()) return false;
+      char* end = nullptr;
+      long pid = std::strtol(text.c_str() + prefix.size(), &end, 10);
+      if (end == text.c_str() + prefix.size() || (*end != '\0' && *end != '-') || pid <= 0) return false;
+      return ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH;
+    };
+    std::vector<std::string> users, groups;
+    ::setpwent();
+    while (const auto* entry = ::getpwent()) {
+      if (stale(entry->pw_name)) users.push_back(entry->pw_name);
+    }
+    ::endpwent();
+    ::setgrent();
+    while (const auto* entry = ::getgrent()) {
+      if (stale(entry->gr_name)) groups.push_back(entry->gr_name);
+    }
+    ::endgrent();
+    // Users first: userdel also removes each user's own group (useradd -U).
+    for (const auto& name : users) run({"/usr/sbin/userdel", "-f", name});
+    for (const auto& name : groups) {
+      if (::getgrnam(name.c_str()) != nullptr) run({"/usr/sbin/groupdel", name});
+    }
+  }
+
   std::string group_;
   std::vector<std::string> names_;
   bool ok_ = false;
