@@ -328,15 +328,23 @@ void hand_terminal(int terminal, pid_t group) {
     for (int fd = 4; fd < 65536; ++fd) ::close(fd);
   }
   for (int fd = 0; fd < 3; ++fd) ::close(fd);
+  // A read interrupted by a signal (one the runtime handles, or a stop and
+  // continue) says nothing about cachelock: only end of file does.
+  auto read_some = [in](void* into, std::size_t size) {
+    for (;;) {
+      auto n = ::read(in, into, size);
+      if (n >= 0 || errno != EINTR) return n;
+    }
+  };
   pid_t group = 0;
   std::size_t got = 0;
   while (got < sizeof group) {
-    auto n = ::read(in, reinterpret_cast<char*>(&group) + got, sizeof group - got);
+    auto n = read_some(reinterpret_cast<char*>(&group) + got, sizeof group - got);
     if (n <= 0) ::_exit(0);  // cachelock ended before it started a program
     got += static_cast<std::size_t>(n);
   }
   char done = 0;
-  if (::read(in, &done, 1) == 1 && done == 'd') ::_exit(0);
+  if (read_some(&done, 1) == 1 && done == 'd') ::_exit(0);
   // Until the group is gone; bounded, as its zombies may outlive us.
   for (int attempt = 0; attempt < 200; ++attempt) {
     if (::kill(-group, SIGKILL) != 0 && errno == ESRCH) break;
