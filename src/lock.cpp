@@ -294,7 +294,12 @@ bool Lock::release() {
     // Under the renewal's mutex, so the renewal thread cannot cross the release.
     std::lock_guard guard{renewal_->mutex};
     renewal_->active = false;
-    if (renewal_->lost) return false;
+    if (renewal_->lost) {
+      // A renewal under way when the lock was given up may have stored our
+      // token again: take it out now that the holder has stopped.
+      cache().erase_if_equals(key_, renewal_->token);
+      return false;
+    }
     return cache().erase_if_equals(key_, renewal_->token);
   }
   return cache().erase_if_equals(key_, token_.view());

@@ -77,11 +77,14 @@ class Renewer {
       pthread_sigmask(SIG_SETMASK, &previous, nullptr);
       started_ = true;
     }
-    changed();
+    wake_.notify_all();  // mutex_ is held
   }
 
-  // A due time or a give-up point moved: both threads look again.
+  // A due time or a give-up point moved: both threads look again. Under
+  // mutex_, so that a thread between reading the times and waiting cannot
+  // miss it (a point moved earlier must not be slept through).
   void changed() {
+    { std::lock_guard lock{mutex_}; }
     wake_.notify_all();
   }
 
@@ -143,12 +146,10 @@ class Renewer {
         auto started = Clock::now();
         if (item.cache->replace_if_equals(item.key, item.token, next_token, item.ttl)) {
           item.token = std::move(next_token);
-          if (item.lost) {
-            // Declared lost while this attempt was under way: the holder is
-            // stopping, so the renewed key must not keep others out.
-            item.cache->erase_if_equals(item.key, item.token);
-            return;
-          }
+          // Declared lost while this attempt was under way: the holder is
+          // stopping now, and its release removes the key once it has
+          // stopped; removing it here would let another in while it still runs.
+          if (item.lost) return;
           confirmed(item, started);
           return;
         }
