@@ -198,12 +198,16 @@ void close_connections(memcached_st* handle) noexcept {
 // HTTP server, a server that answers END to everything) can make it abort
 // the process on an assertion, or read as "not found" a reply that is not
 // one. So a server must first answer `version` as memcached does.
-// A server that cannot be reached is not judged here: the operation then
-// fails as libmemcached reports it.
+// A server that refuses the connection is not judged here: the operation
+// then fails at once as libmemcached reports it, which counts the failure
+// toward server_failure_limit. One that does not answer the connect within
+// connect_timeout fails the operation here, so that it waits for
+// connect_timeout once, not once here and again in libmemcached.
 struct Handshake {
-  bool reached = false;  // connected and asked
-  std::string problem;   // empty: answered as memcached does
-  bool foreign = true;   // the problem shows a server that is not memcached (else: slow, or busy)
+  bool reached = false;            // connected and asked
+  std::string problem;             // empty: answered as memcached does
+  bool foreign = true;             // the problem shows a server that is not memcached (else: slow, or busy)
+  bool connect_timed_out = false;  // not reached: no answer to the connect within connect_timeout
 };
 
 // What memcached sends, in either protocol, to a connection over its limit
@@ -225,12 +229,17 @@ Handshake handshake(const memcached_instance_st* instance, const MemcachedOption
     } while (rc < 0 && errno == EINTR);
     return rc > 0;
   };
+  bool timed_out = false;
   // Connects to one address within connect_timeout; false if it cannot.
   auto connect_to = [&](int family, const sockaddr* address, socklen_t length) {
     socket.fd = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (socket.fd < 0) return false;
     if (::connect(socket.fd, address, length) == 0) return true;
-    if (errno != EINPROGRESS || !wait_for(POLLOUT, o.connect_timeout)) return false;
+    if (errno != EINPROGRESS) return false;
+    if (!wait_for(POLLOUT, o.connect_timeout)) {
+      timed_out = true;
+      return false;
+    }
     int error = 0;
     socklen_t size = sizeof error;
     return ::getsockopt(socket.fd, SOL_SOCKET, SO_ERROR, &error, &size) == 0 && error == 0;
@@ -257,7 +266,7 @@ Handshake handshake(const memcached_instance_st* instance, const MemcachedOption
     }
     ::freeaddrinfo(found);
   }
-  if (!connected) return {};
+  if (!connected) return {.reached = false, .problem = {}, .foreign = false, .connect_timed_out = timed_out};
 
   static constexpr char text_request[] = "version\r\n";
   static constexpr unsigned char binary_request[24] = {0x80, 0x0b};  // magic, opcode VERSION, the rest 0
@@ -389,7 +398,7 @@ struct Connections {
   Connections(const MemcachedOptions& options, std::uint64_t generation_)
       : generation{generation_}, size{options.pool_size}, available{options.pool_size},
         wait{options.timeout}, sends_cas{std::make_unique<std::atomic<bool>[]>(options.servers.size())},
-        speaks_memcached{std::make_unique<std::atomic<bool>[]>(options.servers.size())} {
+        greetings{std::make_unique<Greeting[]>(options.servers.size())} {
     master = make_master(options);
     locator = memcached_clone(nullptr, master);
     pool = locator ? memcached_pool_create(master, 1, static_cast<std::uint32_t>(options.pool_size))
@@ -463,13 +472,21 @@ struct Connections {
   // A server run with -C sends none; it is asked again after any failure
   // that closed connections (it may have been restarted with other options).
   std::unique_ptr<std::atomic<bool>[]> sends_cas;
-  // Per server: it answered `version` as memcached does (see handshake()).
-  std::unique_ptr<std::atomic<bool>[]> speaks_memcached;
+  // Per server: its handshake (see handshake() and Handle::greet()).
+  struct Greeting {
+    std::atomic<bool> passed{false};  // it answered `version` as memcached does
+    std::mutex mutex;                 // held during a handshake with the server
+    // Guarded by mutex: the last failed handshake, for the threads that
+    // waited for it, and until when an unreachable server is skipped.
+    std::chrono::steady_clock::time_point failed_at{};
+    std::string failure{};
+    std::chrono::steady_clock::time_point unreachable_until{};
+  };
+  std::unique_ptr<Greeting[]> greetings;
   // Per pooled handle (its user data points to one), per server: that
   // handle's connection to that server served a call. Made when a handle is
   // first used, freed with the pool; guarded by mutex.
   std::vector<std::unique_ptr<bool[]>> served;
-  std::mutex greeting;  // held during a handshake
   Connections* next_abandoned = nullptr;
 };
 
@@ -685,7 +702,7 @@ struct MemcachedCache::Impl {
         std::uint32_t last = key_.empty() ? memcached_server_count(handle_) : first + 1;
         for (std::uint32_t i = first; i < last; ++i) {
           connections_.sends_cas[i].store(false, std::memory_order_relaxed);
-          connections_.speaks_memcached[i].store(false, std::memory_order_relaxed);
+          connections_.greetings[i].passed.store(false, std::memory_order_relaxed);
         }
       }
       connections_.release(handle_);
@@ -763,24 +780,45 @@ struct MemcachedCache::Impl {
 
     // The handshake with the key's server (every server for an operation
     // without a key), unless it passed since connections were last closed.
+    // One handshake per server at a time: threads that waited for one that
+    // failed fail with it, and a server that did not answer the connect is
+    // skipped for retry_timeout, so a dead server costs connect_timeout
+    // once, not once per thread in turn.
     void greet(const MemcachedOptions& options, std::string_view op) {
+      using std::chrono::steady_clock;
       auto count = memcached_server_count(handle_);
       std::uint32_t first = key_.empty() ? 0 : owner();
       std::uint32_t last = key_.empty() ? count : first + 1;
       for (std::uint32_t i = first; i < last; ++i) {
-        auto& known = connections_.speaks_memcached[i];
-        if (known.load(std::memory_order_relaxed)) continue;
-        // One handshake at a time, not one per thread arriving together.
-        std::lock_guard lock{connections_.greeting};
-        if (known.load(std::memory_order_relaxed)) continue;
+        auto& greeting = connections_.greetings[i];
+        if (greeting.passed.load(std::memory_order_relaxed)) continue;
+        auto arrived = steady_clock::now();
+        std::lock_guard lock{greeting.mutex};
+        if (greeting.passed.load(std::memory_order_relaxed)) continue;
         const auto* instance = memcached_server_instance_by_position(handle_, i);
-        auto result = handshake(instance, options);
-        if (!result.problem.empty()) {
-          throw CacheError(fmt::format("memcached {}: {} failed: {}{}", name_of(instance), operation(op, key_),
-                                       result.foreign ? "the server does not speak memcached's protocol: " : "",
-                                       result.problem));
+        auto fail = [&](std::string problem) {
+          greeting.failed_at = steady_clock::now();
+          greeting.failure = std::move(problem);
+          throw CacheError(fmt::format("memcached {}: {} failed: {}", name_of(instance), operation(op, key_),
+                                       greeting.failure));
+        };
+        if (greeting.failed_at >= arrived) fail(greeting.failure);
+        auto now = steady_clock::now();
+        if (now < greeting.unreachable_until) {
+          fail(fmt::format("skipped for {} ms: it did not answer a connect within connect_timeout ({} ms)",
+                           std::chrono::ceil<milliseconds>(greeting.unreachable_until - now).count(),
+                           options.connect_timeout.count()));
         }
-        if (result.reached) known.store(true, std::memory_order_relaxed);
+        auto result = handshake(instance, options);
+        if (result.connect_timed_out) {
+          greeting.unreachable_until = steady_clock::now() + options.retry_timeout;
+          fail(fmt::format("no answer to a connect within connect_timeout ({} ms)", options.connect_timeout.count()));
+        }
+        if (!result.problem.empty()) {
+          fail(fmt::format("{}{}", result.foreign ? "the server does not speak memcached's protocol: " : "",
+                           result.problem));
+        }
+        if (result.reached) greeting.passed.store(true, std::memory_order_relaxed);
       }
     }
 

@@ -4,7 +4,11 @@
 // servers), the pool of handles, and fork().
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
 #include <libmemcached/memcached.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -603,6 +607,96 @@ TEST_CASE("memcached: after server_failure_limit refused connections a server is
       CHECK(cache_error_of([&] { cache.get("k"); }) ==
             head + "SERVER HAS FAILED AND IS DISABLED UNTIL TIMED RETRY");
     }
+  }
+}
+
+// A loopback port whose listener never accepts and whose queue is full: the
+// kernel drops new SYNs, so a connect gets no answer (as to a host that is
+// down), rather than a refusal.
+class UnansweredPort {
+ public:
+  UnansweredPort() {
+    listener_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof address;
+    REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(::listen(listener_, 0) == 0);
+    REQUIRE(::getsockname(listener_, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+    port_ = ntohs(address.sin_port);
+    // Fill the queue until a connect is left unanswered.
+    for (int i = 0; i < 16; ++i) {
+      int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      fillers_.push_back(fd);
+      ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, 100) == 0) return;
+    }
+    FAIL("the listen queue never filled");
+  }
+  ~UnansweredPort() {
+    for (int fd : fillers_) ::close(fd);
+    ::close(listener_);
+  }
+  UnansweredPort(const UnansweredPort&) = delete;
+  UnansweredPort& operator=(const UnansweredPort&) = delete;
+  std::uint16_t port() const { return port_; }
+
+ private:
+  int listener_ = -1;
+  std::uint16_t port_ = 0;
+  std::vector<int> fillers_;
+};
+
+TEST_CASE("memcached: a server that does not answer connects costs connect_timeout once, then is skipped") {
+  UnansweredPort down;
+  auto location = "127.0.0.1:" + std::to_string(down.port());
+  MemcachedCache cache{{.servers = {{"127.0.0.1", down.port()}},
+                        .connect_timeout = 300ms,
+                        .timeout = 300ms,
+                        .retry_timeout = 1500ms}};
+  // The first call waits for the connect once (not once for the handshake
+  // and again for the call).
+  auto start = Clock::now();
+  CHECK(cache_error_of([&] { cache.add("job", "v"); }) ==
+        "memcached " + location + ": add ':1:job' failed: no answer to a connect within connect_timeout (300 ms)");
+  auto took = elapsed_ms(start);
+  CHECK(took >= 250);
+  CHECK(took < 550);
+
+  // Until retry_timeout has passed, calls from many threads fail at once,
+  // naming the server, the call and why.
+  std::vector<std::thread> threads;
+  std::vector<std::string> messages(8);
+  start = Clock::now();
+  for (std::size_t t = 0; t < messages.size(); ++t) {
+    threads.emplace_back([&, t] { messages[t] = cache_error_of([&] { cache.get("k" + std::to_string(t)); }); });
+  }
+  for (auto& thread : threads) thread.join();
+  CHECK(elapsed_ms(start) < 250);
+  for (std::size_t t = 0; t < messages.size(); ++t) {
+    CAPTURE(messages[t]);
+    CHECK(messages[t].starts_with("memcached " + location + ": get ':1:k" + std::to_string(t) + "' failed: skipped for "));
+    CHECK(messages[t].ends_with(" ms: it did not answer a connect within connect_timeout (300 ms)"));
+  }
+
+  // After it, the server is tried again: 8 threads arriving together wait for
+  // one connect, not for 8 in turn.
+  std::this_thread::sleep_for(1600ms);
+  threads.clear();
+  start = Clock::now();
+  for (std::size_t t = 0; t < messages.size(); ++t) {
+    threads.emplace_back([&, t] { messages[t] = cache_error_of([&] { cache.get("k"); }); });
+  }
+  for (auto& thread : threads) thread.join();
+  took = elapsed_ms(start);
+  CHECK(took >= 250);
+  CHECK(took < 550);
+  for (const auto& message : messages) {
+    CAPTURE(message);
+    CHECK(message.starts_with("memcached " + location + ": get ':1:k' failed: "));
+    CHECK(message.ends_with("connect within connect_timeout (300 ms)"));
   }
 }
 
