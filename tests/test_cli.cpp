@@ -181,12 +181,15 @@ TEST_CASE("cli: SIGINT, SIGTERM and SIGHUP are passed to the program") {
 
 TEST_CASE("cli: a run three times longer than its ttl keeps its lock, refusing others throughout") {
   Sandbox box;
-  Process long_run{box.args({"run", "job", "--ttl", "1", "--", "sleep", "3.5"}), box.env};
+  // The program marks its end: cachelock releases the key then, before it
+  // exits itself (a second later under ThreadSanitizer, which sleeps at exit).
+  auto done = box.dir + "/done";
+  Process long_run{box.args({"run", "job", "--ttl", "1", "--", "sh", "-c", "sleep 3.5; touch " + done}), box.env};
   REQUIRE(test::eventually([&] { return box.held("job"); }));
   int refusals = 0;
-  while (!long_run.ended()) {
+  while (!fs::exists(done)) {
     auto attempt = box.run({"run", "-q", "job", "--", "true"});
-    if (long_run.ended()) break;  // it may have just finished
+    if (fs::exists(done)) break;  // it may have just finished
     CHECK(attempt.code == 75);
     refusals += attempt.code == 75;
     std::this_thread::sleep_for(200ms);

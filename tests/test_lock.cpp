@@ -241,6 +241,7 @@ TEST_CASE("renew gives a lock up two thirds into its ttl even while a renewal ha
   std::this_thread::sleep_for(test::slow(100ms));
   CHECK(cache->get("job") == lock.token());
   CHECK_FALSE(lock.release());
+  CHECK_FALSE(cache->get("job"));
 }
 
 TEST_CASE("a lock expires after its ttl and lets a new owner in") {
