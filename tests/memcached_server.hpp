@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -286,6 +287,19 @@ class MemcachedProcess {
 inline MemcachedProcess& shared_memcached() {
   static MemcachedProcess server;
   return server;
+}
+
+/// A second memcached, for tests that spread keys over two servers.
+inline MemcachedProcess& second_memcached() {
+  static MemcachedProcess server;
+  return server;
+}
+
+/// A MemcachedCache on `servers`, in the text protocol unless `binary`.
+inline std::shared_ptr<cachelock::MemcachedCache> cache_on(std::vector<cachelock::MemcachedServer> servers,
+                                                          bool binary = false, cachelock::CacheOptions options = {}) {
+  return std::make_shared<cachelock::MemcachedCache>(
+      cachelock::MemcachedOptions{.servers = std::move(servers), .binary = binary}, std::move(options));
 }
 
 }  // namespace test
