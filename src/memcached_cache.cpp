@@ -27,7 +27,6 @@ namespace {
 
 using namespace detail::memcached;
 
-constexpr std::uint16_t default_port = 11211;
 // memcached reads an expiration above 30 days as a Unix time, as Django does.
 constexpr std::int64_t relative_limit = 60 * 60 * 24 * 30;
 // 1970-01-31: an absolute time the server sees as past, so the entry is

@@ -1,3 +1,5 @@
+// The Handle that lends one pooled libmemcached handle to one call, greets
+// the server first, and closes connections a failure left out of step.
 #include <algorithm>
 
 #include <fmt/format.h>
