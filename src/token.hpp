@@ -1,4 +1,4 @@
-// Owner tokens and fork detection (internal).
+// Owner tokens (internal).
 #pragma once
 
 #include <chrono>
@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "cachelock/detail/token_text.hpp"
+#include "fork.hpp"
 
 namespace cachelock::detail {
 
@@ -19,9 +20,5 @@ void new_token(TokenText& out, std::optional<std::chrono::milliseconds> lifetime
 
 /// `token` with EXPIRES_MS moved to now + `lifetime`: what an extend stores.
 std::string retimed_token(std::string_view token, std::optional<std::chrono::milliseconds> lifetime);
-
-/// Incremented in every child created by fork(). A lock taken under another
-/// generation belongs to the parent process.
-std::uint64_t fork_generation() noexcept;
 
 }  // namespace cachelock::detail

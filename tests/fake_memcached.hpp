@@ -33,6 +33,18 @@
 
 namespace test {
 
+/// The words of a command or reply line, split at single spaces.
+inline std::vector<std::string> words_of(const std::string& line) {
+  std::vector<std::string> words;
+  std::size_t at = 0;
+  while (at < line.size()) {
+    auto space = std::min(line.find(' ', at), line.size());
+    words.push_back(line.substr(at, space - at));
+    at = space + 1;
+  }
+  return words;
+}
+
 class FakeMemcached {
  public:
   /// Called on the server's thread with each command line (without "\r\n"
@@ -297,13 +309,7 @@ class FakeMemcached {
     if (reply->starts_with("VALUE ")) {
       // VALUE key flags bytes [cas]\r\ndata\r\n...
       auto header_end = reply->find("\r\n");
-      std::vector<std::string> words;
-      std::size_t at = 6;
-      while (at < header_end) {
-        auto space = std::min(reply->find(' ', at), header_end);
-        words.push_back(reply->substr(at, space - at));
-        at = space + 1;
-      }
+      auto words = words_of(reply->substr(6, header_end - 6));
       auto bytes = std::stoul(words.at(2));
       std::uint32_t flags = htonl(static_cast<std::uint32_t>(std::stoul(words.at(1))));
       std::string flag_bytes(reinterpret_cast<const char*>(&flags), 4);

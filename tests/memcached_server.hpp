@@ -13,7 +13,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -24,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -33,7 +33,7 @@
 
 #include <cachelock/memcached_cache.hpp>
 
-extern char** environ;
+#include "process.hpp"
 
 namespace test {
 
@@ -105,13 +105,16 @@ class MemcachedProcess {
       : extra_args_{std::move(extra_args)}, socket_path_{std::move(socket_path)} {
     start();
   }
-  ~MemcachedProcess() { stop(); }
+  ~MemcachedProcess() {
+    stop();
+    if (process_) process_->disown();  // in a forked child: the parent's server
+  }
   MemcachedProcess(const MemcachedProcess&) = delete;
   MemcachedProcess& operator=(const MemcachedProcess&) = delete;
 
   /// Starts the server (again), on the same port as before if it ran already.
   void start() {
-    if (pid_ > 0) return;
+    if (process_) return;
     auto binary = memcached_binary();
     if (::access(binary.c_str(), X_OK) != 0) {
       throw std::runtime_error("memcached is not installed (no executable " + binary +
@@ -131,24 +134,23 @@ class MemcachedProcess {
 
   /// Stops the server: SIGTERM, then SIGKILL if it lingers; waits for it.
   void stop() {
-    if (pid_ <= 0) return;
+    if (!process_) return;
     if (::getpid() != owner_) return;  // a forked child leaves its parent's server alone
-    ::kill(pid_, SIGTERM);
+    process_->signal(SIGTERM);
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds{3};
-    int status = 0;
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+    while (!process_->ended()) {
       if (std::chrono::steady_clock::now() > until) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
+        process_->signal(SIGKILL);
+        process_->wait();
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds{5});
     }
-    pid_ = -1;
+    process_.reset();
   }
 
-  bool running() const noexcept { return pid_ > 0; }
-  pid_t pid() const noexcept { return pid_; }
+  bool running() const noexcept { return process_ != nullptr; }
+  pid_t pid() const noexcept { return process_ ? process_->pid() : -1; }
   int port() const noexcept { return port_; }
   /// "127.0.0.1:PORT" or "unix:/path", as in Django's LOCATION.
   std::string location() const {
@@ -241,34 +243,29 @@ class MemcachedProcess {
     }
     if (::geteuid() == 0) args.insert(args.end(), {"-u", "root"});  // memcached refuses root otherwise
     args.insert(args.end(), extra_args_.begin(), extra_args_.end());
-    std::vector<char*> argv;
-    for (auto& arg : args) argv.push_back(arg.data());
-    argv.push_back(nullptr);
-    pid_t pid = -1;
-    if (int rc = ::posix_spawn(&pid, binary.c_str(), nullptr, nullptr, argv.data(), environ); rc != 0) {
-      error = binary + ": " + std::strerror(rc);
+    auto process = std::make_unique<Process>(args);
+    if (process->pid() <= 0) {
+      error = process->start_error();
       return false;
     }
     // Ready when it accepts a connection; gone if it could not bind the port.
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds{10};
     while (std::chrono::steady_clock::now() < until) {
-      int status = 0;
-      if (::waitpid(pid, &status, WNOHANG) == pid) {
-        error = "memcached exited at start on " + where(port) + " (status " + std::to_string(status) + ")";
+      if (process->ended()) {
+        error = "memcached exited at start on " + where(port) + " (exit " + std::to_string(process->wait()) +
+                "): " + process->err();
         return false;
       }
       if (int fd = connect_loopback(port, socket_path_); fd >= 0) {
         ::close(fd);
-        pid_ = pid;
+        process_ = std::move(process);
         owner_ = ::getpid();
         return true;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds{10});
     }
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
     error = "memcached did not accept connections on " + where(port) + " within 10 s";
-    return false;
+    return false;  // ~Process kills it
   }
 
   std::string where(int port) const {
@@ -277,7 +274,7 @@ class MemcachedProcess {
 
   std::vector<std::string> extra_args_;
   std::string socket_path_;
-  pid_t pid_ = -1;
+  std::unique_ptr<Process> process_;
   pid_t owner_ = -1;
   int port_ = 0;
 };
@@ -286,6 +283,19 @@ class MemcachedProcess {
 inline MemcachedProcess& shared_memcached() {
   static MemcachedProcess server;
   return server;
+}
+
+/// A second memcached, for tests that spread keys over two servers.
+inline MemcachedProcess& second_memcached() {
+  static MemcachedProcess server;
+  return server;
+}
+
+/// A MemcachedCache on `servers`, in the text protocol unless `binary`.
+inline std::shared_ptr<cachelock::MemcachedCache> cache_on(std::vector<cachelock::MemcachedServer> servers,
+                                                          bool binary = false, cachelock::CacheOptions options = {}) {
+  return std::make_shared<cachelock::MemcachedCache>(
+      cachelock::MemcachedOptions{.servers = std::move(servers), .binary = binary}, std::move(options));
 }
 
 }  // namespace test

@@ -8,7 +8,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -32,7 +34,7 @@ class Process {
   /// orphaned, so stop signals (SIGTSTP) are not discarded.
   Process(const std::vector<std::string>& argv, const std::map<std::string, const char*>& env = {},
           bool own_group = false) {
-    static int serial = 0;
+    static std::atomic<int> serial{0};
     auto stem = std::string{"/tmp/cachelock-process-"} + std::to_string(::getpid()) + "-" +
                 std::to_string(serial++);
     out_path_ = stem + ".out";
@@ -81,9 +83,13 @@ class Process {
     if (error == 0) error = posix_spawn(&pid_, args[0], &actions, &attributes, args.data(), envp.data());
     posix_spawnattr_destroy(&attributes);
     posix_spawn_file_actions_destroy(&actions);
-    if (error != 0) pid_ = -1;
+    if (error != 0) {
+      pid_ = -1;
+      start_error_ = argv.at(0) + ": " + std::strerror(error);
+    }
   }
   ~Process() {
+    if (disowned_) return;
     if (pid_ > 0 && !done_) {
       ::kill(pid_, SIGKILL);
       wait();
@@ -96,6 +102,11 @@ class Process {
 
   pid_t pid() const { return pid_; }
   void signal(int sig) const { ::kill(pid_, sig); }
+  /// Why it could not start ("PROGRAM: reason"); empty if it started.
+  const std::string& start_error() const { return start_error_; }
+  /// Leaves the process and its output files alone from now on: for a
+  /// forked child, whose copy of this object describes its parent's child.
+  void disown() { disowned_ = true; }
 
   /// Exit code, or 128 + the signal that ended it; -1 if it could not start.
   int wait() {
@@ -112,7 +123,7 @@ class Process {
   }
   /// Whether it has ended, without waiting.
   bool ended() {
-    if (done_) return true;
+    if (done_ || pid_ <= 0) return true;
     int status = 0;
     if (::waitpid(pid_, &status, WNOHANG) == pid_) {
       code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
@@ -134,8 +145,9 @@ class Process {
 
   pid_t pid_ = -1;
   bool done_ = false;
+  bool disowned_ = false;
   int code_ = -1;
-  std::string out_path_, err_path_;
+  std::string out_path_, err_path_, start_error_;
 };
 
 /// Runs a program to its end.

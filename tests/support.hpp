@@ -28,6 +28,11 @@ std::chrono::milliseconds slow(std::chrono::duration<Rep, Period> d) {
   return std::chrono::ceil<std::chrono::milliseconds>(std::chrono::duration<double, std::milli>(d) * factor);
 }
 
+/// Milliseconds since `since`, on the steady clock.
+inline long long elapsed_ms(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - since).count();
+}
+
 /// A key nobody else in this process has used: "stem-N".
 inline std::string unique(std::string_view stem) {
   static std::atomic<int> next{0};

@@ -5,12 +5,6 @@
 // it as $CACHELOCK_PYTHON and the script as $CACHELOCK_DJANGO_PEER).
 #include <doctest/doctest.h>
 
-#include <fcntl.h>
-#include <poll.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -18,6 +12,7 @@
 #include <vector>
 
 #include "memcached_server.hpp"
+#include "process.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -35,62 +30,9 @@ struct Output {
 // Runs `argv` with the environment minus Python path overrides, and
 // collects its output.
 Output run(const std::vector<std::string>& argv) {
-  std::vector<std::string> environment;
-  for (char** e = environ; *e; ++e) {
-    std::string_view entry{*e};
-    if (entry.starts_with("PYTHONPATH=") || entry.starts_with("PYTHONHOME=")) continue;
-    environment.emplace_back(entry);
-  }
-  std::vector<char*> envp, args;
-  for (auto& e : environment) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> copy = argv;
-  for (auto& a : copy) args.push_back(a.data());
-  args.push_back(nullptr);
-
-  int out[2], err[2];
-  REQUIRE(::pipe2(out, O_CLOEXEC) == 0);
-  REQUIRE(::pipe2(err, O_CLOEXEC) == 0);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, err[1], 2);
-  pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, args[0], &actions, nullptr, args.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  ::close(out[1]);
-  ::close(err[1]);
-  Output result;
-  if (rc != 0) {
-    ::close(out[0]);
-    ::close(err[0]);
-    result.err = std::string{"cannot run "} + argv[0] + ": " + std::strerror(rc);
-    return result;
-  }
-  pollfd fds[] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
-  std::string* sinks[] = {&result.out, &result.err};
-  int open = 2;
-  while (open > 0) {
-    if (::poll(fds, 2, 30'000) <= 0) break;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !fds[i].revents) continue;
-      char buffer[4096];
-      auto n = ::read(fds[i].fd, buffer, sizeof buffer);
-      if (n <= 0) {
-        ::close(fds[i].fd);
-        fds[i].fd = -1;
-        --open;
-      } else {
-        sinks[i]->append(buffer, static_cast<std::size_t>(n));
-      }
-    }
-  }
-  for (auto& fd : fds) {
-    if (fd.fd >= 0) ::close(fd.fd);
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  result.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  test::Process process{argv, {{"PYTHONPATH", nullptr}, {"PYTHONHOME", nullptr}}};
+  Output result{process.wait(), process.out(), process.err()};
+  if (result.status < 0) result.err = "cannot run " + process.start_error();
   while (!result.out.empty() && result.out.back() == '\n') result.out.pop_back();
   return result;
 }

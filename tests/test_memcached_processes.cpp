@@ -7,8 +7,6 @@
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
 
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -21,6 +19,7 @@
 #include <vector>
 
 #include "memcached_server.hpp"
+#include "process.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -73,29 +72,21 @@ int run_worker(const Job& job) {
   return errors.load() == 0 ? 0 : 1;
 }
 
-// Runs `processes` workers at once; returns their exit statuses.
+// Runs `processes` workers at once; returns their exit statuses. What a
+// worker prints (its errors) is shown with the test's output.
 std::vector<int> run_workers(const Job& job) {
   std::string spec = std::to_string(job.port) + " " + job.prefix + " " + (job.locked ? "locked" : "unlocked");
-  std::vector<std::string> environment{"CACHELOCK_COUNTER_WORKER=" + spec};
-  for (char** e = environ; *e; ++e) {
-    if (!std::string_view{*e}.starts_with("CACHELOCK_COUNTER_WORKER=")) environment.emplace_back(*e);
-  }
-  std::vector<char*> envp;
-  for (auto& e : environment) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::string self = "/proc/self/exe";
-  char* argv[] = {self.data(), nullptr};
-  std::vector<pid_t> pids;
+  std::vector<std::unique_ptr<test::Process>> workers;
   for (int p = 0; p < processes; ++p) {
-    pid_t pid = -1;
-    REQUIRE(::posix_spawn(&pid, "/proc/self/exe", nullptr, nullptr, argv, envp.data()) == 0);
-    pids.push_back(pid);
+    workers.push_back(std::make_unique<test::Process>(std::vector<std::string>{"/proc/self/exe"},
+                                                      std::map<std::string, const char*>{
+                                                          {"CACHELOCK_COUNTER_WORKER", spec.c_str()}}));
+    REQUIRE_MESSAGE(workers.back()->pid() > 0, workers.back()->start_error());
   }
   std::vector<int> statuses;
-  for (auto pid : pids) {
-    int status = 0;
-    REQUIRE(::waitpid(pid, &status, 0) == pid);
-    statuses.push_back(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+  for (auto& worker : workers) {
+    statuses.push_back(worker->wait());
+    if (!worker->err().empty()) MESSAGE(worker->err());
   }
   return statuses;
 }

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <future>
+#include <latch>
 #include <mutex>
 #include <shared_mutex>
 #include <thread>
@@ -51,11 +52,15 @@ TEST_CASE("Mutex::try_lock_for retries until its deadline") {
   CHECK_FALSE(waiter.try_lock_for(200ms));
   CHECK(std::chrono::steady_clock::now() - start >= 200ms);
 
+  // Released once the waiter has started waiting: it must retry to succeed.
+  std::latch waiting{1};
   auto release = std::async(std::launch::async, [&] {
-    std::this_thread::sleep_for(100ms);
+    waiting.wait();
+    std::this_thread::sleep_for(test::slow(100ms));
     holder.unlock();
   });
-  CHECK(waiter.try_lock_for(5s));
+  waiting.count_down();
+  CHECK(waiter.try_lock_for(test::slow(5s)));
   release.get();
   CHECK_FALSE(holder.try_lock_until(std::chrono::system_clock::now() + 50ms));
   waiter.unlock();
@@ -68,13 +73,18 @@ TEST_CASE("Mutex::lock blocks until the other owner releases") {
   Mutex holder{"job"};
   holder.lock();
   std::atomic<bool> acquired{false};
+  std::latch started{1};
   std::thread waiter{[&] {
     Mutex m{"job"};
+    started.count_down();
     m.lock();
     acquired = true;
     m.unlock();
   }};
-  std::this_thread::sleep_for(100ms);
+  // The waiter is in lock() (or about to be): it has a window to take the
+  // key wrongly before the holder lets go.
+  started.wait();
+  std::this_thread::sleep_for(test::slow(100ms));
   CHECK_FALSE(acquired.load());
   holder.unlock();
   waiter.join();

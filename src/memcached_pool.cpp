@@ -1,0 +1,201 @@
+#include "memcached_pool.hpp"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include <fmt/format.h>
+
+#include "cachelock/errors.hpp"
+#include "fork.hpp"
+#include "text.hpp"
+
+namespace cachelock::detail::memcached {
+
+using std::chrono::milliseconds;
+
+namespace {
+
+// One handle configured from the options: the template the pool clones.
+// Throws: ConfigError if libmemcached refuses a setting, CacheError (with the
+// bare reason) if it cannot allocate.
+memcached_st* make_master(const MemcachedOptions& o) {
+  memcached_st* master = memcached_create(nullptr);
+  if (master == nullptr) throw CacheError("cannot allocate a libmemcached handle");
+  auto fail = [&](std::string what, memcached_return_t rc) {
+    std::string text = memcached_strerror(master, rc);
+    memcached_free(master);
+    throw ConfigError(fmt::format("memcached options: {}: {}", what, text));
+  };
+  for (const auto& server : o.servers) {
+    auto rc = server.is_socket() ? memcached_server_add_unix_socket(master, server.host.c_str())
+                                 : memcached_server_add(master, server.host.c_str(), server.port);
+    if (rc != MEMCACHED_SUCCESS) fail(fmt::format("cannot add server {}", detail::quote(server.to_string())), rc);
+  }
+  auto set = [&](memcached_behavior_t behavior, std::uint64_t value, std::string_view name) {
+    if (auto rc = memcached_behavior_set(master, behavior, value); rc != MEMCACHED_SUCCESS) {
+      fail(fmt::format("cannot set {}", name), rc);
+    }
+  };
+  auto ms = [](milliseconds d) { return static_cast<std::uint64_t>(d.count()); };
+  set(MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, o.binary, "binary");
+  set(MEMCACHED_BEHAVIOR_TCP_NODELAY, o.tcp_nodelay, "tcp_nodelay");
+  // `gets` in the text protocol; the binary protocol always returns CAS ids.
+  set(MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1, "CAS support");
+  set(MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, ms(o.connect_timeout), "connect_timeout");
+  set(MEMCACHED_BEHAVIOR_POLL_TIMEOUT, ms(o.timeout), "timeout");
+  set(MEMCACHED_BEHAVIOR_SND_TIMEOUT, ms(o.timeout) * 1000, "timeout");  // microseconds
+  set(MEMCACHED_BEHAVIOR_RCV_TIMEOUT, ms(o.timeout) * 1000, "timeout");
+  auto retry_seconds = std::min<std::uint64_t>((ms(o.retry_timeout) + 999) / 1000,
+                                                std::numeric_limits<std::int32_t>::max());
+  set(MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, retry_seconds, "retry_timeout");
+  // libmemcached 1.1 skips a server after SERVER_TIMEOUT_LIMIT consecutive
+  // connection failures (0 counts as 1); SERVER_FAILURE_LIMIT only matters
+  // when failed servers are ejected, which is never done here. Both get the
+  // option, which pylibmc calls failure_limit.
+  set(MEMCACHED_BEHAVIOR_SERVER_FAILURE_LIMIT, o.server_failure_limit, "server_failure_limit");
+  set(MEMCACHED_BEHAVIOR_SERVER_TIMEOUT_LIMIT, o.server_failure_limit, "server_failure_limit");
+  // A failed server is never removed from the list: its keys would move to
+  // another server, where a second owner could take a lock that is held.
+  set(MEMCACHED_BEHAVIOR_DISTRIBUTION,
+      o.distribution == MemcachedDistribution::ketama ? MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA
+                                                      : MEMCACHED_DISTRIBUTION_MODULA,
+      "distribution");
+  if (!o.username.empty()) {
+    if (auto rc = memcached_set_sasl_auth_data(master, o.username.c_str(), o.password.c_str());
+        rc != MEMCACHED_SUCCESS) {
+      fail(fmt::format("cannot set SASL credentials for {}", detail::quote(o.username)), rc);
+    }
+  }
+  return master;
+}
+
+// Connections a child inherited from its parent. Never freed, never used:
+// kept reachable so that leak checkers do not report them. A lock-free list,
+// since a fork can leave any mutex locked in the child.
+std::atomic<Connections*> abandoned{nullptr};
+
+void abandon(Connections* connections) noexcept {
+  auto* head = abandoned.load(std::memory_order_relaxed);
+  do {
+    connections->next_abandoned = head;
+  } while (!abandoned.compare_exchange_weak(head, connections, std::memory_order_release,
+                                            std::memory_order_relaxed));
+}
+
+}  // namespace
+
+Connections::Connections(const MemcachedOptions& options, std::uint64_t generation_)
+    : generation{generation_}, size{options.pool_size}, available{options.pool_size},
+      wait{options.timeout}, sends_cas{std::make_unique<std::atomic<bool>[]>(options.servers.size())},
+      greetings{std::make_unique<Greeting[]>(options.servers.size())} {
+  master = make_master(options);
+  locator = memcached_clone(nullptr, master);
+  pool = locator ? memcached_pool_create(master, 1, static_cast<std::uint32_t>(options.pool_size))
+                 : nullptr;
+  if (pool == nullptr) {
+    if (locator) memcached_free(locator);
+    memcached_free(master);
+    throw CacheError("cannot create a pool of libmemcached handles");
+  }
+}
+
+Connections::~Connections() {
+  memcached_pool_destroy(pool);
+  memcached_free(locator);
+  memcached_free(master);
+}
+
+// A free handle, waiting up to `wait` for one. libmemcached's own wait in
+// memcached_pool_fetch() counts from time(NULL), whole seconds, so it may
+// give up at once or late; the count of free handles is kept here instead,
+// and the pool is asked only when it surely has one.
+memcached_st* Connections::fetch(std::string_view op, std::string_view key) {
+  {
+    std::unique_lock lock{mutex};
+    if (!freed.wait_until(lock, std::chrono::steady_clock::now() + wait, [&] { return available > 0; })) {
+      // The locator names the key's server; it is only used under `mutex`.
+      throw CacheError(failure(server_of(locator, key), op, key,
+                               fmt::format("no free connection within {} ms (all {} in use)", wait.count(), size)));
+    }
+    --available;
+  }
+  memcached_return_t rc = MEMCACHED_SUCCESS;
+  timespec now{0, 0};
+  memcached_st* handle = memcached_pool_fetch(pool, &now, &rc);
+  if (handle == nullptr) {
+    release_slot();
+    throw CacheError(failure(all_servers(master), op, key,
+                             fmt::format("cannot take a connection from the pool: {}", memcached_strerror(nullptr, rc))));
+  }
+  return handle;
+}
+
+void Connections::release(memcached_st* handle) noexcept {
+  memcached_pool_release(pool, handle);
+  release_slot();
+}
+
+void Connections::release_slot() noexcept {
+  {
+    std::lock_guard lock{mutex};
+    ++available;
+  }
+  freed.notify_one();
+}
+
+// Closes every connection of `handle`, so that a reply still on its way is
+// never read as the answer to a later call. memcached_quit() is the only
+// public way to close; it sends "quit" first, which could wait up to the poll
+// timeout for room in a full send buffer. With that timeout at 0 the "quit"
+// goes out at once or not at all (libmemcached then closes without it).
+void close_connections(memcached_st* handle) noexcept {
+  auto poll = memcached_behavior_get(handle, MEMCACHED_BEHAVIOR_POLL_TIMEOUT);
+  memcached_behavior_set(handle, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, 0);
+  memcached_quit(handle);
+  memcached_behavior_set(handle, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, poll);
+}
+
+}  // namespace cachelock::detail::memcached
+
+namespace cachelock {
+
+MemcachedCache::Impl::Impl(MemcachedOptions o) : options{std::move(o)} {
+  check(options);
+  // Builds the handles (no connection yet) so that libmemcached refuses
+  // bad settings here rather than at the first lock.
+  try {
+    connections.store(new Connections{options, detail::fork_generation()});
+  } catch (const CacheError& e) {
+    throw CacheError(fmt::format("memcached {}: {}", detail::memcached::servers_of(options), e.what()));
+  }
+}
+
+MemcachedCache::Impl::~Impl() {
+  auto* current = connections.load();
+  if (current->generation == detail::fork_generation()) {
+    delete current;
+  } else {
+    detail::memcached::abandon(current);  // the parent's sockets: closing them would disturb the parent
+  }
+}
+
+MemcachedCache::Impl::Connections& MemcachedCache::Impl::current(std::string_view op, std::string_view key) {
+  auto generation = detail::fork_generation();
+  auto* seen = connections.load(std::memory_order_acquire);
+  while (seen->generation != generation) [[unlikely]] {
+    std::unique_ptr<Connections> fresh;
+    try {
+      fresh = std::make_unique<Connections>(options, generation);
+    } catch (const CacheError& e) {
+      throw CacheError(detail::memcached::failure(detail::memcached::servers_of(options), op, key, e.what()));
+    }
+    if (connections.compare_exchange_strong(seen, fresh.get(), std::memory_order_acq_rel)) {
+      detail::memcached::abandon(seen);
+      return *fresh.release();
+    }
+  }
+  return *seen;
+}
+
+}  // namespace cachelock
