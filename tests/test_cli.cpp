@@ -1074,14 +1074,14 @@ TEST_CASE("cli: bytes that could steer a terminal are escaped in everything prin
   };
   auto status = box.run({"status", "job"});
   CHECK(status.code == 1);
-  CHECK(status.out.rfind("job is held by \\x1b[31mevil\\x0ahost\\x9b pid 1234 since ", 0) == 0);
+  CHECK(status.out.rfind("job is held by \\x1b[31mevil\\nhost\\x9b pid 1234 since ", 0) == 0);
   CHECK_FALSE(has_control(status.out));
   auto refused = box.run({"run", "job", "--", "true"});
   CHECK(refused.code == 75);
-  CHECK(refused.err.find("held by \\x1b[31mevil\\x0ahost\\x9b pid 1234") != std::string::npos);
+  CHECK(refused.err.find("held by \\x1b[31mevil\\nhost\\x9b pid 1234") != std::string::npos);
   CHECK_FALSE(has_control(refused.err));
   auto released = box.run({"release", "job", "--force"});
-  CHECK(released.out.rfind("released job, held by \\x1b[31mevil\\x0ahost\\x9b pid 1234", 0) == 0);
+  CHECK(released.out.rfind("released job, held by \\x1b[31mevil\\nhost\\x9b pid 1234", 0) == 0);
   CHECK_FALSE(has_control(released.out));
   // Command-line mistakes quote what was typed.
   auto typo = box.run({"run", "--t\x1b[2Jtl", "job", "--", "true"});
