@@ -105,9 +105,9 @@ int run(const Globals& globals, const RunOptions& options) {
                                         cachelock::detail::backends_that_run())};
   }
   if (!ttl && cache->options().timeout.is_never()) {
-    throw Exit{exit_usage, fmt::format("alias '{}' has TIMEOUT null: without --ttl the lock would never "
+    throw Exit{exit_usage, fmt::format("alias {} has TIMEOUT null: without --ttl the lock would never "
                                        "expire, and a killed cachelock would block {} for ever",
-                                       alias, options.key)};
+                                       quote(alias), quote(options.key))};
   }
   // Made before the lock, which may call on_lost as soon as it is held.
   wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -117,9 +117,9 @@ int run(const Globals& globals, const RunOptions& options) {
   auto lifetime = ttl ? *ttl : cache->options().timeout.duration();
   if (auto minimum = cache->min_renewing_ttl(); lifetime < minimum) {
     throw Exit{ttl ? exit_usage : exit_config,
-               fmt::format("alias '{}' needs a ttl of at least {:g} s for run, which renews its lock (3 x the "
+               fmt::format("alias {} needs a ttl of at least {:g} s for run, which renews its lock (3 x the "
                            "longest one operation may take: connect_timeout + timeout); {} is {:g} s",
-                           alias, std::chrono::duration<double>(minimum).count(), ttl ? "--ttl" : "its TIMEOUT",
+                           quote(alias), std::chrono::duration<double>(minimum).count(), ttl ? "--ttl" : "its TIMEOUT",
                            std::chrono::duration<double>(lifetime).count())};
   }
   cachelock::Lock lock{options.key, std::defer_lock,
@@ -148,8 +148,8 @@ int run(const Globals& globals, const RunOptions& options) {
   auto [status, lost] = supervise(start_program(options.program), lock, *cache, options.key, alias);
   int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   if (lost) {
-    say(fmt::format("the program ended ({}) after the lock on '{}' was lost; exiting with {}",
-                    describe_status(status), options.key, options.lost_exit));
+    say(fmt::format("the program ended ({}) after the lock on {} was lost; exiting with {}",
+                    describe_status(status), quote(options.key), options.lost_exit));
     return options.lost_exit;
   }
   auto token = lock.token();
@@ -157,13 +157,13 @@ int run(const Globals& globals, const RunOptions& options) {
     if (!lock.release()) {
       // Not ours any more when the program ended: it may have run beside
       // another holder, as with a lock lost while it ran.
-      say(fmt::format("the lock on '{}' (alias {}) was lost before the program ended ({}): {}; exiting with {}",
-                      options.key, alias, describe_status(status), loss_reason(*cache, options.key, token),
+      say(fmt::format("the lock on {} (alias {}) was lost before the program ended ({}): {}; exiting with {}",
+                      quote(options.key), alias, describe_status(status), loss_reason(*cache, options.key, token),
                       options.lost_exit));
       return options.lost_exit;
     }
   } catch (const cachelock::CacheError& e) {
-    say(fmt::format("could not release '{}': {} (it frees itself at its ttl)", options.key, e.what()));
+    say(fmt::format("release {} failed: {}; it frees itself at its ttl", quote(options.key), e.what()));
   }
   return code;
 }
@@ -207,7 +207,7 @@ std::string describe_cache(cachelock::Cache& cache) {
   auto timeout = options.timeout.is_never()
                      ? std::string{"never"}
                      : fmt::format("{:g} s", std::chrono::duration<double>(options.timeout.duration()).count());
-  return fmt::format("{}, timeout {}, prefix '{}', version {}", where, timeout, options.key_prefix,
+  return fmt::format("{}, timeout {}, prefix {}, version {}", where, timeout, quote(options.key_prefix),
                      options.version);
 }
 
@@ -233,7 +233,7 @@ int check(const Globals& globals) {
         for (const auto& warning : backend->warnings(*cache)) line += "\n  " + warning;
       }
     } catch (const cachelock::Error& e) {
-      line += fmt::format(": FAILED: {}", e.what());
+      line += fmt::format(": failed: {}", e.what());
       all_ok = false;
     }
     // Line by line: a warning goes on a line of its own.

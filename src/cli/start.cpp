@@ -260,7 +260,7 @@ Started start_program(const std::vector<std::string>& program) {
   for (const auto& arg : program) argv.push_back(const_cast<char*>(arg.c_str()));
   argv.push_back(nullptr);
   // Between vfork and exec only async-signal-safe calls: every message is made now.
-  const std::string cannot_run = "cachelock: cannot run " + printable(program[0]) + ": ";
+  const std::string cannot_run = "cachelock: cannot run " + quote(program[0]) + ": ";
   const std::string not_found = cannot_run + std::strerror(ENOENT) + "\n";
   const std::string denied = cannot_run + std::strerror(EACCES) + "\n";
   const std::string failed = cannot_run + "exec failed\n";
@@ -316,7 +316,7 @@ Started start_program(const std::vector<std::string>& program) {
   }
   pthread_sigmask(SIG_SETMASK, &previous, nullptr);
   if (pid < 0) {
-    throw Exit{exit_unavailable, fmt::format("cannot start {}: {}", program[0], std::strerror(fork_error))};
+    throw Exit{exit_unavailable, fmt::format("cannot start {}: {}", quote(program[0]), std::strerror(fork_error))};
   }
   return started;
 }

@@ -139,7 +139,7 @@ Supervised supervise(const Started& started, Lock& lock, Cache& cache, const std
         stop(SIGTERM);
         kill_at = Steady::now() + kill_grace;
       }
-      say(fmt::format("lost the lock on '{}' (alias {}): {}; stopping the program{}", key, alias,
+      say(fmt::format("lost the lock on {} (alias {}): {}; stopping the program{}", quote(key), alias,
                       loss_reason(cache, key, lock.token()),
                       status ? "'s remaining process group" : " and its process group"));
     }
