@@ -7,7 +7,8 @@
 
 namespace cachelock::detail {
 
-// Each is defined in its own <name>_entry.cpp.
+// Each is defined in its own <name>_entry.cpp, constinit: a settings file
+// loaded during another file's static initialization finds every backend.
 extern const Backend memory_backend, file_backend, memcached_backend, dummy_backend;
 
 #if !CACHELOCK_HAS_MEMCACHED
@@ -20,7 +21,7 @@ constexpr std::string_view memcached_names[] = {
     "django.core.cache.backends.memcached.MemcachedCache",
 };
 }  // namespace
-const Backend memcached_backend{
+constinit const Backend memcached_backend{
     .names = memcached_names,
     .parse = [](const AliasFields& alias, CacheOptions) -> CacheRegistry::Factory {
       alias.backend.fail("the memcached backend is not built in: this cachelock was configured "
@@ -36,7 +37,7 @@ const Backend memcached_backend{
 namespace {
 
 // The table: one line per backend, in the order messages list them.
-const Backend* const backends[] = {&memory_backend, &file_backend, &memcached_backend, &dummy_backend};
+constinit const Backend* const backends[] = {&memory_backend, &file_backend, &memcached_backend, &dummy_backend};
 
 // "a, b or c"
 template <class Names>

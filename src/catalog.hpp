@@ -39,7 +39,8 @@ struct Backend {
   CacheRegistry::Factory (*parse)(const AliasFields& alias, CacheOptions cache);
   /// Whether this backend made `cache`.
   bool (*made)(const Cache& cache);
-  /// Where its locks live, for `check`: "file /var/lock/app".
+  /// Where its locks live, for `check`: "file /var/lock/app". Only for a
+  /// cache it made, as warnings is.
   std::string (*describe)(Cache& cache);
   /// What `check` warns of once it reached the cache, one line each; may be null.
   std::vector<std::string> (*warnings)(Cache& cache);

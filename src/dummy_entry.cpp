@@ -9,7 +9,7 @@ namespace {
 constexpr std::string_view names[] = {"dummy", "django.core.cache.backends.dummy.DummyCache"};
 }  // namespace
 
-extern const Backend dummy_backend{
+extern constinit const Backend dummy_backend{
     .names = names,
     .parse = [](const AliasFields& alias, CacheOptions cache) -> CacheRegistry::Factory {
       if (alias.location && !alias.location->is_null()) alias.location->text();

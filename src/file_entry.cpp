@@ -27,7 +27,7 @@ CacheRegistry::Factory parse(const AliasFields& alias, CacheOptions cache) {
 }
 }  // namespace
 
-extern const Backend file_backend{
+extern constinit const Backend file_backend{
     .names = names,
     .parse = parse,
     .made = [](const Cache& cache) { return dynamic_cast<const FileCache*>(&cache) != nullptr; },

@@ -159,7 +159,7 @@ std::vector<std::string> warnings(Cache& cache) {
 
 }  // namespace
 
-extern const Backend memcached_backend{
+extern constinit const Backend memcached_backend{
     .names = names,
     .parse = parse,
     .made = [](const Cache& cache) { return dynamic_cast<const MemcachedCache*>(&cache) != nullptr; },

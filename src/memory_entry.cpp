@@ -9,7 +9,7 @@ namespace {
 constexpr std::string_view names[] = {"memory", "django.core.cache.backends.locmem.LocMemCache"};
 }  // namespace
 
-extern const Backend memory_backend{
+extern constinit const Backend memory_backend{
     .names = names,
     .parse = [](const AliasFields& alias, CacheOptions cache) -> CacheRegistry::Factory {
       // Django names a LocMemCache by its LOCATION; here each alias keeps its own entries.
