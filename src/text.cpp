@@ -144,10 +144,10 @@ std::optional<std::int64_t> try_incremented(std::string_view value, std::int64_t
 CacheError increment_error(std::string_view stored_key, std::string_view value, std::int64_t delta) {
   auto number = parsed_integer(value);
   if (!number) {
-    return CacheError(fmt::format("incr {}: the stored value is not an integer", quote(stored_key)));
+    return CacheError(fmt::format("incr {} failed: the stored value is not an integer", quote(stored_key)));
   }
   return CacheError(
-      fmt::format("incr {}: {} + {} overflows a 64-bit integer", quote(stored_key), *number, delta));
+      fmt::format("incr {} failed: {} + {} overflows a 64-bit integer", quote(stored_key), *number, delta));
 }
 
 std::int64_t incremented(std::string_view stored_key, std::string_view value, std::int64_t delta) {
