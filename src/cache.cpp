@@ -154,7 +154,7 @@ bool Cache::replace_if_equals_(std::string_view key, std::string_view expected, 
 
 void Cache::clear_() {
   throw CacheError(
-      "clear: this cache cannot remove all its entries (its backend does not implement clear_())");
+      "clear failed: this cache cannot remove all its entries (its backend does not implement clear_())");
 }
 
 WaitResult Cache::wait_until_absent_(std::string_view /*key*/,

@@ -142,6 +142,16 @@ void CacheRegistry::load_yaml(std::string_view yaml, std::string_view source) {
   publish(std::move(config));
 }
 
+bool CacheRegistry::load_settings(const std::string& path) {
+  if (!path.empty()) {
+    load_file(path);
+    return true;
+  }
+  bool pending = environment_pending_.load(std::memory_order_acquire);
+  load_from_environment();
+  return pending;
+}
+
 CacheRegistry::~CacheRegistry() = default;
 
 std::shared_ptr<const CacheRegistry::Config> CacheRegistry::snapshot() const {

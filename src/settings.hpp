@@ -6,9 +6,16 @@
 #include <string_view>
 #include <vector>
 
+#include "cachelock/errors.hpp"
 #include "cachelock/registry.hpp"
 
 namespace cachelock::detail {
+
+/// Settings are a few dozen lines; anything far larger is not a settings file.
+constexpr std::size_t max_settings_size = 1 << 20;
+
+/// "SOURCE: SIZE is too large for a settings file (at most ...)".
+ConfigError too_large(std::string_view source, std::string_view size);
 
 /// One configured alias, checked, with a factory that builds its cache.
 struct AliasSettings {

@@ -14,18 +14,17 @@ namespace {
 bool is_bad_key_byte(unsigned char c) noexcept { return (c <= 0x20) | (c == 0x7f); }
 }  // namespace
 
-std::string quote(std::string_view s, char mark) {
-  std::string out;
-  out.reserve(s.size() + 2);
-  out += mark;
+namespace {
+// Appends `s` to `out`, escaped as printable() says; with a `mark`, also
+// the mark and backslashes, as quote() says.
+void append_escaped(std::string& out, std::string_view s, std::optional<char> mark) {
   for (unsigned char c : s) {
-    if (c == static_cast<unsigned char>(mark)) {
+    if (mark && (c == static_cast<unsigned char>(*mark) || c == '\\')) {
       out += '\\';
-      out += mark;
+      out += static_cast<char>(c);
       continue;
     }
     switch (c) {
-      case '\\': out += "\\\\"; break;
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
@@ -38,6 +37,21 @@ std::string quote(std::string_view s, char mark) {
         }
     }
   }
+}
+}  // namespace
+
+std::string printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  append_escaped(out, s, std::nullopt);
+  return out;
+}
+
+std::string quote(std::string_view s, char mark) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += mark;
+  append_escaped(out, s, mark);
   out += mark;
   return out;
 }
@@ -130,10 +144,10 @@ std::optional<std::int64_t> try_incremented(std::string_view value, std::int64_t
 CacheError increment_error(std::string_view stored_key, std::string_view value, std::int64_t delta) {
   auto number = parsed_integer(value);
   if (!number) {
-    return CacheError(fmt::format("incr {}: the stored value is not an integer", quote(stored_key)));
+    return CacheError(fmt::format("incr {} failed: the stored value is not an integer", quote(stored_key)));
   }
   return CacheError(
-      fmt::format("incr {}: {} + {} overflows a 64-bit integer", quote(stored_key), *number, delta));
+      fmt::format("incr {} failed: {} + {} overflows a 64-bit integer", quote(stored_key), *number, delta));
 }
 
 std::int64_t incremented(std::string_view stored_key, std::string_view value, std::int64_t delta) {

@@ -10,9 +10,16 @@
 
 namespace cachelock::detail {
 
-/// `s` between `mark`s (single quotes by default), with the mark, backslashes
-/// and bytes outside printable ASCII escaped (\n, \r, \t, \0, \xNN), so a
-/// message shows a key or value exactly.
+/// `s` with every byte outside printable ASCII escaped (\n, \r, \t, \0,
+/// \xNN): C0 controls (ESC among them), DEL and every byte above ASCII (C1
+/// controls among them), so that text from users and caches cannot steer a
+/// terminal. Backslashes stay as they are: text that quote() escaped already
+/// is not escaped twice.
+std::string printable(std::string_view s);
+
+/// `s` between `mark`s (single quotes by default), escaped as printable()
+/// escapes, and the mark and backslashes too, so a message shows a key or
+/// value exactly.
 std::string quote(std::string_view s, char mark = '\'');
 
 /// How many bytes of a key a message shows: keys come from callers and can

@@ -97,7 +97,7 @@ TEST_CASE_TEMPLATE("custom: clear, which a get/set/erase cache cannot do, is ref
   cache->set("k", "v");
   CHECK_THROWS_WITH_AS(
       cache->clear(),
-      "clear: this cache cannot remove all its entries (its backend does not implement clear_())",
+      "clear failed: this cache cannot remove all its entries (its backend does not implement clear_())",
       cachelock::CacheError);
   CHECK(cache->get("k") == "v");
 }
@@ -108,7 +108,7 @@ TEST_CASE_TEMPLATE("custom: the incr fallback refuses a value that is not an int
   auto cache = B::make({.key_prefix = prefix, .version = 3});
   cache->set("text", "seven");
   CHECK_THROWS_WITH_AS(cache->incr("text"),
-                       ("incr '" + prefix + ":3:text': the stored value is not an integer").c_str(),
+                       ("incr '" + prefix + ":3:text' failed: the stored value is not an integer").c_str(),
                        cachelock::CacheError);
   CHECK(cache->get("text") == "seven");
 }

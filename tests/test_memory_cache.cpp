@@ -97,7 +97,7 @@ TEST_CASE("memory: incr keeps the entry's lifetime and refuses overflow") {
   CHECK_FALSE(cache.get("n").has_value());
   cache.set("max", std::to_string(INT64_MAX));
   CHECK_THROWS_WITH_AS(cache.incr("max"),
-                       "incr ':1:max': 9223372036854775807 + 1 overflows a 64-bit integer",
+                       "incr ':1:max' failed: 9223372036854775807 + 1 overflows a 64-bit integer",
                        cachelock::CacheError);
 }
 

@@ -123,3 +123,33 @@ TEST_CASE("a broken $CACHELOCK_SETTINGS fails every use; it never falls back to 
           return expect(lock.owns_lock(), "no lock after reset");
         }) == "");
 }
+
+TEST_CASE("load_settings: an explicit file, else $CACHELOCK_SETTINGS, else nothing loaded") {
+  auto path = config_file("cachelock.yaml");
+  CHECK(in_child(nullptr, [] {
+          auto& registry = CacheRegistry::global();
+          return expect(!registry.load_settings("") && registry.aliases() == std::vector<std::string>{"default"},
+                        "loaded something without a file");
+        }) == "");
+  CHECK(in_child(path.c_str(), [] {
+          auto& registry = CacheRegistry::global();
+          return expect(registry.load_settings("") &&
+                            registry.aliases() == std::vector<std::string>{"default", "host", "off"},
+                        "$CACHELOCK_SETTINGS not loaded");
+        }) == "");
+  CHECK(in_child("/nonexistent/settings.yaml", [&path] {
+          auto& registry = CacheRegistry::global();
+          return expect(registry.load_settings(path) &&
+                            registry.aliases() == std::vector<std::string>{"default", "host", "off"},
+                        "the explicit file lost to $CACHELOCK_SETTINGS");
+        }) == "");
+  CHECK(in_child("/nonexistent/settings.yaml", [] {
+          try {
+            CacheRegistry::global().load_settings("");
+            return std::string{"a broken $CACHELOCK_SETTINGS loaded"};
+          } catch (const cachelock::ConfigError& e) {
+            return expect(std::string{e.what()}.starts_with("$CACHELOCK_SETTINGS: /nonexistent/settings.yaml: "),
+                          std::string{"message: "} + e.what());
+          }
+        }) == "");
+}

@@ -86,6 +86,11 @@ class CACHELOCK_API CacheRegistry {
   void load_file(const std::string& path);
   /// As load_file(), from text; `source` names it in messages.
   void load_yaml(std::string_view yaml, std::string_view source = "<settings>");
+  /// Loads the settings that apply: the file `path` if not empty, else the
+  /// one $CACHELOCK_SETTINGS names (for the global registry, unless it was
+  /// configured explicitly before). Returns whether it loaded a file; if
+  /// not, the configuration is unchanged. Throws: as load_file().
+  bool load_settings(const std::string& path);
 
   /// Back to the built-in default configuration.
   void reset();

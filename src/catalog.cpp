@@ -1,0 +1,91 @@
+#include "catalog.hpp"
+
+#include <fmt/format.h>
+
+#include "cachelock/config.hpp"
+#include "settings_field.hpp"
+
+namespace cachelock::detail {
+
+// Each is defined in its own <name>_entry.cpp, constinit: a settings file
+// loaded during another file's static initialization finds every backend.
+extern const Backend memory_backend, file_backend, memcached_backend, dummy_backend;
+
+#if !CACHELOCK_HAS_MEMCACHED
+// Built without libmemcached: its names still load, to say so.
+namespace {
+constexpr std::string_view memcached_names[] = {
+    "memcached",
+    "django.core.cache.backends.memcached.PyMemcacheCache",
+    "django.core.cache.backends.memcached.PyLibMCCache",
+    "django.core.cache.backends.memcached.MemcachedCache",
+};
+}  // namespace
+constinit const Backend memcached_backend{
+    .names = memcached_names,
+    .parse = [](const AliasFields& alias, CacheOptions) -> CacheRegistry::Factory {
+      alias.backend.fail("the memcached backend is not built in: this cachelock was configured "
+                         "with -Dmemcached=disabled or without libmemcached-dev");
+    },
+    .made = [](const Cache&) { return false; },
+    .describe = [](Cache&) { return std::string{}; },
+    .warnings = nullptr,
+    .run_refusal = {},
+};
+#endif
+
+namespace {
+
+// The table: one line per backend, in the order messages list them.
+constinit const Backend* const backends[] = {&memory_backend, &file_backend, &memcached_backend, &dummy_backend};
+
+// "a, b or c"
+template <class Names>
+std::string one_of(const Names& names) {
+  std::string out;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) out += i + 1 == names.size() ? " or " : ", ";
+    out += names[i];
+  }
+  return out;
+}
+
+}  // namespace
+
+const Backend* find_backend(std::string_view name) {
+  for (const auto* backend : backends) {
+    for (auto known : backend->names) {
+      if (known == name) return backend;
+    }
+  }
+  return nullptr;
+}
+
+std::string known_backends() {
+  constexpr std::string_view django = "django.core.cache.backends.";
+  std::vector<std::string_view> short_names, paths;
+  for (const auto* backend : backends) {
+    short_names.push_back(backend->name());
+    for (auto name : backend->names.subspan(1)) {
+      paths.push_back(name.starts_with(django) ? name.substr(django.size()) : name);
+    }
+  }
+  return fmt::format("{}, or Django's {}", one_of(short_names), one_of(paths));
+}
+
+const Backend* backend_of(const Cache& cache) {
+  for (const auto* backend : backends) {
+    if (backend->made(cache)) return backend;
+  }
+  return nullptr;
+}
+
+std::string backends_that_run() {
+  std::vector<std::string_view> names;
+  for (const auto* backend : backends) {
+    if (backend->run_refusal.empty()) names.push_back(backend->name());
+  }
+  return one_of(names);
+}
+
+}  // namespace cachelock::detail

@@ -1,0 +1,63 @@
+// The backend catalog: every backend a settings file can name, and what
+// settings and the command line need to know of it (internal).
+//
+// A backend is one <name>_entry.cpp, defining its Backend, plus one line in
+// the table in catalog.cpp. Nothing else switches on backend types.
+#pragma once
+
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cachelock/registry.hpp"
+
+namespace cachelock {
+class Cache;
+struct CacheOptions;
+}  // namespace cachelock
+
+namespace cachelock::detail {
+
+class Field;
+
+/// An alias's settings as its backend reads them.
+struct AliasFields {
+  const Field& alias;
+  const Field& backend;    // BACKEND, for errors about the backend itself
+  const Field* location;   // LOCATION, or null when absent
+  const Field* options;    // OPTIONS, or null when absent
+};
+
+/// One backend.
+struct Backend {
+  /// The BACKEND values that name it: its short name first, then Django's paths.
+  std::span<const std::string_view> names;
+  /// Checks LOCATION and OPTIONS and returns what builds the cache on first
+  /// use; `cache` holds TIMEOUT, KEY_PREFIX and VERSION, already checked.
+  /// Throws: ConfigError through the fields.
+  CacheRegistry::Factory (*parse)(const AliasFields& alias, CacheOptions cache);
+  /// Whether this backend made `cache`.
+  bool (*made)(const Cache& cache);
+  /// Where its locks live, for `check`: "file /var/lock/app". Only for a
+  /// cache it made, as warnings is.
+  std::string (*describe)(Cache& cache);
+  /// What `check` warns of once it reached the cache, one line each; may be null.
+  std::vector<std::string> (*warnings)(Cache& cache);
+  /// Why `run` refuses it ("is a memory cache: ..."), or empty if it may run.
+  std::string_view run_refusal;
+
+  std::string_view name() const { return names.front(); }
+};
+
+/// The backend a BACKEND value names, or null.
+const Backend* find_backend(std::string_view name);
+/// Every accepted BACKEND value, for the message about an unknown one:
+/// "memory, file, ... or dummy, or Django's locmem.LocMemCache, ...".
+std::string known_backends();
+/// The backend that made `cache`, or null for a cache made in code by other means.
+const Backend* backend_of(const Cache& cache);
+/// The short names of the backends `run` accepts: "file or memcached".
+std::string backends_that_run();
+
+}  // namespace cachelock::detail

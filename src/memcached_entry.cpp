@@ -1,0 +1,171 @@
+// The memcached backend in the catalog: Django's PyMemcacheCache,
+// PyLibMCCache and MemcachedCache.
+#include "cachelock/memcached_cache.hpp"
+#include "catalog.hpp"
+#include "settings_field.hpp"
+#include "text.hpp"
+
+namespace cachelock::detail {
+
+namespace {
+
+constexpr std::string_view names[] = {
+    "memcached",
+    "django.core.cache.backends.memcached.PyMemcacheCache",
+    "django.core.cache.backends.memcached.PyLibMCCache",
+    "django.core.cache.backends.memcached.MemcachedCache",
+};
+
+void add_servers(const Field& field, std::string_view text, MemcachedOptions& options) {
+  // Django splits a LOCATION string on ';' and ','.
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    auto end = text.find_first_of(";,", start);
+    if (end == std::string_view::npos) end = text.size();
+    auto part = text.substr(start, end - start);
+    while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
+    while (!part.empty() && part.back() == ' ') part.remove_suffix(1);
+    try {
+      options.servers.push_back(MemcachedServer::parse(part));
+    } catch (const ConfigError& e) {
+      field.fail(e.what());
+    }
+    if (const auto& server = options.servers.back(); server.is_socket() && !server.host.starts_with('/')) {
+      field.fail(fmt::format("memcached location {}: {} is a relative socket path; give an absolute one, "
+                             "or processes started in different directories would not share their locks",
+                             quote(part), quote(server.host)));
+    }
+    start = end + 1;
+  }
+}
+
+void parse_option(const std::string& name, const Field& value, MemcachedOptions& options) {
+  if (name == "binary") {
+    options.binary = value.boolean();
+  } else if (name == "tcp_nodelay" || name == "no_delay") {
+    options.tcp_nodelay = value.boolean();
+  } else if (name == "connect_timeout") {
+    options.connect_timeout = positive_duration(value);
+  } else if (name == "timeout") {
+    options.timeout = positive_duration(value);
+  } else if (name == "retry_timeout") {
+    auto seconds = value.seconds();
+    if (seconds < 0) value.expected("a number of seconds, 0 or more");
+    options.retry_timeout = milliseconds_of(seconds);
+  } else if (name == "server_failure_limit") {
+    options.server_failure_limit = static_cast<unsigned>(integer_between(value, 0, 1000));
+  } else if (name == "distribution") {
+    auto text = value.text();
+    if (text == "modula") {
+      options.distribution = MemcachedDistribution::modula;
+    } else if (text == "ketama") {
+      options.distribution = MemcachedDistribution::ketama;
+    } else {
+      value.expected("modula or ketama");
+    }
+  } else if (name == "pool_size" || name == "max_pool_size") {
+    options.pool_size = static_cast<std::size_t>(integer_between(value, 1, 100'000));
+  } else if (name == "username") {
+    options.username = value.text();
+  } else if (name == "password") {
+    options.password = value.text();
+  } else if (name == "ignore_exc") {
+    value.fail_at_key("not supported: it turns server errors into misses, and a lock must fail closed "
+                      "when its server fails");
+  } else {
+    value.fail_at_key(fmt::format("unknown memcached option; known: {}",
+                                  join_names({"binary", "tcp_nodelay", "connect_timeout", "timeout",
+                                              "retry_timeout", "server_failure_limit", "distribution",
+                                              "pool_size", "username", "password"})));
+  }
+}
+
+CacheRegistry::Factory parse(const AliasFields& alias, CacheOptions cache) {
+  const Field* location = alias.location;
+  MemcachedOptions options;
+  if (location == nullptr || location->is_null()) {
+    (location ? *location : alias.alias)
+        .fail("the memcached backend needs LOCATION: host:port, unix:/path, or a list of them");
+  }
+  if (location->node().IsSequence()) {
+    if (location->node().size() == 0) location->expected("at least one server");
+    for (std::size_t i = 0; i < location->node().size(); ++i) {
+      auto item = location->item(i, location->node()[i]);
+      add_servers(item, item.text(), options);
+    }
+  } else if (location->node().IsScalar()) {
+    add_servers(*location, location->text(), options);
+  } else {
+    location->expected("host:port, unix:/path, or a list of them");
+  }
+  if (alias.options) {
+    alias.options->for_each_entry(
+        [&](const std::string& name, const Field& value) { parse_option(name, value, options); });
+    if (!options.username.empty() && !options.binary) {
+      alias.options->fail("username needs binary: true (SASL works only with the binary protocol)");
+    }
+  }
+  // The ranges libmemcached takes, checked now rather than at first use; its
+  // messages then get this file's line and the setting's name.
+  try {
+    MemcachedCache::check(options);
+  } catch (const ConfigError& e) {
+    (alias.options ? *alias.options : *location).fail(e.what());
+  }
+  return [options, cache] { return std::make_shared<MemcachedCache>(options, cache); };
+}
+
+std::string describe(Cache& cache) {
+  std::string servers;
+  for (const auto& server : static_cast<MemcachedCache&>(cache).memcached_options().servers) {
+    servers += (servers.empty() ? "" : ",") + server.to_string();
+  }
+  return "memcached " + servers;
+}
+
+// An evicting memcached can drop a held lock before its ttl: say for each
+// server whether it may evict (`stats settings`), and whether it has.
+std::vector<std::string> warnings(Cache& cache) {
+  auto& memcached = static_cast<MemcachedCache&>(cache);
+  auto counters = memcached.stats();
+  auto settings = memcached.stats("settings");
+  std::vector<std::string> lines;
+  for (std::size_t i = 0; i < settings.size(); ++i) {
+    const auto& values = settings[i].values;
+    auto setting = values.find("evictions");
+    const auto& server = settings[i].server;
+    if (setting != values.end() && setting->second == "off") {
+      lines.push_back(fmt::format("memcached {}: evictions off (-M)", server));
+    } else {
+      // Anything but "off" (a server that does not say) may evict.
+      bool on = setting != values.end() && setting->second == "on";
+      lines.push_back(fmt::format("memcached {}: evictions {}", server, on ? "on" : "unknown"));
+      lines.push_back(fmt::format("warning: memcached {} may evict: held locks can be lost before their ttl; "
+                                  "run lock servers with -M",
+                                  server));
+    }
+    if (i < counters.size()) {
+      auto evicted = counters[i].values.find("evictions");
+      if (evicted != counters[i].values.end() && evicted->second != "0") {
+        lines.push_back(fmt::format("warning: memcached {} has evicted {} items since it started: held locks "
+                                    "can be lost before their ttl; give locks a memcached of their own, or more "
+                                    "memory (-m)",
+                                    counters[i].server, evicted->second));
+      }
+    }
+  }
+  return lines;
+}
+
+}  // namespace
+
+extern constinit const Backend memcached_backend{
+    .names = names,
+    .parse = parse,
+    .made = [](const Cache& cache) { return dynamic_cast<const MemcachedCache*>(&cache) != nullptr; },
+    .describe = describe,
+    .warnings = warnings,
+    .run_refusal = {},
+};
+
+}  // namespace cachelock::detail
