@@ -53,6 +53,19 @@ class TestUsers {
     const auto* entry = ::getpwnam(name(i).c_str());
     return entry ? entry->pw_uid : static_cast<uid_t>(-1);
   }
+  /// Empty if user 0 can run `argv`; else why not. Other users cannot run a
+  /// program whose path, or the root directory itself, is closed to them (a
+  /// project cloned under /root, a chroot made by mktemp -d): tests that need
+  /// them to skip there, saying so, rather than fail.
+  std::string cannot_run(const std::vector<std::string>& argv) const {
+    auto ran = run(as(0, argv));
+    if (ran.code == 0) return {};
+    std::string command;
+    for (const auto& arg : argv) command += (command.empty() ? "" : " ") + arg;
+    return "test user " + name(0) + " cannot run '" + command + "' here (exit " + std::to_string(ran.code) +
+           "): " + ran.err;
+  }
+
   /// `argv` run as user `i`, with its groups (setpriv).
   std::vector<std::string> as(int i, std::vector<std::string> argv) const {
     std::vector<std::string> all{"/usr/bin/setpriv", "--reuid=" + name(i), "--regid=" + name(i), "--init-groups", "--"};
