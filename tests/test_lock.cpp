@@ -244,6 +244,22 @@ TEST_CASE("renew gives a lock up two thirds into its ttl even while a renewal ha
   CHECK_FALSE(cache->get("job"));
 }
 
+TEST_CASE("extend on a given-up lock leaves release to remove the token a late renewal stored") {
+  test::FreshRegistry fresh;
+  auto cache = std::make_shared<HangingCache>();
+  auto ttl = test::slow(900ms);
+  std::atomic<bool> told{false};
+  cache->hang = true;  // the first renewal hangs past the give-up point
+  Lock lock{"job", {.cache = cache, .ttl = ttl, .renew = true, .on_lost = [&] { told = true; }}};
+  REQUIRE(test::eventually([&] { return told.load(); }, ttl));
+  cache->hang = false;  // the hung renewal stores our token once more
+  REQUIRE(test::eventually([&] { return cache->get("job") == lock.token(); }, ttl));
+  CHECK_FALSE(lock.extend());
+  CHECK_FALSE(lock.owns_lock());
+  CHECK_FALSE(lock.release());
+  CHECK_FALSE(cache->get("job"));  // not left to block the key for a whole ttl
+}
+
 TEST_CASE("a lock expires after its ttl and lets a new owner in") {
   test::FreshRegistry fresh;
   Lock first{"job", {.ttl = 100ms}};

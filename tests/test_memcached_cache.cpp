@@ -24,6 +24,8 @@
 #include <thread>
 #include <vector>
 
+#include <cachelock/once.hpp>
+
 #include "cache_conformance.hpp"
 #include "fake_memcached.hpp"
 #include "memcached_server.hpp"
