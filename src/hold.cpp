@@ -4,8 +4,9 @@ namespace cachelock::detail {
 
 void declare_lost(Hold& hold) {
   auto held = HoldState::held;
-  hold.notifier.store(std::this_thread::get_id());
   if (!hold.state.compare_exchange_strong(held, HoldState::losing)) return;  // released, or lost already
+  // Only the thread that won: a release() from inside on_lost must find it.
+  hold.notifier.store(std::this_thread::get_id());
   if (hold.options.on_lost) {
     try {
       hold.options.on_lost();

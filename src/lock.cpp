@@ -266,13 +266,14 @@ bool Lock::release() {
   if (!hold_) return false;
   auto& hold = *hold_;
   hold.owns = false;
+  // After fork() the child holds a copy of this guard, but the lock is the
+  // parent's, and so are the renewal threads that may have held its state.
+  if (hold.fork_generation != detail::fork_generation()) return false;
   auto was = detail::end_hold(hold);
   if (was == detail::HoldState::released) return false;
   // From here no renewal starts and no on_lost runs any more.
   std::lock_guard guard{hold.mutex};  // waits for a renewal under way
   auto cache = std::move(hold.cache);
-  // After fork() the child holds a copy of this guard, but the lock is the parent's.
-  if (hold.fork_generation != detail::fork_generation()) return false;
   bool erased = cache->erase_if_equals(hold.key, hold.token.text());
   if (was == detail::HoldState::held) return erased;
   // Declared lost: a renewal under way when the lock was given up may have
