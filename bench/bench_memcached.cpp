@@ -20,6 +20,7 @@
 #include <vector>
 
 #include <cachelock/cachelock.hpp>
+#include <cachelock/once.hpp>
 
 #include "../tests/memcached_server.hpp"
 #include "interleave.hpp"

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include <cachelock/cachelock.hpp>
+#include <cachelock/once.hpp>
 
 #include "interleave.hpp"
 #include "ratio_reporter.hpp"

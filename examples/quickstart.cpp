@@ -8,6 +8,7 @@
 #include <thread>
 
 #include <cachelock/cachelock.hpp>
+#include <cachelock/once.hpp>
 
 using namespace std::chrono_literals;
 

@@ -1,4 +1,4 @@
-// Word-level helpers shared by the key checks, hashes and tokens (internal).
+// Word-level helpers shared by the hashes and tokens (internal).
 #pragma once
 
 #include <cstdint>

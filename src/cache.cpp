@@ -14,7 +14,6 @@ Cache::Cache(CacheOptions options) : Cache{std::move(options), HookKeys::stored}
 Cache::Cache(CacheOptions options, HookKeys hook_keys)
     : options_{std::move(options)},
       key_head_{fmt::format("{}:{}:", options_.key_prefix, options_.version)},
-      key_head_valid_{detail::find_bad_key_byte(key_head_) == std::string_view::npos},
       hook_keys_{hook_keys} {
   if (options_.timeout.is_standard()) {
     throw ConfigError("cache options: timeout must be a duration or never, not standard()");
@@ -23,52 +22,17 @@ Cache::Cache(CacheOptions options, HookKeys hook_keys)
 
 Cache::~Cache() = default;
 
-// The check reads the user key where it already is, not a copy just
-// written: reading bytes right after writing them in another pattern stalls
-// the processor, and every operation checks its key.
-void Cache::check_key(std::string_view key) const {
+std::string Cache::stored_key(std::string_view key) const {
+  return hook_keys_ == HookKeys::user ? key_head_ + std::string{key} : std::string{key};
+}
+
+std::string Cache::hook_key(std::string_view key) const {
   if (key.empty()) throw InvalidKeyError("empty key; a key needs at least one character");
-  if (key_head_.size() + key.size() > max_key_size || !key_head_valid_ ||
-      detail::find_bad_key_byte(key) != std::string_view::npos) {
-    // Throws, quoting the stored key; it applies the same max_key_size.
-    detail::check_stored_key(key_head_, key);
-  }
+  detail::check_stored_key(key_head_, key);
+  return hook_keys_ == HookKeys::user ? std::string{key} : key_head_ + std::string{key};
 }
 
-std::string Cache::stored_key(std::string_view hook_key) const {
-  return hook_keys_ == HookKeys::user ? key_head_ + std::string{hook_key} : std::string{hook_key};
-}
-
-// The key a hook receives, checked. The stored key is built on the stack:
-// every operation needs one, and the 250-byte limit lets it live without a
-// heap allocation.
-class Cache::HookKey {
- public:
-  HookKey(const Cache& cache, std::string_view key) {
-    cache.check_key(key);  // so the stored key fits bytes_
-    if (cache.hook_keys_ == HookKeys::user) {
-      view_ = key;
-      return;
-    }
-    const std::string_view head = cache.key_head_;
-    head.copy(bytes_, head.size());
-    key.copy(bytes_ + head.size(), key.size());
-    view_ = {bytes_, head.size() + key.size()};
-  }
-  HookKey(const HookKey&) = delete;
-  HookKey& operator=(const HookKey&) = delete;
-
-  std::string_view view() const noexcept { return view_; }
-
- private:
-  std::string_view view_;
-  char bytes_[max_key_size];
-};
-
-std::string Cache::make_key(std::string_view key) const {
-  check_key(key);
-  return key_head_ + std::string{key};
-}
+std::string Cache::make_key(std::string_view key) const { return stored_key(hook_key(key)); }
 
 std::chrono::milliseconds Cache::operation_timeout() const noexcept { return std::chrono::milliseconds{0}; }
 
@@ -77,38 +41,38 @@ Timeout Cache::resolve(Timeout timeout) const noexcept {
 }
 
 bool Cache::add(std::string_view key, std::string_view value, Timeout timeout) {
-  return add_(HookKey{*this, key}.view(), value, resolve(timeout));
+  return add_(hook_key(key), value, resolve(timeout));
 }
 
-std::optional<std::string> Cache::get(std::string_view key) { return get_(HookKey{*this, key}.view()); }
+std::optional<std::string> Cache::get(std::string_view key) { return get_(hook_key(key)); }
 
 void Cache::set(std::string_view key, std::string_view value, Timeout timeout) {
-  set_(HookKey{*this, key}.view(), value, resolve(timeout));
+  set_(hook_key(key), value, resolve(timeout));
 }
 
-bool Cache::erase(std::string_view key) { return erase_(HookKey{*this, key}.view()); }
+bool Cache::erase(std::string_view key) { return erase_(hook_key(key)); }
 
 bool Cache::touch(std::string_view key, Timeout timeout) {
-  return touch_(HookKey{*this, key}.view(), resolve(timeout));
+  return touch_(hook_key(key), resolve(timeout));
 }
 
 std::optional<std::int64_t> Cache::incr(std::string_view key, std::int64_t delta) {
-  return incr_(HookKey{*this, key}.view(), delta);
+  return incr_(hook_key(key), delta);
 }
 
 bool Cache::erase_if_equals(std::string_view key, std::string_view expected) {
-  return erase_if_equals_(HookKey{*this, key}.view(), expected);
+  return erase_if_equals_(hook_key(key), expected);
 }
 
 bool Cache::replace_if_equals(std::string_view key, std::string_view expected,
                               std::string_view value, Timeout timeout) {
-  return replace_if_equals_(HookKey{*this, key}.view(), expected, value, resolve(timeout));
+  return replace_if_equals_(hook_key(key), expected, value, resolve(timeout));
 }
 
 void Cache::clear() { clear_(); }
 
 WaitResult Cache::wait_until_absent(std::string_view key, std::chrono::steady_clock::time_point deadline) {
-  return wait_until_absent_(HookKey{*this, key}.view(), deadline);
+  return wait_until_absent_(hook_key(key), deadline);
 }
 
 // The fallbacks below are correct for one thread but NOT atomic: another

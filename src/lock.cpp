@@ -1,7 +1,6 @@
 #include "cachelock/lock.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <exception>
 #include <random>
 #include <thread>
@@ -12,8 +11,9 @@
 #include "cachelock/cache.hpp"
 #include "cachelock/errors.hpp"
 #include "cachelock/registry.hpp"
-#include "renewal.hpp"
+#include "hold.hpp"
 #include "text.hpp"
+#include "fork.hpp"
 #include "token.hpp"
 
 namespace cachelock {
@@ -46,16 +46,44 @@ class Backoff {
   microseconds next_{500};
 };
 
-// Waits until the key may be free: until the cache says it was freed, where
-// the cache can tell, else for the next poll. False once `deadline` has passed.
-bool wait_for_turn(Cache& cache, std::string_view key, Backoff& backoff, Clock::time_point deadline) {
-  if (Clock::now() >= deadline) return false;
-  switch (cache.wait_until_absent(key, deadline)) {
-    case WaitResult::absent: return true;
-    case WaitResult::timed_out: return false;
-    case WaitResult::unsupported: break;
+// now + `timeout` on the steady clock, without overflow: min() for a timeout
+// of zero or less (one attempt), max() beyond a century (for ever).
+Clock::time_point deadline_after(std::chrono::duration<long double> timeout) noexcept {
+  if (!(timeout > timeout.zero())) return Clock::time_point::min();
+  if (!(timeout < std::chrono::hours{24 * 365 * 100})) return Clock::time_point::max();
+  return Clock::now() + std::chrono::ceil<Clock::duration>(timeout);
+}
+
+// " on alias 'NAME'" for a lock on an alias, else empty: for messages.
+std::string where(const detail::Hold& hold) {
+  if (hold.options.cache) return {};
+  auto alias = hold.options.alias.empty() ? CacheRegistry::global().default_alias() : hold.options.alias;
+  return fmt::format(" on alias {}", detail::quote(alias));
+}
+
+// Throws ConfigError if `ttl` is too short for renewal on the hold's cache.
+void check_renewable(const detail::Hold& hold, milliseconds ttl) {
+  auto minimum = hold.cache->min_renewing_ttl();
+  if (ttl < minimum) {
+    throw ConfigError(fmt::format(
+        "lock {}{}: a renewing lock needs a ttl of at least {} ms (3 x {} ms, the longest one "
+        "operation of this cache may take), got {} ms",
+        detail::quote_key(hold.key), where(hold), minimum.count(), hold.cache->operation_timeout().count(),
+        ttl.count()));
   }
-  return backoff.sleep_before_retry(deadline);
+}
+
+[[noreturn]] void throw_held(const detail::Hold& hold) {
+  if (hold.options.wait.count() > 0) {
+    throw LockError(fmt::format("lock {}{} is still held after waiting {} ms", detail::quote_key(hold.key),
+                                where(hold), hold.options.wait.count()));
+  }
+  throw LockError(fmt::format("lock {}{} is already held", detail::quote_key(hold.key), where(hold)));
+}
+
+// The lifetime of a lock stored with `timeout` (resolved); nullopt: it never expires.
+std::optional<milliseconds> lifetime_of(const Timeout& timeout) {
+  return timeout.is_never() ? std::nullopt : std::optional{timeout.duration()};
 }
 
 void check_ttl(std::optional<milliseconds> ttl, std::string_view key) {
@@ -68,130 +96,82 @@ void check_ttl(std::optional<milliseconds> ttl, std::string_view key) {
 }  // namespace
 
 std::optional<LockOwner> LockOwner::parse(std::string_view token) {
-  // HOST:PID:SINCE_MS:EXPIRES_MS:NONCE, read from the right.
-  std::string_view fields[4];
-  auto rest = token;
-  for (int i = 3; i >= 0; --i) {
-    auto colon = rest.rfind(':');
-    if (colon == std::string_view::npos) return std::nullopt;
-    fields[i] = rest.substr(colon + 1);
-    rest = rest.substr(0, colon);
-  }
-  auto number = [](std::string_view text, auto& out) {
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
-    return ec == std::errc{} && end == text.data() + text.size() && !text.empty();
-  };
-  LockOwner owner;
-  std::int64_t since = 0, expires = 0;
-  bool hex_nonce = fields[3].size() == 16 &&
-                   std::all_of(fields[3].begin(), fields[3].end(),
-                               [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-  if (rest.empty() || !hex_nonce || !number(fields[0], owner.pid) || !number(fields[1], since) ||
-      !number(fields[2], expires)) {
-    return std::nullopt;
-  }
-  owner.host = rest;
-  owner.since = std::chrono::system_clock::time_point{milliseconds{since}};
-  if (expires != 0) owner.expires = std::chrono::system_clock::time_point{milliseconds{expires}};
+  auto fields = detail::Token::parse(token);
+  if (!fields) return std::nullopt;
+  LockOwner owner{.host = std::string{fields->host},
+                  .pid = fields->pid,
+                  .since = std::chrono::system_clock::time_point{milliseconds{fields->since_ms}}};
+  if (fields->expires_ms != 0) owner.expires = std::chrono::system_clock::time_point{milliseconds{fields->expires_ms}};
   return owner;
 }
 
-// Not delegating to the deferred constructor: that would move the key and
-// options once more on every lock taken.
-Lock::Lock(std::string key, LockOptions options) : key_{std::move(key)}, options_{std::move(options)} {
-  check_ttl(options_.ttl, key_);
+Lock::Lock(std::string key, LockOptions options) : Lock{std::move(key), std::defer_lock, std::move(options)} {
   acquire();
 }
 
-Lock::Lock(std::string key, std::defer_lock_t, LockOptions options)
-    : key_{std::move(key)}, options_{std::move(options)} {
-  check_ttl(options_.ttl, key_);
+Lock::Lock(std::string key, std::defer_lock_t, LockOptions options) {
+  check_ttl(options.ttl, key);
+  hold_ = std::make_shared<detail::Hold>(std::move(key), std::move(options));
 }
 
 Lock::~Lock() { release_quietly(); }
 
-Lock::Lock(Lock&& other) noexcept
-    : key_{std::move(other.key_)},
-      options_{std::move(other.options_)},
-      leased_{std::move(other.leased_)},
-      lease_version_{other.lease_version_},
-      token_{std::exchange(other.token_, {})},
-      renewal_{std::move(other.renewal_)},
-      fork_generation_{other.fork_generation_},
-      owns_{std::exchange(other.owns_, false)} {}
+Lock::Lock(Lock&& other) noexcept : hold_{std::move(other.hold_)} {}
 
 Lock& Lock::operator=(Lock&& other) noexcept {
   if (this != &other) {
     release_quietly();
-    key_ = std::move(other.key_);
-    options_ = std::move(other.options_);
-    leased_ = std::move(other.leased_);
-    lease_version_ = other.lease_version_;
-    token_ = std::exchange(other.token_, {});
-    renewal_ = std::move(other.renewal_);
-    fork_generation_ = other.fork_generation_;
-    owns_ = std::exchange(other.owns_, false);
+    hold_ = std::move(other.hold_);
   }
   return *this;
 }
 
+// 344 bytes when the guard kept its token, options and lease inline.
+static_assert(sizeof(Lock) <= 128, "a Lock is a handle to its hold");
+
+bool Lock::owns_lock() const noexcept { return hold_ && hold_->owns; }
+
+const std::string& Lock::key() const noexcept {
+  static const std::string none;
+  return hold_ ? hold_->key : none;
+}
+
 void Lock::acquire() {
-  if (!try_acquire()) throw_held(options_.wait.count() > 0);
+  if (!try_acquire()) throw_held(*hold_);
 }
 
-bool Lock::try_acquire() { return try_acquire_until(detail::deadline_after(options_.wait), true); }
-
-bool Lock::try_acquire_until(Clock::time_point deadline, bool retry_errors) {
-  if (owns_) {
-    throw LockError(fmt::format("lock {} is already owned by this guard", detail::quote_key(key_)));
-  }
-  renewal_.reset();  // a guard taken again starts afresh
-  if (!options_.cache) {
-    auto lease = CacheRegistry::global().borrow(options_.alias);
-    leased_ = std::move(lease.cache);
-    lease_version_ = lease.version;
-  }
-  Timeout ttl = cache().resolve(options_.ttl ? Timeout{*options_.ttl} : Timeout::standard());
-  auto lifetime = ttl.is_never() ? std::nullopt : std::optional{ttl.duration()};
-  if (options_.renew && lifetime) {
-    try {
-      check_renewable(*lifetime);
-    } catch (...) {
-      return_lease();
-      throw;
-    }
-  }
-  detail::new_token(token_, lifetime);
-  std::optional<Clock::time_point> stored_at;
-  try {
-    stored_at = add_until(ttl, deadline, retry_errors);
-    if (!stored_at) {
-      return_lease();
-      return false;
-    }
-  } catch (...) {
-    return_lease();
-    throw;
-  }
-  try {
-    if (options_.renew && lifetime) start_renewal(*lifetime, *stored_at);
-  } catch (...) {
-    // Taken but not kept alive as asked: give the key back rather than hold
-    // it in a state nobody expects.
-    renewal_.reset();
-    try {
-      cache().erase_if_equals(key_, token_.view());
-    } catch (...) {  // NOLINT(bugprone-empty-catch): it then frees itself at its ttl
-    }
-    return_lease();
-    throw;
-  }
-  fork_generation_ = detail::fork_generation();
-  owns_ = true;
-  return true;
+bool Lock::try_acquire() {
+  if (!hold_) throw LockError("this guard was moved from");
+  return try_acquire_until(deadline_after(hold_->options.wait), true);
 }
 
-std::optional<Clock::time_point> Lock::add_until(Timeout ttl, Clock::time_point deadline, bool retry_errors) {
+WaitResult Lock::wait_until_absent(Cache& cache, std::string_view key, Clock::time_point deadline) {
+  return cache.wait_until_absent(key, deadline);
+}
+
+namespace {
+
+// Waits until the key may be free: until the cache says it was freed, where
+// the cache can tell, else for the next poll. False once `deadline` has passed.
+template <class WaitUntilAbsent>
+bool wait_for_turn(WaitUntilAbsent wait_until_absent, Backoff& backoff, Clock::time_point deadline) {
+  if (Clock::now() >= deadline) return false;
+  switch (wait_until_absent(deadline)) {
+    case WaitResult::absent: return true;
+    case WaitResult::timed_out: return false;
+    case WaitResult::unsupported: break;
+  }
+  return backoff.sleep_before_retry(deadline);
+}
+
+// Adds the hold's token, trying until `deadline`; `wait_until_absent(until)`
+// waits for the key to go. The start of the add that stored the token, or
+// nullopt if the key stayed held.
+template <class WaitUntilAbsent>
+std::optional<Clock::time_point> add_until(detail::Hold& hold, Timeout ttl, Clock::time_point deadline,
+                                           bool retry_errors, WaitUntilAbsent wait_until_absent) {
+  auto& cache = *hold.cache;
+  const auto& token = hold.token.text();
   Backoff backoff;
   // A waiting acquire rides out backend failures (a restarting server, a
   // broken connection) until its deadline, and reports the last one only if
@@ -201,13 +181,13 @@ std::optional<Clock::time_point> Lock::add_until(Timeout ttl, Clock::time_point 
   for (;;) {
     auto started = Clock::now();
     try {
-      if (cache().add(key_, token_.view(), ttl)) return started;
+      if (cache.add(hold.key, token, ttl)) return started;
       // An add whose reply was lost may have stored our token all the same:
       // then the key is ours, not someone else's.
-      if (failed_add && cache().get(key_) == token_.view()) return failed_add;
+      if (failed_add && cache.get(hold.key) == token) return failed_add;
       last_error = nullptr;
       failed_add.reset();
-      if (wait_for_turn(cache(), key_, backoff, deadline)) continue;
+      if (wait_for_turn(wait_until_absent, backoff, deadline)) continue;
     } catch (const InvalidKeyError&) {
       throw;  // the same key fails every time: nothing to wait for
     } catch (const CacheError&) {
@@ -219,7 +199,7 @@ std::optional<Clock::time_point> Lock::add_until(Timeout ttl, Clock::time_point 
       // Giving up after a failed add that may have stored our token: take it
       // back if the server answers, or nobody could take the key for a ttl.
       try {
-        cache().erase_if_equals(key_, token_.view());
+        cache.erase_if_equals(hold.key, token);
       } catch (...) {  // NOLINT(bugprone-empty-catch): the error to report is the add's
       }
       std::rethrow_exception(last_error);
@@ -228,81 +208,79 @@ std::optional<Clock::time_point> Lock::add_until(Timeout ttl, Clock::time_point 
   }
 }
 
-void Lock::start_renewal(std::chrono::milliseconds ttl, Clock::time_point stored_at) {
-  auto renewal = std::make_shared<detail::Renewal>();
-  renewal->cache = options_.cache ? options_.cache : leased_;
-  renewal->key = key_;
-  renewal->token = token_.view();
-  renewal->ttl = ttl;
-  renewal->on_lost = options_.on_lost;
-  renewal_ = renewal;
-  detail::renew_in_background(std::move(renewal), stored_at);
+}  // namespace
+
+bool Lock::try_acquire_until(Clock::time_point deadline, bool retry_errors) {
+  if (hold_->owns) {
+    throw LockError(fmt::format("lock {} is already owned by this guard", detail::quote_key(hold_->key)));
+  }
+  release_quietly();  // what a lost hold left behind (see release())
+  if (hold_->renewing) {
+    // The renewal threads may still look at the old hold: take the key afresh.
+    hold_ = std::make_shared<detail::Hold>(hold_->key, hold_->options);
+  }
+  auto& hold = *hold_;
+  hold.cache = hold.options.cache ? hold.options.cache : CacheRegistry::global().get(hold.options.alias);
+  Timeout ttl = hold.cache->resolve(hold.options.ttl ? Timeout{*hold.options.ttl} : Timeout::standard());
+  auto lifetime = lifetime_of(ttl);
+  bool renew = hold.options.renew && lifetime;
+  if (renew) check_renewable(hold, *lifetime);
+  hold.token = detail::Token::fresh(lifetime);
+  auto stored_at = add_until(hold, ttl, deadline, retry_errors, [&](Clock::time_point until) {
+    return wait_until_absent(*hold.cache, hold.key, until);
+  });
+  if (!stored_at) {
+    hold.cache.reset();
+    return false;
+  }
+  hold.fork_generation = detail::fork_generation();
+  hold.state.store(detail::HoldState::held);
+  hold.owns = true;
+  if (renew) {
+    hold.ttl = *lifetime;
+    hold.renewing = true;
+    try {
+      detail::renew_in_background(hold_, *stored_at);
+    } catch (...) {
+      // Taken but not kept alive as asked: give the key back rather than
+      // hold it in a state nobody expects.
+      release_quietly();
+      throw;
+    }
+  }
+  return true;
 }
 
 std::string Lock::token() const {
-  if (!renewal_) return std::string{token_.view()};
-  std::lock_guard guard{renewal_->mutex};
-  return renewal_->token;
+  if (!hold_) return {};
+  std::lock_guard guard{hold_->mutex};
+  return std::string{hold_->token.text()};
 }
 
-bool Lock::lost() const noexcept { return renewal_ && renewal_->lost.load(); }
-
-void Lock::return_lease() noexcept {
-  if (leased_) {
-    CacheRegistry::global().give_back(options_.alias, {std::move(leased_), lease_version_});
-  }
-}
-
-std::string Lock::where() const {
-  if (options_.cache) return {};
-  auto alias = options_.alias.empty() ? CacheRegistry::global().default_alias() : options_.alias;
-  return fmt::format(" on alias {}", detail::quote(alias));
-}
-
-void Lock::check_renewable(milliseconds ttl) const {
-  auto minimum = cache().min_renewing_ttl();
-  if (ttl < minimum) {
-    throw ConfigError(fmt::format(
-        "lock {}{}: a renewing lock needs a ttl of at least {} ms (3 x {} ms, the longest one "
-        "operation of this cache may take), got {} ms",
-        detail::quote_key(key_), where(), minimum.count(), cache().operation_timeout().count(), ttl.count()));
-  }
-}
-
-void Lock::throw_held(bool waited) const {
-  auto where = this->where();
-  if (waited) {
-    throw LockError(fmt::format("lock {}{} is still held after waiting {} ms",
-                                detail::quote_key(key_), where, options_.wait.count()));
-  }
-  throw LockError(fmt::format("lock {}{} is already held", detail::quote_key(key_), where));
+bool Lock::lost() const noexcept {
+  if (!hold_) return false;
+  auto state = hold_->state.load();
+  return state == detail::HoldState::losing || state == detail::HoldState::lost || hold_->was_lost;
 }
 
 bool Lock::release() {
-  if (!owns_) return false;
-  owns_ = false;
-  // After fork() the child holds a copy of this guard, but the lock is the parent's.
-  if (fork_generation_ != detail::fork_generation()) {
-    leased_.reset();
-    return false;
-  }
-  struct ReturnLease {
-    Lock& lock;
-    ~ReturnLease() { lock.return_lease(); }
-  } on_exit{*this};
-  if (renewal_) {
-    // Under the renewal's mutex, so the renewal thread cannot cross the release.
-    std::lock_guard guard{renewal_->mutex};
-    renewal_->active = false;
-    if (renewal_->lost) {
-      // A renewal under way when the lock was given up may have stored our
-      // token again: take it out now that the holder has stopped.
-      cache().erase_if_equals(key_, renewal_->token);
-      return false;
-    }
-    return cache().erase_if_equals(key_, renewal_->token);
-  }
-  return cache().erase_if_equals(key_, token_.view());
+  if (!hold_) return false;
+  auto& hold = *hold_;
+  hold.owns = false;
+  // After fork() the child holds a copy of this guard, but the lock is the
+  // parent's, and so are the renewal threads that may have held its state.
+  if (hold.fork_generation != detail::fork_generation()) return false;
+  auto was = detail::end_hold(hold);
+  if (was == detail::HoldState::released) return false;
+  // From here no renewal starts and no on_lost runs any more.
+  std::lock_guard guard{hold.mutex};  // waits for a renewal under way
+  auto cache = std::move(hold.cache);
+  bool erased = cache->erase_if_equals(hold.key, hold.token.text());
+  if (was == detail::HoldState::held) return erased;
+  // Declared lost: a renewal under way when the lock was given up may have
+  // stored our token again, removed above now that the holder has stopped.
+  hold.was_lost = true;
+  return false;
 }
 
 void Lock::release_quietly() noexcept {
@@ -313,42 +291,33 @@ void Lock::release_quietly() noexcept {
 }
 
 bool Lock::extend(std::optional<milliseconds> ttl) {
-  if (!owns_ || fork_generation_ != detail::fork_generation()) return false;
-  check_ttl(ttl, key_);
-  auto requested = ttl ? ttl : options_.ttl;
-  Timeout timeout = cache().resolve(requested ? Timeout{*requested} : Timeout::standard());
-  auto lifetime = timeout.is_never() ? std::nullopt : std::optional{timeout.duration()};
-  if (renewal_ && lifetime) check_renewable(*lifetime);
-  std::unique_lock<std::mutex> guard;
-  std::string_view current = token_.view();
-  if (renewal_) {
-    guard = std::unique_lock{renewal_->mutex};
-    current = renewal_->token;
-    if (!renewal_->active) {
-      owns_ = false;
-      return_lease();
-      return false;
-    }
-  }
-  auto next = detail::retimed_token(current, lifetime);
-  auto started = Clock::now();
-  if (!cache().replace_if_equals(key_, current, next, timeout)) {
-    owns_ = false;
-    if (renewal_) {
-      renewal_->active = false;
-      renewal_->lost = true;
-    }
-    return_lease();
+  if (!owns_lock() || hold_->fork_generation != detail::fork_generation()) return false;
+  auto& hold = *hold_;
+  check_ttl(ttl, hold.key);
+  auto requested = ttl ? ttl : hold.options.ttl;
+  Timeout timeout = hold.cache->resolve(requested ? Timeout{*requested} : Timeout::standard());
+  auto lifetime = lifetime_of(timeout);
+  if (hold.renewing && lifetime) check_renewable(hold, *lifetime);
+  std::lock_guard guard{hold.mutex};
+  if (hold.state.load() != detail::HoldState::held) {
+    // Given up by the renewal threads: the guard owns nothing, but release()
+    // still removes a token a renewal may have stored meanwhile.
+    hold.owns = false;
     return false;
   }
-  if (renewal_) {
-    renewal_->token = std::move(next);
-  } else {
-    token_.assign(next);
+  auto next = hold.token.retimed(lifetime);
+  auto started = Clock::now();
+  if (!hold.cache->replace_if_equals(hold.key, hold.token.text(), next.text(), timeout)) {
+    // Not our token any more: nothing to release, and no on_lost to come.
+    hold.owns = false;
+    auto held = detail::HoldState::held;
+    if (hold.state.compare_exchange_strong(held, detail::HoldState::released)) hold.cache.reset();
+    return false;
   }
-  if (renewal_ && lifetime) {
-    renewal_->ttl = *lifetime;  // later renewals keep the lifetime asked for here
-    detail::confirmed(*renewal_, started);
+  hold.token = std::move(next);
+  if (hold.renewing && lifetime) {
+    hold.ttl = *lifetime;  // later renewals keep the lifetime asked for here
+    detail::confirmed(hold, started);
   }
   return true;
 }
@@ -383,6 +352,10 @@ void Mutex::leave() noexcept {
 void Mutex::lock() { try_lock_until_steady(Clock::time_point::max(), false); }
 
 bool Mutex::try_lock() { return try_lock_until_steady(Clock::time_point::min(), false); }
+
+bool Mutex::try_lock_for_seconds(std::chrono::duration<long double> timeout) {
+  return try_lock_until_steady(deadline_after(timeout));
+}
 
 bool Mutex::try_lock_until_steady(Clock::time_point deadline, bool retry_errors) {
   if (!enter_until(deadline)) return false;

@@ -2,7 +2,9 @@
 
 #include <pthread.h>
 
+#include <atomic>
 #include <map>
+#include <mutex>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -14,8 +16,12 @@
 
 namespace cachelock {
 
+namespace {
+
+using Factory = CacheRegistry::Factory;
+
 // One alias: a cache, or a factory that builds it once on first use.
-struct CacheRegistry::Slot {
+struct Slot {
   explicit Slot(std::shared_ptr<Cache> built) : cache_{std::move(built)}, built_{true} {}
   explicit Slot(Factory make) : factory_{std::move(make)} {}
 
@@ -41,7 +47,7 @@ struct CacheRegistry::Slot {
 };
 
 // An immutable configuration; changes publish a new one.
-struct CacheRegistry::Config {
+struct Config {
   std::map<std::string, std::shared_ptr<Slot>, std::less<>> slots;
   std::string default_alias = "default";
 
@@ -67,14 +73,6 @@ struct CacheRegistry::Config {
   }
 };
 
-CacheRegistry& CacheRegistry::global() {
-  static CacheRegistry registry{Environment{}};
-  return registry;
-}
-
-namespace {
-std::atomic<std::uint64_t> next_registry_id{1};
-
 // fork() in a threaded program: the global registry's mutex is taken around
 // it, so a child never starts with it locked by a thread it does not have.
 std::mutex* global_mutex = nullptr;
@@ -85,61 +83,58 @@ void unlock_after_fork() {
   if (global_mutex) global_mutex->unlock();
 }
 
-// The calling thread's spare cache reference (see CacheRegistry::borrow).
-struct Spare {
-  std::uint64_t registry = 0;
-  std::uint64_t version = 0;
-  std::string alias;
-  std::shared_ptr<Cache> cache;
-};
-thread_local Spare spare;
 }  // namespace
 
-CacheRegistry::CacheRegistry() : id_{next_registry_id.fetch_add(1)}, config_{Config::built_in()} {}
+struct CacheRegistry::Impl {
+  mutable std::mutex mutex;  // guards config (the pointer, not the Config)
+  std::shared_ptr<const Config> config = Config::built_in();
+  // Set until $CACHELOCK_SETTINGS was loaded, or load_file(), load_yaml() or
+  // reset() replaced the configuration. A file named there that fails to
+  // load keeps it set: every use then reports the error.
+  std::atomic<bool> environment_pending{false};
+
+  std::shared_ptr<const Config> snapshot() {
+    load_from_environment();
+    std::lock_guard lock{mutex};
+    return config;
+  }
+
+  void load_from_environment() {
+    if (!environment_pending.load(std::memory_order_acquire)) return;
+    std::lock_guard lock{mutex};
+    if (!environment_pending.load(std::memory_order_relaxed)) return;  // another thread did it
+    const char* path = std::getenv("CACHELOCK_SETTINGS");
+    if (path == nullptr || *path == '\0') {
+      environment_pending = false;
+      return;
+    }
+    try {
+      config = Config::from(detail::read_settings_file(path));
+    } catch (const ConfigError& e) {
+      throw ConfigError(fmt::format("$CACHELOCK_SETTINGS: {}", e.what()));
+    }
+    environment_pending.store(false, std::memory_order_release);
+  }
+
+  // A whole new configuration, given explicitly (the caller holds mutex).
+  void replace(std::shared_ptr<const Config> next) {
+    environment_pending.store(false, std::memory_order_release);
+    config = std::move(next);
+  }
+};
+
+CacheRegistry& CacheRegistry::global() {
+  static CacheRegistry registry{Environment{}};
+  return registry;
+}
+
+CacheRegistry::CacheRegistry() : impl_{std::make_unique<Impl>()} {}
 
 CacheRegistry::CacheRegistry(Environment) : CacheRegistry{} {
-  global_mutex = &mutex_;
+  global_mutex = &impl_->mutex;
   pthread_atfork(lock_before_fork, unlock_after_fork, unlock_after_fork);
   const char* path = std::getenv("CACHELOCK_SETTINGS");
-  environment_pending_ = path != nullptr && *path != '\0';
-}
-
-void CacheRegistry::load_from_environment() const {
-  if (!environment_pending_.load(std::memory_order_acquire)) return;
-  std::lock_guard lock{mutex_};
-  if (!environment_pending_.load(std::memory_order_relaxed)) return;  // another thread did it
-  const char* path = std::getenv("CACHELOCK_SETTINGS");
-  if (path == nullptr || *path == '\0') {
-    environment_pending_ = false;
-    return;
-  }
-  try {
-    auto settings = detail::read_settings_file(path);
-    // Loading the environment's settings completes the registry's
-    // construction, deferred to its first use; it is not a visible change.
-    const_cast<CacheRegistry*>(this)->publish(Config::from(std::move(settings)));
-  } catch (const ConfigError& e) {
-    throw ConfigError(fmt::format("$CACHELOCK_SETTINGS: {}", e.what()));
-  }
-  environment_pending_.store(false, std::memory_order_release);
-}
-
-void CacheRegistry::configured_explicitly() {
-  environment_pending_.store(false, std::memory_order_release);
-}
-
-void CacheRegistry::load_file(const std::string& path) {
-  auto config = Config::from(detail::read_settings_file(path));
-  std::lock_guard lock{mutex_};
-  configured_explicitly();
-  publish(std::move(config));
-}
-
-void CacheRegistry::load_yaml(std::string_view yaml, std::string_view source) {
-  auto config = Config::from(detail::parse_settings(yaml, source));
-  std::lock_guard lock{mutex_};
-  configured_explicitly();
-  publish(std::move(config));
+  impl_->environment_pending = path != nullptr && *path != '\0';
 }
 
 bool CacheRegistry::load_settings(const std::string& path) {
@@ -154,39 +149,16 @@ bool CacheRegistry::load_settings(const std::string& path) {
 
 CacheRegistry::~CacheRegistry() = default;
 
-std::shared_ptr<const CacheRegistry::Config> CacheRegistry::snapshot() const {
-  load_from_environment();
-  std::lock_guard lock{mutex_};
-  return config_;
+void CacheRegistry::load_file(const std::string& path) {
+  auto config = Config::from(detail::read_settings_file(path));
+  std::lock_guard lock{impl_->mutex};
+  impl_->replace(std::move(config));
 }
 
-void CacheRegistry::publish(std::shared_ptr<const Config> config) {
-  config_ = std::move(config);
-  // After the pointer: a reader that sees the new version also sees the new config.
-  version_.fetch_add(1, std::memory_order_release);
-}
-
-CacheRegistry::Lease CacheRegistry::borrow(std::string_view alias) const {
-  load_from_environment();
-  // Read the version before the configuration: a lease is never tagged newer
-  // than the configuration it came from.
-  auto version = version_.load(std::memory_order_acquire);
-  if (spare.cache && spare.registry == id_ && spare.version == version && spare.alias == alias) {
-    return {std::move(spare.cache), version};
-  }
-  return {get(alias), version};
-}
-
-void CacheRegistry::give_back(std::string_view alias, Lease lease) const noexcept {
-  if (lease.version != version_.load(std::memory_order_acquire)) return;  // stale: drop it
-  try {
-    spare.alias.assign(alias);
-  } catch (...) {
-    return;  // no room for the name: simply do not keep a spare
-  }
-  spare.registry = id_;
-  spare.version = lease.version;
-  spare.cache = std::move(lease.cache);
+void CacheRegistry::load_yaml(std::string_view yaml, std::string_view source) {
+  auto config = Config::from(detail::parse_settings(yaml, source));
+  std::lock_guard lock{impl_->mutex};
+  impl_->replace(std::move(config));
 }
 
 namespace {
@@ -198,43 +170,43 @@ void check_alias_name(std::string_view alias) {
 void CacheRegistry::add(std::string alias, std::shared_ptr<Cache> cache) {
   check_alias_name(alias);
   if (!cache) throw ConfigError(fmt::format("alias {}: the cache is null", detail::quote(alias)));
-  load_from_environment();  // adds to the configuration in effect
-  std::lock_guard lock{mutex_};
-  auto next = std::make_shared<Config>(*config_);
+  impl_->load_from_environment();  // adds to the configuration in effect
+  std::lock_guard lock{impl_->mutex};
+  auto next = std::make_shared<Config>(*impl_->config);
   next->slots.insert_or_assign(std::move(alias), std::make_shared<Slot>(std::move(cache)));
-  publish(std::move(next));
+  impl_->config = std::move(next);
 }
 
 void CacheRegistry::add(std::string alias, Factory factory) {
   check_alias_name(alias);
   if (!factory) throw ConfigError(fmt::format("alias {}: the factory is empty", detail::quote(alias)));
-  load_from_environment();  // adds to the configuration in effect
-  std::lock_guard lock{mutex_};
-  auto next = std::make_shared<Config>(*config_);
+  impl_->load_from_environment();  // adds to the configuration in effect
+  std::lock_guard lock{impl_->mutex};
+  auto next = std::make_shared<Config>(*impl_->config);
   next->slots.insert_or_assign(std::move(alias), std::make_shared<Slot>(std::move(factory)));
-  publish(std::move(next));
+  impl_->config = std::move(next);
 }
 
 void CacheRegistry::remove(std::string_view alias) {
-  load_from_environment();
-  std::lock_guard lock{mutex_};
-  auto it = config_->slots.find(alias);
-  if (it == config_->slots.end()) {
+  impl_->load_from_environment();
+  std::lock_guard lock{impl_->mutex};
+  auto it = impl_->config->slots.find(alias);
+  if (it == impl_->config->slots.end()) {
     throw ConfigError(fmt::format("unknown cache alias {} (known: {})", detail::quote_key(alias),
-                                  config_->known()));
+                                  impl_->config->known()));
   }
-  if (alias == config_->default_alias) {
+  if (alias == impl_->config->default_alias) {
     throw ConfigError(fmt::format("cannot remove alias {}: it is the default alias; "
                                   "set another default first",
                                   detail::quote(alias)));
   }
-  auto next = std::make_shared<Config>(*config_);
+  auto next = std::make_shared<Config>(*impl_->config);
   next->slots.erase(std::string{alias});
-  publish(std::move(next));
+  impl_->config = std::move(next);
 }
 
 std::shared_ptr<Cache> CacheRegistry::get(std::string_view alias) const {
-  auto config = snapshot();
+  auto config = impl_->snapshot();
   auto name = alias.empty() ? std::string_view{config->default_alias} : alias;
   auto it = config->slots.find(name);
   if (it == config->slots.end()) {
@@ -245,35 +217,34 @@ std::shared_ptr<Cache> CacheRegistry::get(std::string_view alias) const {
 }
 
 bool CacheRegistry::contains(std::string_view alias) const {
-  auto config = snapshot();
+  auto config = impl_->snapshot();
   return config->slots.find(alias) != config->slots.end();
 }
 
 std::vector<std::string> CacheRegistry::aliases() const {
-  auto config = snapshot();
+  auto config = impl_->snapshot();
   std::vector<std::string> names;
   for (const auto& [name, slot] : config->slots) names.push_back(name);
   return names;
 }
 
-std::string CacheRegistry::default_alias() const { return snapshot()->default_alias; }
+std::string CacheRegistry::default_alias() const { return impl_->snapshot()->default_alias; }
 
 void CacheRegistry::set_default_alias(std::string alias) {
-  load_from_environment();
-  std::lock_guard lock{mutex_};
-  if (config_->slots.find(alias) == config_->slots.end()) {
+  impl_->load_from_environment();
+  std::lock_guard lock{impl_->mutex};
+  if (impl_->config->slots.find(alias) == impl_->config->slots.end()) {
     throw ConfigError(fmt::format("cannot make {} the default alias: unknown cache alias (known: {})",
-                                  detail::quote_key(alias), config_->known()));
+                                  detail::quote_key(alias), impl_->config->known()));
   }
-  auto next = std::make_shared<Config>(*config_);
+  auto next = std::make_shared<Config>(*impl_->config);
   next->default_alias = std::move(alias);
-  publish(std::move(next));
+  impl_->config = std::move(next);
 }
 
 void CacheRegistry::reset() {
-  std::lock_guard lock{mutex_};
-  configured_explicitly();
-  publish(Config::built_in());
+  std::lock_guard lock{impl_->mutex};
+  impl_->replace(Config::built_in());
 }
 
 }  // namespace cachelock

@@ -1,5 +1,3 @@
-#include "renewal.hpp"
-
 #include <signal.h>
 
 #include <algorithm>
@@ -7,7 +5,9 @@
 #include <thread>
 #include <vector>
 
-#include "token.hpp"
+#include "cachelock/cache.hpp"
+#include "fork.hpp"
+#include "hold.hpp"
 
 namespace cachelock::detail {
 
@@ -18,27 +18,15 @@ using Clock = std::chrono::steady_clock;
 // After a failed attempt (server unreachable), try again this soon.
 constexpr std::chrono::milliseconds retry_cap{1000};
 
-Clock::time_point due_of(const Renewal& item) {
+Clock::time_point due_of(const Hold& item) {
   return Clock::time_point{Clock::duration{item.due.load(std::memory_order_relaxed)}};
 }
-void set_due(Renewal& item, Clock::time_point when) {
+void set_due(Hold& item, Clock::time_point when) {
   item.due.store(when.time_since_epoch().count(), std::memory_order_relaxed);
 }
 
-Clock::time_point give_up_of(const Renewal& item) {
+Clock::time_point give_up_of(const Hold& item) {
   return Clock::time_point{Clock::duration{item.give_up.load(std::memory_order_relaxed)}};
-}
-
-// Marks the lock lost, once, and tells its holder.
-void declare_lost(Renewal& item) {
-  item.active = false;
-  if (item.lost.exchange(true)) return;
-  if (item.on_lost) {
-    try {
-      item.on_lost();
-    } catch (...) {  // NOLINT(bugprone-empty-catch): a callback cannot stop the thread
-    }
-  }
 }
 
 // Two threads per process: one renews each lock every ttl/3; the other
@@ -63,9 +51,9 @@ class Renewer {
     return *seen;
   }
 
-  void add(std::shared_ptr<Renewal> renewal) {
+  void add(std::shared_ptr<Hold> hold) {
     std::lock_guard lock{mutex_};
-    items_.push_back(std::move(renewal));
+    items_.push_back(std::move(hold));
     if (!started_) {
       // The threads block every signal: a program's signal handlers must
       // not run on a thread it does not know about.
@@ -91,10 +79,10 @@ class Renewer {
  private:
   explicit Renewer(std::uint64_t generation) : generation_{generation} {}
 
-  // Sleeps until the earliest of `when` over the active items, or a change.
+  // Sleeps until the earliest of `when` over the held items, or a change.
   template <class When>
   void sleep_until_next(std::unique_lock<std::mutex>& lock, When when) {
-    std::erase_if(items_, [](const auto& item) { return !item->active.load(); });
+    std::erase_if(items_, [](const auto& item) { return item->state.load() != HoldState::held; });
     auto next = Clock::time_point::max();
     for (const auto& item : items_) next = std::min(next, when(*item));
     if (next == Clock::time_point::max()) {
@@ -105,11 +93,11 @@ class Renewer {
   }
 
   template <class When>
-  std::vector<std::shared_ptr<Renewal>> items_past(When when) const {
+  std::vector<std::shared_ptr<Hold>> items_past(When when) const {
     auto now = Clock::now();
-    std::vector<std::shared_ptr<Renewal>> past;
+    std::vector<std::shared_ptr<Hold>> past;
     for (const auto& item : items_) {
-      if (item->active.load() && when(*item) <= now) past.push_back(item);
+      if (item->state.load() == HoldState::held && when(*item) <= now) past.push_back(item);
     }
     return past;
   }
@@ -136,20 +124,20 @@ class Renewer {
     }
   }
 
-  void renew(Renewal& item) {
+  void renew(Hold& item) {
     bool gone = false;
     {
       std::lock_guard guard{item.mutex};
-      if (!item.active) return;
+      if (item.state.load() != HoldState::held) return;
       try {
-        auto next_token = retimed_token(item.token, item.ttl);
+        auto next_token = item.token.retimed(item.ttl);
         auto started = Clock::now();
-        if (item.cache->replace_if_equals(item.key, item.token, next_token, item.ttl)) {
+        if (item.cache->replace_if_equals(item.key, item.token.text(), next_token.text(), item.ttl)) {
           item.token = std::move(next_token);
           // Declared lost while this attempt was under way: the holder is
           // stopping now, and its release removes the key once it has
           // stopped; removing it here would let another in while it still runs.
-          if (item.lost) return;
+          if (item.state.load() != HoldState::held) return;
           confirmed(item, started);
           return;
         }
@@ -166,26 +154,26 @@ class Renewer {
   const std::uint64_t generation_;
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::vector<std::shared_ptr<Renewal>> items_;
+  std::vector<std::shared_ptr<Hold>> items_;
   bool started_ = false;
 };
 
 }  // namespace
 
-void confirmed(Renewal& renewal, Clock::time_point started) {
+void confirmed(Hold& hold, Clock::time_point started) {
   // From when the attempt started: the server counted from then at the latest.
-  set_due(renewal, started + renewal.ttl / 3);
-  renewal.give_up.store((started + renewal.ttl - renewal.ttl / 3).time_since_epoch().count(),
-                        std::memory_order_relaxed);
+  set_due(hold, started + hold.ttl / 3);
+  hold.give_up.store((started + hold.ttl - hold.ttl / 3).time_since_epoch().count(),
+                     std::memory_order_relaxed);
   Renewer::instance().changed();
 }
 
-void renew_in_background(std::shared_ptr<Renewal> renewal, Clock::time_point stored_at) {
+void renew_in_background(std::shared_ptr<Hold> hold, Clock::time_point stored_at) {
   {
-    std::lock_guard guard{renewal->mutex};
-    confirmed(*renewal, stored_at);
+    std::lock_guard guard{hold->mutex};
+    confirmed(*hold, stored_at);
   }
-  Renewer::instance().add(std::move(renewal));
+  Renewer::instance().add(std::move(hold));
 }
 
 }  // namespace cachelock::detail

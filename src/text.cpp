@@ -6,12 +6,11 @@
 
 #include "cachelock/cache.hpp"
 #include "cachelock/errors.hpp"
-#include "bits.hpp"
 
 namespace cachelock::detail {
 
 namespace {
-bool is_bad_key_byte(unsigned char c) noexcept { return (c <= 0x20) | (c == 0x7f); }
+bool is_bad_key_byte(unsigned char c) noexcept { return c <= 0x20 || c == 0x7f; }
 }  // namespace
 
 namespace {
@@ -56,32 +55,9 @@ std::string quote(std::string_view s, char mark) {
   return out;
 }
 
-namespace {
-// Whether any of the eight bytes in `v` is below 0x21 or is 0x7f.
-bool has_bad_key_byte(std::uint64_t v) noexcept {
-  constexpr std::uint64_t ones = 0x0101010101010101;
-  constexpr std::uint64_t highs = 0x8080808080808080;
-  std::uint64_t below = (v - ones * 0x21) & ~v;  // high bit set where a byte < 0x21 (for bytes < 0x80)
-  std::uint64_t del = v ^ (ones * 0x7f);
-  std::uint64_t is_del = (del - ones) & ~del;  // high bit set where a byte == 0x7f
-  return ((below | is_del) & highs) != 0;
-}
-}  // namespace
-
 std::size_t find_bad_key_byte(std::string_view key) noexcept {
-  // Every key passes through here, so test eight bytes at a time (the last
-  // eight overlapping the ones before) and look for the position only on failure.
-  const std::size_t n = key.size();
-  bool any = false;
-  if (n >= 8) {
-    for (std::size_t i = 0; i + 8 < n; i += 8) any |= has_bad_key_byte(load64(key.data() + i));
-    any |= has_bad_key_byte(load64(key.data() + n - 8));
-  } else {
-    for (unsigned char c : key) any |= is_bad_key_byte(c);
-  }
-  if (!any) return std::string_view::npos;
-  for (std::size_t j = 0; j < n; ++j) {
-    if (is_bad_key_byte(static_cast<unsigned char>(key[j]))) return j;
+  for (std::size_t i = 0; i < key.size(); ++i) {
+    if (is_bad_key_byte(static_cast<unsigned char>(key[i]))) return i;
   }
   return std::string_view::npos;
 }

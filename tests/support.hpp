@@ -48,6 +48,17 @@ struct FreshRegistry {
   FreshRegistry& operator=(const FreshRegistry&) = delete;
 };
 
+/// Calls `cache`'s protected wait_until_absent(), as a waiting Lock does, so
+/// the suites can test it on its own: a pointer to a protected member,
+/// formed inside a subclass, may be applied to any Cache.
+inline cachelock::WaitResult wait_until_absent(cachelock::Cache& cache, std::string_view key,
+                                               std::chrono::steady_clock::time_point deadline) {
+  struct Access : cachelock::Cache {
+    static auto wait() { return &Access::wait_until_absent; }
+  };
+  return (cache.*Access::wait())(key, deadline);
+}
+
 /// A user's own cache with only the three required operations, on a map
 /// (its Store), with stored keys unless a subclass asks for user keys.
 /// Counts the calls so tests can see which path a lock took.

@@ -25,22 +25,15 @@ using cachelock::LockOptions;
 namespace {
 std::shared_ptr<cachelock::Cache> default_cache() { return cachelock::CacheRegistry::global().get(); }
 
-// A renewing lock's token with its EXPIRES_MS field left out: a renewal may
-// store a new expiry between reading the cache and reading the guard, and
-// the rest (host, pid, since, nonce) names the hold. Other values unchanged.
-std::string without_expiry(std::string_view token) {
-  auto nonce = token.rfind(':');
-  if (nonce == std::string_view::npos || nonce == 0) return std::string{token};
-  auto expires = token.rfind(':', nonce - 1);
-  if (expires == std::string_view::npos) return std::string{token};
-  return std::string{token.substr(0, expires)} + std::string{token.substr(nonce)};
-}
-
-// The hold stored under `key` (see without_expiry()), "(absent)" if none:
-// compare it with without_expiry(lock.token()).
-std::string stored_hold(cachelock::Cache& cache, const std::string& key) {
-  auto stored = cache.get(key);
-  return stored ? without_expiry(*stored) : "(absent)";
+// Whether `key` holds `lock`'s current token. Read between two equal reads
+// of the token: a renewal stores a new one under the lock's mutex, which
+// token() takes too, so one in between shows as two different reads.
+bool holds_token(cachelock::Cache& cache, const std::string& key, const Lock& lock) {
+  for (;;) {
+    auto before = lock.token();
+    auto stored = cache.get(key);
+    if (lock.token() == before) return stored == before;
+  }
 }
 }  // namespace
 
@@ -88,8 +81,8 @@ TEST_CASE("the owner token names host, pid, since and expiry, and a random part"
 
 TEST_CASE("tokens made in one millisecond carry each lock's own expiry") {
   test::FreshRegistry fresh;
-  // Tokens reuse their rendered times within a millisecond: a change of ttl
-  // between two locks must still show in the second token.
+  // Tokens made close together share their SINCE_MS: a change of ttl
+  // between two locks must still show in each token.
   for (int round = 0; round < 100; ++round) {
     Lock a{"a", {.ttl = 10s}};
     Lock b{"b", {.ttl = 20s}};
@@ -141,7 +134,7 @@ TEST_CASE("renew keeps a lock held past many ttls, and stops at release") {
   }
   CHECK_FALSE(lock.lost());
   CHECK(lock.token() != first_token);  // renewals stored new expiries
-  CHECK(stored_hold(*default_cache(), "job") == without_expiry(lock.token()));
+  CHECK(holds_token(*default_cache(), "job", lock));
   CHECK(lock.release());
   CHECK_FALSE(default_cache()->get("job").has_value());
   std::this_thread::sleep_for(test::slow(200ms));  // a renewal due now must not resurrect it
@@ -192,7 +185,7 @@ TEST_CASE("renew rides out a short outage and gives up after a whole ttl of them
   CHECK(cache->refused.load() > 0);
   std::this_thread::sleep_for(test::slow(700ms));
   CHECK_FALSE(lock.lost());
-  CHECK(stored_hold(*cache, "job") == without_expiry(lock.token()));
+  CHECK(holds_token(*cache, "job", lock));
   cache->down = true;
   std::this_thread::sleep_for(test::slow(900ms));  // longer than the ttl
   CHECK(lost.load());
@@ -242,6 +235,22 @@ TEST_CASE("renew gives a lock up two thirds into its ttl even while a renewal ha
   CHECK(cache->get("job") == lock.token());
   CHECK_FALSE(lock.release());
   CHECK_FALSE(cache->get("job"));
+}
+
+TEST_CASE("extend on a given-up lock leaves release to remove the token a late renewal stored") {
+  test::FreshRegistry fresh;
+  auto cache = std::make_shared<HangingCache>();
+  auto ttl = test::slow(900ms);
+  std::atomic<bool> told{false};
+  cache->hang = true;  // the first renewal hangs past the give-up point
+  Lock lock{"job", {.cache = cache, .ttl = ttl, .renew = true, .on_lost = [&] { told = true; }}};
+  REQUIRE(test::eventually([&] { return told.load(); }, ttl));
+  cache->hang = false;  // the hung renewal stores our token once more
+  REQUIRE(test::eventually([&] { return cache->get("job") == lock.token(); }, ttl));
+  CHECK_FALSE(lock.extend());
+  CHECK_FALSE(lock.owns_lock());
+  CHECK_FALSE(lock.release());
+  CHECK_FALSE(cache->get("job"));  // not left to block the key for a whole ttl
 }
 
 TEST_CASE("a lock expires after its ttl and lets a new owner in") {
@@ -690,7 +699,7 @@ TEST_CASE("renewal works in a child of fork(), apart from the parent's") {
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   CHECK_FALSE(parent_lock.lost());
-  CHECK(stored_hold(*cache, "parent") == without_expiry(parent_lock.token()));
+  CHECK(holds_token(*cache, "parent", parent_lock));
   CHECK(parent_lock.release());
   std::filesystem::remove_all(dir);
 }

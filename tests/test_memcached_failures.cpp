@@ -1,6 +1,8 @@
 // MemcachedCache when servers fail: dead, unreachable, silent, late or
 // doubled replies. Every call fails within its bound, naming the server, and
 // a late reply is never taken for a later call's.
+#include <cachelock/once.hpp>
+
 #include "memcached_tests.hpp"
 
 TEST_CASE("memcached: a dead server fails each call at once, naming it; locks fail closed") {

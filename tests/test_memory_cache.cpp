@@ -183,17 +183,17 @@ TEST_CASE("memory: wait_until_absent wakes on release, erase, clear and expiry")
     }};
   };
 
-  CHECK(cache.wait_until_absent("free", far) == WaitResult::absent);
+  CHECK(test::wait_until_absent(cache, "free", far) == WaitResult::absent);
 
   SUBCASE("a held key until its deadline: timed out, not before it") {
     cache.add("held", "t", 300s);
-    CHECK(cache.wait_until_absent("held", start + 100ms) == WaitResult::timed_out);
+    CHECK(test::wait_until_absent(cache, "held", start + 100ms) == WaitResult::timed_out);
     CHECK(Clock::now() - start >= 100ms);
   }
   SUBCASE("released by erase_if_equals from another thread") {
     cache.add("held", "t", 300s);
     auto holder = later([&] { CHECK(cache.erase_if_equals("held", "t")); });
-    CHECK(cache.wait_until_absent("held", far) == WaitResult::absent);
+    CHECK(test::wait_until_absent(cache, "held", far) == WaitResult::absent);
     CHECK(woken_early());
     holder.join();
   }
@@ -205,14 +205,14 @@ TEST_CASE("memory: wait_until_absent wakes on release, erase, clear and expiry")
       std::this_thread::sleep_for(50ms);
       cache.clear();
     });
-    CHECK(cache.wait_until_absent("a", far) == WaitResult::absent);
-    CHECK(cache.wait_until_absent("b", far) == WaitResult::absent);
+    CHECK(test::wait_until_absent(cache, "a", far) == WaitResult::absent);
+    CHECK(test::wait_until_absent(cache, "b", far) == WaitResult::absent);
     CHECK(woken_early());
     other.join();
   }
   SUBCASE("expired: woken at the entry's deadline, with nobody touching it") {
     cache.add("held", "t", 150ms);
-    CHECK(cache.wait_until_absent("held", far) == WaitResult::absent);
+    CHECK(test::wait_until_absent(cache, "held", far) == WaitResult::absent);
     CHECK(Clock::now() - start >= 150ms);
     CHECK(woken_early());
     CHECK(cache.add("held", "next", 60s));  // the expired entry is gone at once
@@ -225,7 +225,7 @@ TEST_CASE("memory: wait_until_absent wakes on release, erase, clear and expiry")
     SUBCASE("replace_if_equals (a Lock's extend)") {
       shorten = later([&] { CHECK(cache.replace_if_equals("held", "t", "u", 100ms)); });
     }
-    CHECK(cache.wait_until_absent("held", far) == WaitResult::absent);
+    CHECK(test::wait_until_absent(cache, "held", far) == WaitResult::absent);
     CHECK(Clock::now() - start >= 150ms);
     CHECK(woken_early());
     if (shorten.joinable()) shorten.join();
@@ -239,7 +239,7 @@ TEST_CASE("memory: wait_until_absent wakes on release, erase, clear and expiry")
         cache.erase("other-" + std::to_string(i));
       }
     }};
-    CHECK(cache.wait_until_absent("held", start + 200ms) == WaitResult::timed_out);
+    CHECK(test::wait_until_absent(cache, "held", start + 200ms) == WaitResult::timed_out);
     other.join();
   }
 }
@@ -247,9 +247,9 @@ TEST_CASE("memory: wait_until_absent wakes on release, erase, clear and expiry")
 TEST_CASE("wait_until_absent: backends that cannot watch keys say so at once") {
   const auto deadline = std::chrono::steady_clock::now() + 10s;
   test::MapCache custom;
-  CHECK(custom.wait_until_absent("k", deadline) == cachelock::WaitResult::unsupported);
+  CHECK(test::wait_until_absent(custom, "k", deadline) == cachelock::WaitResult::unsupported);
   cachelock::DummyCache dummy;
-  CHECK(dummy.wait_until_absent("k", deadline) == cachelock::WaitResult::unsupported);
+  CHECK(test::wait_until_absent(dummy, "k", deadline) == cachelock::WaitResult::unsupported);
   CHECK(std::chrono::steady_clock::now() < deadline - 5s);
 }
 

@@ -6,6 +6,8 @@
 #include <thread>
 #include <vector>
 
+#include <cachelock/once.hpp>
+
 #include "support.hpp"
 
 using namespace std::chrono_literals;

@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include <cachelock/once.hpp>
 #include <fmt/format.h>
 
 #include "support.hpp"

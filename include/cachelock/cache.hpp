@@ -1,26 +1,6 @@
-// The cache interface locks are built on: the subset of Django's BaseCache
-// that a lock needs, plus two compare operations that make release and
-// extend safe for the owner.
-//
-// Keys given to a Cache are *user keys*. Every operation first turns them
-// into the stored key with Django's key function, `KEY_PREFIX:VERSION:key`
-// (":1:key" by default), then checks the stored key against memcached's rules
-// (at most 250 bytes, no space, no control character) on every backend, so a
-// key that works on one backend works on all of them and a Django process
-// using the same alias contends for the same entry.
-//
-// Writing a backend: subclass Cache and implement get_(), set_() and erase_().
-// Those three are enough for locks to work, but then add_(), touch_(),
-// incr_(), erase_if_equals_() and replace_if_equals_() fall back to a get
-// followed by a write, which is NOT atomic: two processes can both see a key
-// free and both "acquire" it. Override them with atomic versions (a single
-// server-side operation, or one critical section) for real mutual exclusion.
-// Hooks receive stored keys (already prefixed and checked) and a resolved
-// timeout (never standard()); a backend that no other program reads may ask
-// for the checked user keys instead (HookKeys::user): all its keys share one
-// head, so leaving it out loses nothing and saves building every key. A
-// backend that can tell when a key goes away may also override
-// wait_until_absent_(), so waiting locks need not poll.
+// The cache interface locks are built on: the part of Django's BaseCache a
+// lock needs, plus the compare operations that make release and extend safe.
+// A backend subclasses Cache and implements its protected hooks.
 #pragma once
 
 #include <cachelock/export.hpp>
@@ -112,6 +92,13 @@ struct CacheOptions {
 
 /// A cache that locks can live in.
 ///
+/// Keys given to the public operations are user keys. Each operation turns
+/// its key into the stored key with Django's key function,
+/// `KEY_PREFIX:VERSION:key` (":1:key" by default), and checks it against
+/// memcached's rules (at most 250 bytes, no space, no control character) on
+/// every backend, so a key that works on one backend works on all of them
+/// and a Django process using the same alias contends for the same entry.
+///
 /// Thread safety: the built-in backends are safe to share between threads;
 /// a custom backend must make its hooks thread-safe if it is shared.
 class CACHELOCK_API Cache {
@@ -150,13 +137,6 @@ class CACHELOCK_API Cache {
   /// Removes every entry of this cache (Django's clear()).
   /// Throws: CacheError, also when the backend cannot clear.
   void clear();
-  /// Blocks until `key` is absent (erased, released or expired) or
-  /// `deadline` passes, on a backend that sees its keys change. Returns at
-  /// once with WaitResult::unsupported on one that cannot (of the built-in
-  /// backends, only MemoryCache can): callers then poll. A waiting Lock uses
-  /// it to take a freed key at once. Throws: InvalidKeyError, CacheError.
-  WaitResult wait_until_absent(std::string_view key, std::chrono::steady_clock::time_point deadline);
-
   /// The stored key for `key`: `KEY_PREFIX:VERSION:key`, checked.
   /// Throws: InvalidKeyError.
   std::string make_key(std::string_view key) const;
@@ -178,7 +158,15 @@ class CACHELOCK_API Cache {
   const CacheOptions& options() const noexcept { return options_; }
 
  protected:
-  /// What the hooks below receive as `key`.
+  /// Blocks until `key` is absent (erased, released or expired) or
+  /// `deadline` passes, on a backend that sees its keys change. Returns at
+  /// once with WaitResult::unsupported on one that cannot (of the built-in
+  /// backends, only MemoryCache can): callers then poll. A waiting Lock uses
+  /// it to take a freed key at once. Throws: InvalidKeyError, CacheError.
+  WaitResult wait_until_absent(std::string_view key, std::chrono::steady_clock::time_point deadline);
+
+  /// What the hooks below receive as `key`. A backend that no other program
+  /// reads may ask for the checked user keys (all its keys share one head).
   enum class HookKeys {
     stored,  ///< the stored key, `KEY_PREFIX:VERSION:key`: what other programs see
     user,    ///< the user key: for a backend in this process alone (MemoryCache)
@@ -189,10 +177,15 @@ class CACHELOCK_API Cache {
   /// error messages name.
   std::string stored_key(std::string_view hook_key) const;
 
-  // The hooks a backend implements. `key` is the stored key (or the user key,
-  // see HookKeys), already checked: the stored key has at most 250 bytes and
-  // no space or control character. `timeout` is never standard(). They
-  // report backend failures by throwing CacheError.
+  // The hooks a backend implements. get_(), set_() and erase_() are enough
+  // for locks to work, but the other hooks then fall back to a get followed
+  // by a write, which is NOT atomic: two processes can both see a key free
+  // and both "acquire" it. Override them with atomic versions (one
+  // server-side operation, or one critical section) for real exclusion.
+  // `key` is the stored key (or the user key, see HookKeys), already
+  // checked: the stored key has at most 250 bytes and no space or control
+  // character. `timeout` is never standard(). Backend failures throw
+  // CacheError.
 
   /// Required: the value of `key`, or nullopt if absent or expired.
   virtual std::optional<std::string> get_(std::string_view key) = 0;
@@ -216,7 +209,8 @@ class CACHELOCK_API Cache {
                                   std::string_view value, Timeout timeout);
   /// The default throws CacheError: a get/set/erase cache cannot enumerate.
   virtual void clear_();
-  /// Optional: see wait_until_absent(). The default returns unsupported.
+  /// Optional, so that waiting locks need not poll: see wait_until_absent().
+  /// The default returns unsupported.
   /// An override returns absent only after seeing the key absent (a waiting
   /// Lock retries its add at once, without backoff), timed_out no later than
   /// `deadline`, and must wake early when the key is removed or its expiry
@@ -225,14 +219,15 @@ class CACHELOCK_API Cache {
                                         std::chrono::steady_clock::time_point deadline);
 
  private:
-  class HookKey;
-  /// Throws InvalidKeyError, quoting the stored key, unless the stored key
-  /// for `key` has at most max_key_size bytes and none a key may not hold.
-  void check_key(std::string_view key) const;
+  friend class Lock;  // a waiting Lock calls wait_until_absent()
+
+  /// The key the hooks receive for user key `key` (see HookKeys).
+  /// Throws: InvalidKeyError, quoting the stored key, unless the stored key
+  /// has at most max_key_size bytes and none a key may not hold.
+  std::string hook_key(std::string_view key) const;
 
   CacheOptions options_;
   std::string key_head_;  // "KEY_PREFIX:VERSION:"
-  bool key_head_valid_;   // key_head_ holds no byte a key may not hold
   HookKeys hook_keys_;
 };
 

@@ -1,4 +1,5 @@
-// cachelock: locks that live in a cache. The umbrella header.
+// cachelock: locks that live in a cache. The umbrella header: everything but
+// once, which brings {fmt}'s formatting with it (<cachelock/once.hpp>).
 #pragma once
 
 #include "cachelock/cache.hpp"
@@ -11,6 +12,5 @@
 #if CACHELOCK_HAS_MEMCACHED
 #include "cachelock/memcached_cache.hpp"
 #endif
-#include "cachelock/once.hpp"
 #include "cachelock/options.hpp"
 #include "cachelock/registry.hpp"

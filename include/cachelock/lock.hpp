@@ -15,34 +15,21 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 
-#include "cachelock/detail/token_text.hpp"
 #include "cachelock/options.hpp"
 
 namespace cachelock {
 
+class Cache;
 class Mutex;
-class Timeout;
+enum class WaitResult;
 namespace detail {
-struct Renewal;
-
-/// now + `timeout` on the steady clock, without overflow: min() for a timeout
-/// of zero or less (one attempt), max() beyond a century (for ever).
-template <class Rep, class Period>
-std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
-  using namespace std::chrono;
-  if (!(timeout > timeout.zero())) return steady_clock::time_point::min();
-  if (!(duration<long double>(timeout) < duration<long double>(hours{24 * 365 * 100}))) {
-    return steady_clock::time_point::max();
-  }
-  return steady_clock::now() + ceil<steady_clock::duration>(timeout);
-}
+struct Hold;
 }  // namespace detail
 
 /// Who holds a lock, read from the owner token stored under its key.
@@ -113,10 +100,10 @@ class CACHELOCK_API Lock {
   bool lost() const noexcept;
 
   /// True between a successful acquire and release (or a failed extend).
-  bool owns_lock() const noexcept { return owns_; }
-  explicit operator bool() const noexcept { return owns_; }
+  bool owns_lock() const noexcept;
+  explicit operator bool() const noexcept { return owns_lock(); }
   /// The user key, as given.
-  const std::string& key() const noexcept { return key_; }
+  const std::string& key() const noexcept;
   /// The owner token stored while the lock is held (empty before acquire).
   /// Extends and renewals store a new one, with the new expiry.
   std::string token() const;
@@ -126,28 +113,15 @@ class CACHELOCK_API Lock {
   // `retry_errors`: keep trying through CacheError until `deadline` (a
   // deadline of min() never retries).
   bool try_acquire_until(std::chrono::steady_clock::time_point deadline, bool retry_errors);
-  // The start of the add that stored the token, or nullopt if the key stayed held.
-  std::optional<std::chrono::steady_clock::time_point> add_until(Timeout ttl,
-                                                                 std::chrono::steady_clock::time_point deadline,
-                                                                 bool retry_errors);
-  [[noreturn]] void throw_held(bool waited) const;
-  // " on alias 'NAME'" for a lock on an alias, else empty: for messages.
-  std::string where() const;
-  // Throws ConfigError if `ttl` is too short for renewal on this cache.
-  void check_renewable(std::chrono::milliseconds ttl) const;
+  // Cache::wait_until_absent() is a protected hook of the cache; a waiting
+  // Lock is what it serves.
+  static WaitResult wait_until_absent(Cache& cache, std::string_view key,
+                                      std::chrono::steady_clock::time_point deadline);
   void release_quietly() noexcept;
-  Cache& cache() const noexcept { return options_.cache ? *options_.cache : *leased_; }
-  void return_lease() noexcept;
-  void start_renewal(std::chrono::milliseconds ttl, std::chrono::steady_clock::time_point stored_at);
 
-  std::string key_;
-  LockOptions options_;
-  std::shared_ptr<Cache> leased_;  // the alias's cache, held while the lock is
-  std::uint64_t lease_version_ = 0;
-  detail::TokenText token_;  // while renewal_ is set, renewal_->token is the current one
-  std::shared_ptr<detail::Renewal> renewal_;
-  std::uint64_t fork_generation_ = 0;
-  bool owns_ = false;
+  // Shared with the renewal threads while a renewing lock is held. Null only
+  // in a moved-from guard.
+  std::shared_ptr<detail::Hold> hold_;
 };
 
 /// A named lock in a cache with the std::mutex interface: BasicLockable,
@@ -187,7 +161,7 @@ class CACHELOCK_API Mutex {
   /// Throws as lock(); CacheError only if the backend still failed at the end.
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& timeout) {
-    return try_lock_until_steady(detail::deadline_after(timeout));
+    return try_lock_for_seconds(std::chrono::duration<long double>(timeout));
   }
   /// Retries until `deadline` (of any clock). Throws as lock().
   template <class Clock, class Duration>
@@ -207,6 +181,7 @@ class CACHELOCK_API Mutex {
   const std::string& key() const noexcept { return lock_.key(); }
 
  private:
+  bool try_lock_for_seconds(std::chrono::duration<long double> timeout);
   bool try_lock_until_steady(std::chrono::steady_clock::time_point deadline, bool retry_errors = true);
   // The in-process queue: a flag under a mutex and condition variable rather
   // than std::timed_mutex, whose timed lock ThreadSanitizer cannot follow.

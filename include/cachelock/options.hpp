@@ -48,7 +48,11 @@ struct LockOptions {
   /// its server could still be running when the key is taken by someone
   /// else. A shorter ttl is refused with ConfigError when the lock is taken.
   bool renew = false;
-  /// Called once, from a library renewal thread, when a renewing lock is lost.
+  /// Called once, from a library renewal thread, when a renewing lock is
+  /// lost; never after the lock's release() (or destructor) has returned. A
+  /// release that meets on_lost running waits for it to return (unless it is
+  /// called from on_lost itself), so on_lost must not wait for the thread
+  /// that releases.
   std::function<void()> on_lost{};
 };
 

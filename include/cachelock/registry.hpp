@@ -3,11 +3,8 @@
 
 #include <cachelock/export.hpp>
 
-#include <atomic>
-#include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,33 +15,25 @@ class Cache;
 
 /// Maps alias names to caches, with a default alias.
 ///
-/// Out of the box a registry holds one MemoryCache alias, `default`, which is
-/// also the default alias. Settings files shaped like Django's CACHES replace
-/// that with load_file() or load_yaml(); the global registry also loads the
-/// file named by $CACHELOCK_SETTINGS at its first use, unless it was
-/// configured explicitly before (explicit file > $CACHELOCK_SETTINGS >
-/// built-in default). Aliases can be added in code, each either a cache
-/// or a factory that builds one on first use (once, even when many threads
-/// ask at the same time). Changes replace the configuration as a whole:
-/// readers see the old one or the new one, never a mix, and caches already
-/// handed out keep working until their last user drops them.
-///
 ///   auto& registry = cachelock::CacheRegistry::global();
 ///   registry.add("locks", std::make_shared<cachelock::MemoryCache>());
 ///   registry.set_default_alias("locks");
 ///
-/// Locks take their cache from a reference the calling thread keeps between
-/// locks, refreshed whenever the configuration changes, so that threads
-/// locking through one alias do not contend on its reference count. A thread
-/// therefore keeps the last cache it locked in alive until its next lock or
-/// its exit, even after that cache was replaced here.
+/// Out of the box it holds one MemoryCache alias, `default`. Changes replace
+/// the configuration as a whole: readers see the old one or the new one,
+/// never a mix, and caches already handed out keep working until their last
+/// user drops them.
 ///
 /// Thread safety: safe to share between threads.
 class CACHELOCK_API CacheRegistry {
  public:
   using Factory = std::function<std::shared_ptr<Cache>()>;
 
-  /// The process-wide registry that Lock, Mutex and once use by default.
+  /// The process-wide registry that Lock, Mutex and once use by default. At
+  /// its first use it loads the file named by $CACHELOCK_SETTINGS, unless it
+  /// was configured explicitly before (explicit file > $CACHELOCK_SETTINGS >
+  /// built-in default); a file named there that fails to load makes every
+  /// use report the error, rather than quietly lock in memory.
   static CacheRegistry& global();
 
   /// A registry with the built-in default (a memory alias `default`).
@@ -56,9 +45,10 @@ class CACHELOCK_API CacheRegistry {
   /// Adds `alias`, or replaces it if it exists. Throws: ConfigError for an
   /// empty alias or a null cache.
   void add(std::string alias, std::shared_ptr<Cache> cache);
-  /// Adds `alias` built by `factory` on its first get(). A factory that
-  /// throws is asked again on the next get(). Throws: ConfigError for an
-  /// empty alias or an empty factory.
+  /// Adds `alias` built by `factory` on its first get() (once, even when many
+  /// threads ask at the same time). A factory that throws is asked again on
+  /// the next get(). Throws: ConfigError for an empty alias or an empty
+  /// factory.
   void add(std::string alias, Factory factory);
   /// Removes `alias`. Throws: ConfigError if it is unknown or is the default.
   void remove(std::string_view alias);
@@ -96,39 +86,12 @@ class CACHELOCK_API CacheRegistry {
   void reset();
 
  private:
-  friend class Lock;
-  struct Slot;
-  struct Config;
-
-  /// A reference to an alias's cache and the configuration version it came from.
-  struct Lease {
-    std::shared_ptr<Cache> cache;
-    std::uint64_t version = 0;
-  };
-  /// As get(), but takes the calling thread's spare reference when it is
-  /// current: no lock, no reference-count traffic shared with other threads.
-  Lease borrow(std::string_view alias) const;
-  /// Keeps `lease` as the calling thread's spare, if it is still current.
-  void give_back(std::string_view alias, Lease lease) const noexcept;
-
   struct Environment {};
   /// The global registry: consults $CACHELOCK_SETTINGS at its first read.
   explicit CacheRegistry(Environment);
 
-  std::shared_ptr<const Config> snapshot() const;
-  void publish(std::shared_ptr<const Config> config);  // caller holds mutex_
-  void configured_explicitly();                        // caller holds mutex_
-  void load_from_environment() const;
-
-  const std::uint64_t id_;  // tells registries apart in the per-thread spare
-  mutable std::mutex mutex_;  // guards config_ (the pointer, not the Config)
-  std::shared_ptr<const Config> config_;
-  std::atomic<std::uint64_t> version_{1};  // bumped after every change of config_
-  // Set until $CACHELOCK_SETTINGS was loaded, or load_file(), load_yaml() or
-  // reset() replaced the configuration. A file named there that fails to
-  // load keeps it set: every use then reports the error, rather than quietly
-  // locking in memory.
-  mutable std::atomic<bool> environment_pending_{false};
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace cachelock

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include <cachelock/cachelock.hpp>
+#include <cachelock/once.hpp>
 
 #include "../process.hpp"
 #include "../support.hpp"
