@@ -142,8 +142,8 @@ bool CacheRegistry::load_settings(const std::string& path) {
     load_file(path);
     return true;
   }
-  bool pending = environment_pending_.load(std::memory_order_acquire);
-  load_from_environment();
+  bool pending = impl_->environment_pending.load(std::memory_order_acquire);
+  impl_->load_from_environment();
   return pending;
 }
 
