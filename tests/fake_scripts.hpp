@@ -58,7 +58,14 @@ class ScriptedKey {
       after_late(value_);
       ++cas_;
     }
+    if (late) ++late_answers_;
     return reply;
+  }
+
+  /// How many late replies the script has given (sent as it returns).
+  int late_answers() const {
+    std::lock_guard lock{mutex_};
+    return late_answers_;
   }
 
   int seen(const std::string& verb) const {
@@ -113,6 +120,7 @@ class ScriptedKey {
   Value value_;
   std::uint64_t cas_ = 77;
   std::map<std::string, int> seen_;
+  int late_answers_ = 0;
 };
 
 // The script of a FakeMemcached that passes every command on to a real

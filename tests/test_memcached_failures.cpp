@@ -220,7 +220,7 @@ TEST_CASE("memcached: a reply that comes after the timeout is never taken for a 
       CHECK_THROWS_WITH_AS(c.times_out(cache), doctest::Contains("A TIMEOUT OCCURRED"), CacheError);
       // Closing the connection adds no wait to the failed call.
       CHECK(elapsed_ms(start) < 300 + test::slow(200ms).count());
-      std::this_thread::sleep_for(300ms);  // the late reply has been sent by now
+      REQUIRE(test::eventually([&] { return key.late_answers() == 1; }, test::slow(5s)));
       c.then(cache, key);
       CHECK(late.connections() == 2);  // the first was closed after the timeout
     }

@@ -1,12 +1,17 @@
 // MemcachedCache's pool of handles: bounded waits, many threads, restarts
 // of the server, and fork() (a child opens its own connections).
+#include <latch>
+
 #include "memcached_tests.hpp"
 
 TEST_CASE("memcached: waiting for a free connection is bounded by the timeout") {
   // One connection; a slow server keeps it busy for a compare-and-delete
   // (gets, then cas: 2 x 400 ms) while a second call waits for it.
-  test::FakeMemcached slow{[](const std::string& command) -> std::optional<std::string> {
+  std::latch holding{1};  // the holder's gets reached the server: it has the connection
+  std::atomic<bool> told{false};
+  test::FakeMemcached slow{[&](const std::string& command) -> std::optional<std::string> {
     if (command == "gets :1:job") {
+      if (!told.exchange(true)) holding.count_down();
       std::this_thread::sleep_for(400ms);
       return "VALUE :1:job 0 5 77\r\ntoken\r\nEND\r\n";
     }
@@ -20,7 +25,7 @@ TEST_CASE("memcached: waiting for a free connection is bounded by the timeout") 
       MemcachedOptions{.servers = {slow.server()}, .timeout = 500ms, .pool_size = 1});
   std::atomic<bool> released{false};
   std::thread holder{[&] { released = cache->erase_if_equals("job", "token"); }};
-  std::this_thread::sleep_for(100ms);
+  holding.wait();
   auto start = Clock::now();
   CHECK_THROWS_WITH_AS(cache->get("other"),
                        ("memcached " + slow.server().to_string() +
