@@ -1007,15 +1007,14 @@ TEST_CASE("cli: a lost lock on memcached says whether the server was unreachable
   auto settings = box.dir + "/memcached.yaml";
   std::ofstream{settings} << "CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: " << server.location()
                           << "\n    OPTIONS: {connect_timeout: 0.2, timeout: 0.2}\n";
-  // The program marks that it runs: the key alone shows up before the
-  // holder's add has its reply, and on a loaded machine that reply may come
-  // after the server was stopped, failing the add rather than the renewals.
+  // The program marks its start: the server is stopped only then, once
+  // acquiring (whose first add on a server is followed by a gets) is over.
   auto holder = [&](const std::string& key) {
     return box.args({"--settings", settings, "run", key, "--ttl", "3", "--", "sh", "-c",
-                     "touch " + box.dir + "/" + key + ".running; exec sleep 30"});
+                     "touch " + box.dir + "/started-" + key + "; exec sleep 30"});
   };
   auto held = [&](const std::string& key) {
-    return [&box, key] { return std::filesystem::exists(box.dir + "/" + key + ".running"); };
+    return [&box, key] { return fs::exists(box.dir + "/started-" + key); };
   };
 
   // Unreachable: the renewals time out until a third of the ttl is left.

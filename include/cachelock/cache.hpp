@@ -23,6 +23,8 @@
 // wait_until_absent_(), so waiting locks need not poll.
 #pragma once
 
+#include <cachelock/export.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -112,7 +114,7 @@ struct CacheOptions {
 ///
 /// Thread safety: the built-in backends are safe to share between threads;
 /// a custom backend must make its hooks thread-safe if it is shared.
-class Cache {
+class CACHELOCK_API Cache {
  public:
   /// Throws: ConfigError if `options.timeout` is Timeout::standard().
   explicit Cache(CacheOptions options = {});

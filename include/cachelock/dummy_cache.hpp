@@ -1,6 +1,8 @@
 // A cache that stores nothing, the counterpart of Django's DummyCache.
 #pragma once
 
+#include <cachelock/export.hpp>
+
 #include "cachelock/cache.hpp"
 
 namespace cachelock {
@@ -11,7 +13,7 @@ namespace cachelock {
 /// never where exclusion matters.
 ///
 /// Thread safety: safe to share between threads.
-class DummyCache final : public Cache {
+class CACHELOCK_API DummyCache final : public Cache {
  public:
   using Cache::Cache;
 

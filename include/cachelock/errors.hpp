@@ -8,39 +8,41 @@
 //   memcached 127.0.0.1:11211: add ':1:job' failed: CONNECTION FAILURE
 #pragma once
 
+#include <cachelock/export.hpp>
+
 #include <stdexcept>
 
 namespace cachelock {
 
 /// Base of every cachelock exception.
-class Error : public std::runtime_error {
+class CACHELOCK_API Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
 /// The lock is held by another owner (and `wait`, if any, ran out).
-class LockError : public Error {
+class CACHELOCK_API LockError : public Error {
  public:
   using Error::Error;
 };
 
 /// Bad settings or options: settings file, alias, key template, lock options.
 /// An unknown alias is a ConfigError too.
-class ConfigError : public Error {
+class CACHELOCK_API ConfigError : public Error {
  public:
   using Error::Error;
 };
 
 /// The backend failed (server down, timeout, protocol error). A lock never
 /// counts as acquired after a CacheError: locks fail closed.
-class CacheError : public Error {
+class CACHELOCK_API CacheError : public Error {
  public:
   using Error::Error;
 };
 
 /// A key the backend cannot store (too long, spaces, control characters).
 /// Raised before anything is sent to the backend.
-class InvalidKeyError : public Error {
+class CACHELOCK_API InvalidKeyError : public Error {
  public:
   using Error::Error;
 };

@@ -2,6 +2,8 @@
 // locks shared by the processes of one host, with no server.
 #pragma once
 
+#include <cachelock/export.hpp>
+
 #include <chrono>
 #include <memory>
 #include <string>
@@ -53,7 +55,7 @@ struct FileOptions {
 /// Local filesystems only: flock() on NFS does not exclude other hosts.
 ///
 /// Thread safety: safe to share between threads.
-class FileCache final : public Cache {
+class CACHELOCK_API FileCache final : public Cache {
  public:
   /// Touches nothing on disk until the first operation.
   /// Throws: ConfigError if `file.directory` is empty or the timeout is not positive.
@@ -90,6 +92,6 @@ class FileCache final : public Cache {
 /// `/tmp/cachelock-UID`, from the effective uid alone, so that every process
 /// of a user on a host (login shell, cron, systemd) gets the same one whatever
 /// its environment. A systemd unit with PrivateTmp=yes sees a /tmp of its own.
-std::string default_file_directory();
+CACHELOCK_API std::string default_file_directory();
 
 }  // namespace cachelock

@@ -11,6 +11,8 @@
 // success: acquire throws CacheError and the lock is not held.
 #pragma once
 
+#include <cachelock/export.hpp>
+
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -44,7 +46,7 @@ std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, 
 }  // namespace detail
 
 /// Who holds a lock, read from the owner token stored under its key.
-struct LockOwner {
+struct CACHELOCK_API LockOwner {
   /// The holder's host name.
   std::string host;
   /// The holder's process id, on that host.
@@ -73,7 +75,7 @@ struct LockOwner {
 ///
 /// Thread safety: distinct Lock objects may be used from any threads; one
 /// Lock object must not be used by two threads at once.
-class Lock {
+class CACHELOCK_API Lock {
  public:
   /// Takes `key`, trying for up to `options.wait` (through backend failures
   /// too, see LockOptions::wait).
@@ -168,7 +170,7 @@ class Lock {
 /// cannot report it.
 ///
 /// Thread safety: safe to share between threads, like std::mutex.
-class Mutex {
+class CACHELOCK_API Mutex {
  public:
   /// Takes nothing yet. Throws: ConfigError if `options.ttl` is not positive.
   explicit Mutex(std::string key, LockOptions options = {});

@@ -5,6 +5,8 @@
 // (CACHELOCK_HAS_MEMCACHED is then 1).
 #pragma once
 
+#include <cachelock/export.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -18,7 +20,7 @@
 namespace cachelock {
 
 /// One memcached server, parsed from Django's LOCATION syntax.
-struct MemcachedServer {
+struct CACHELOCK_API MemcachedServer {
   /// Host name, IPv4 or IPv6 address (without brackets), or a socket path.
   std::string host;
   /// TCP port; 0 for a unix socket.
@@ -108,7 +110,7 @@ struct MemcachedServerStats {
 /// connection is closed, so a late reply is never taken for a later call's.
 ///
 /// Thread safety: safe to share between threads.
-class MemcachedCache final : public Cache {
+class CACHELOCK_API MemcachedCache final : public Cache {
  public:
   /// Connects lazily, on first use. Throws: ConfigError for bad options (as
   /// check(), or a setting libmemcached refuses).

@@ -1,6 +1,8 @@
 // In-process cache, the counterpart of Django's LocMemCache.
 #pragma once
 
+#include <cachelock/export.hpp>
+
 #include <memory>
 
 #include "cachelock/cache.hpp"
@@ -23,7 +25,7 @@ namespace cachelock {
 /// and is woken then (wait_until_absent), rather than polling.
 ///
 /// Thread safety: safe to share between threads.
-class MemoryCache final : public Cache {
+class CACHELOCK_API MemoryCache final : public Cache {
  public:
   /// An empty cache. Throws: ConfigError as Cache; std::system_error if the
   /// system has no random source for the hash seed.

@@ -1,6 +1,8 @@
 // Named caches ("aliases"), as Django's CACHES setting names them.
 #pragma once
 
+#include <cachelock/export.hpp>
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -38,7 +40,7 @@ class Cache;
 /// its exit, even after that cache was replaced here.
 ///
 /// Thread safety: safe to share between threads.
-class CacheRegistry {
+class CACHELOCK_API CacheRegistry {
  public:
   using Factory = std::function<std::shared_ptr<Cache>()>;
 

@@ -1,6 +1,8 @@
 // Internals of once() that its templates need (not part of the public API).
 #pragma once
 
+#include <cachelock/export.hpp>
+
 #include <algorithm>
 #include <cstddef>
 #include <functional>
@@ -41,7 +43,7 @@ struct fmt::formatter<cachelock::detail::Unformattable> {
 namespace cachelock::detail {
 
 /// The type-independent part of a once wrapper: template, options, lock.
-class OnceCore {
+class CACHELOCK_API OnceCore {
  public:
   /// Checks the template against `params` and `arity` (unknown: nullopt).
   /// Throws: ConfigError.

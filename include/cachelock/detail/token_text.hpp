@@ -1,6 +1,8 @@
 // The owner token a Lock keeps inside itself (not part of the public API).
 #pragma once
 
+#include <cachelock/export.hpp>
+
 #include <cassert>
 #include <cstddef>
 #include <string_view>
@@ -10,7 +12,7 @@ namespace cachelock::detail {
 /// An owner token kept inside its guard. Tokens are bounded (a host name has
 /// at most 64 bytes, the numbers at most 20 digits), so taking a lock
 /// allocates nothing for its token.
-class TokenText {
+class CACHELOCK_API TokenText {
  public:
   static constexpr std::size_t capacity = 136;
 
