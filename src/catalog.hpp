@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cachelock/export.hpp"
 #include "cachelock/registry.hpp"
 
 namespace cachelock {
@@ -55,9 +56,10 @@ const Backend* find_backend(std::string_view name);
 /// Every accepted BACKEND value, for the message about an unknown one:
 /// "memory, file, ... or dummy, or Django's locmem.LocMemCache, ...".
 std::string known_backends();
-/// The backend that made `cache`, or null for a cache made in code by other means.
-const Backend* backend_of(const Cache& cache);
+/// The backend that made `cache`, or null for a cache made in code by other
+/// means. Exported, as backends_that_run() is, for the cachelock command.
+CACHELOCK_API const Backend* backend_of(const Cache& cache);
 /// The short names of the backends `run` accepts: "file or memcached".
-std::string backends_that_run();
+CACHELOCK_API std::string backends_that_run();
 
 }  // namespace cachelock::detail

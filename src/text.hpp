@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "cachelock/errors.hpp"
+#include "cachelock/export.hpp"
 
 namespace cachelock::detail {
 
@@ -15,12 +16,13 @@ namespace cachelock::detail {
 /// controls among them), so that text from users and caches cannot steer a
 /// terminal. Backslashes stay as they are: text that quote() escaped already
 /// is not escaped twice.
-std::string printable(std::string_view s);
+/// Exported, as quote() is, for the cachelock command.
+CACHELOCK_API std::string printable(std::string_view s);
 
 /// `s` between `mark`s (single quotes by default), escaped as printable()
 /// escapes, and the mark and backslashes too, so a message shows a key or
 /// value exactly.
-std::string quote(std::string_view s, char mark = '\'');
+CACHELOCK_API std::string quote(std::string_view s, char mark = '\'');
 
 /// How many bytes of a key a message shows: keys come from callers and can
 /// be of any length, a message must stay short.
