@@ -10,7 +10,6 @@
 #include <string_view>
 #include <vector>
 
-#include "cachelock/export.hpp"
 #include "cachelock/registry.hpp"
 
 namespace cachelock {
@@ -58,8 +57,8 @@ const Backend* find_backend(std::string_view name);
 std::string known_backends();
 /// The backend that made `cache`, or null for a cache made in code by other
 /// means. Exported, as backends_that_run() is, for the cachelock command.
-CACHELOCK_API const Backend* backend_of(const Cache& cache);
+const Backend* backend_of(const Cache& cache);
 /// The short names of the backends `run` accepts: "file or memcached".
-CACHELOCK_API std::string backends_that_run();
+std::string backends_that_run();
 
 }  // namespace cachelock::detail

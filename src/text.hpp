@@ -7,7 +7,6 @@
 #include <string_view>
 
 #include "cachelock/errors.hpp"
-#include "cachelock/export.hpp"
 
 namespace cachelock::detail {
 
@@ -17,12 +16,12 @@ namespace cachelock::detail {
 /// terminal. Backslashes stay as they are: text that quote() escaped already
 /// is not escaped twice.
 /// Exported, as quote() is, for the cachelock command.
-CACHELOCK_API std::string printable(std::string_view s);
+std::string printable(std::string_view s);
 
 /// `s` between `mark`s (single quotes by default), escaped as printable()
 /// escapes, and the mark and backslashes too, so a message shows a key or
 /// value exactly.
-CACHELOCK_API std::string quote(std::string_view s, char mark = '\'');
+std::string quote(std::string_view s, char mark = '\'');
 
 /// How many bytes of a key a message shows: keys come from callers and can
 /// be of any length, a message must stay short.
