@@ -56,7 +56,7 @@ const Backend* find_backend(std::string_view name);
 /// "memory, file, ... or dummy, or Django's locmem.LocMemCache, ...".
 std::string known_backends();
 /// The backend that made `cache`, or null for a cache made in code by other
-/// means. Exported, as backends_that_run() is, for the cachelock command.
+/// means.
 const Backend* backend_of(const Cache& cache);
 /// The short names of the backends `run` accepts: "file or memcached".
 std::string backends_that_run();

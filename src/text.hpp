@@ -15,7 +15,6 @@ namespace cachelock::detail {
 /// controls among them), so that text from users and caches cannot steer a
 /// terminal. Backslashes stay as they are: text that quote() escaped already
 /// is not escaped twice.
-/// Exported, as quote() is, for the cachelock command.
 std::string printable(std::string_view s);
 
 /// `s` between `mark`s (single quotes by default), escaped as printable()

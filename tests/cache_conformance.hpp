@@ -296,18 +296,25 @@ TEST_CASE_TEMPLATE_DEFINE("locks on the backend: held, expired, extended", B, co
     CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), cachelock::LockError);
   }
   SUBCASE("extend keeps a lock past its first ttl") {
-    // Stretched under the sanitizers: a stall longer than the ttl between two
-    // extends would lose the lock, as it should, and fail the test.
-    const auto stretched = test::slow(ttl);
+    // Twice the short ttl, and stretched under the sanitizers: a stall longer
+    // than the ttl between two extends would lose the lock, as it should, and
+    // fail the test (seen with memcached's 1 s in full runs of the suite).
+    const auto stretched = test::slow(2 * ttl);
     cachelock::Lock lock{"job", {.cache = cache, .ttl = stretched}};
     const std::chrono::milliseconds run_for = 2 * B::expired_after;
     auto until = std::chrono::steady_clock::now() + std::max(run_for, 3 * stretched);
     // Sleep, then extend, so the checks after the loop follow an extend at
     // once: with a sleep last, a stall of one ttl before them (seen twice on
     // a loaded machine) lost the lock, as it should.
+    auto extended_at = std::chrono::steady_clock::now();
     while (std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(ttl / 4);
+      INFO("ms since the last extend: ", std::chrono::duration_cast<std::chrono::milliseconds>(
+                                               std::chrono::steady_clock::now() - extended_at)
+                                               .count());
+      INFO("stored: ", cache->get("job").value_or("(nothing)"), ", ours: ", lock.token());
       REQUIRE(lock.extend());
+      extended_at = std::chrono::steady_clock::now();
       CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), cachelock::LockError);
     }
     CHECK(cache->get("job") == lock.token());

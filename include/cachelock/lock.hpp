@@ -5,7 +5,7 @@
 //            with the lock's ttl: the key is taken only if absent.
 //   release  `erase_if_equals(key, token)`: a holder whose lock expired and
 //            was taken by someone else cannot delete the new owner's lock.
-//   extend   `replace_if_equals(key, token, token, ttl)`, same guarantee.
+//   extend   `replace_if_equals(key, token, retimed token, ttl)`, same guarantee.
 // Every lock expires (its ttl, else the cache's TIMEOUT), so a crashed holder
 // blocks its key for one ttl at most. A backend failure is never taken for
 // success: acquire throws CacheError and the lock is not held.
