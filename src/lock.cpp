@@ -253,6 +253,9 @@ bool Lock::try_acquire_until(Clock::time_point deadline, bool retry_errors) {
 
 std::string Lock::token() const {
   if (!hold_) return {};
+  // In a child of fork() the hold is the parent's, and its mutex may have
+  // been held by a renewal thread at the fork: none runs here, so read it as is.
+  if (hold_->fork_generation != detail::fork_generation()) return std::string{hold_->token.text()};
   std::lock_guard guard{hold_->mutex};
   return std::string{hold_->token.text()};
 }

@@ -142,9 +142,10 @@ class Renewer {
           return;
         }
         gone = true;  // someone else's token, or none: the lock is gone
-      } catch (const std::exception&) {
-        // Unreachable for now; the watcher gives the lock up if this lasts
-        // until two thirds of the ttl have passed.
+      } catch (...) {
+        // Unreachable for now (or a custom cache threw something that is no
+        // std::exception: on this thread it would end the process); the
+        // watcher gives the lock up if this lasts until two thirds of the ttl.
         set_due(item, Clock::now() + std::min(retry_cap, item.ttl / 10));
       }
     }

@@ -206,7 +206,44 @@ class HangingCache : public test::MapCache {
     return MapCache::replace_if_equals_(key, expected, value, timeout);
   }
 };
+
+// A cache whose compare-and-swap throws what is not a std::exception.
+class OddlyThrowingCache : public test::MapCache {
+ protected:
+  bool replace_if_equals_(std::string_view, std::string_view, std::string_view, cachelock::Timeout) override {
+    throw 42;
+  }
+};
 }  // namespace
+
+TEST_CASE("a renewal that throws a non-standard exception gives the lock up, not the process") {
+  test::FreshRegistry fresh;
+  auto cache = std::make_shared<OddlyThrowingCache>();
+  std::atomic<bool> lost{false};
+  Lock lock{"job", {.cache = cache, .ttl = test::slow(300ms), .renew = true, .on_lost = [&] { lost = true; }}};
+  CHECK(test::eventually([&] { return lost.load(); }, test::slow(2s)));
+  CHECK(lock.lost());
+}
+
+TEST_CASE("a child of fork() reads a lock's token while the parent's renewal held it") {
+  test::FreshRegistry fresh;
+  auto cache = std::make_shared<HangingCache>();
+  cache->hang = true;  // the renewal at a third of the ttl hangs, holding the hold's mutex
+  Lock lock{"job", {.cache = cache, .ttl = test::slow(600ms), .renew = true}};
+  auto token = lock.token();
+  std::this_thread::sleep_for(test::slow(300ms));  // the renewal is under way
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::alarm(5);  // a deadlock ends the child by SIGALRM
+    ::_exit(lock.token() == token ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  cache->hang = false;
+}
 
 TEST_CASE("renew gives a lock up two thirds into its ttl even while a renewal hangs") {
   test::FreshRegistry fresh;
