@@ -8,7 +8,6 @@
 #include <thread>
 
 #include <cachelock/cachelock.hpp>
-#include <cachelock/once.hpp>
 
 using namespace std::chrono_literals;
 

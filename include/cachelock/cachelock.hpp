@@ -1,5 +1,5 @@
-// cachelock: locks that live in a cache. The umbrella header: everything but
-// once, which brings {fmt}'s formatting with it (<cachelock/once.hpp>).
+// cachelock: locks that live in a cache. The umbrella header: all of the
+// public API. <cachelock/lock.hpp> alone is lighter: once.hpp brings {fmt}.
 #pragma once
 
 #include "cachelock/cache.hpp"
@@ -9,6 +9,7 @@
 #include "cachelock/file_cache.hpp"
 #include "cachelock/lock.hpp"
 #include "cachelock/memory_cache.hpp"
+#include "cachelock/once.hpp"
 #if CACHELOCK_HAS_MEMCACHED
 #include "cachelock/memcached_cache.hpp"
 #endif
