@@ -43,8 +43,10 @@ struct Hold {
   Token token;                            // the stored token (guarded by mutex)
   std::chrono::milliseconds ttl{0};       // renewals store this lifetime (guarded by mutex)
   std::uint64_t fork_generation = 0;      // of the process that took it
-  bool owns = false;                      // Lock::owns_lock(); the Lock's thread only
-  bool was_lost = false;                  // Lock::lost() after release; the Lock's thread only
+  // Lock::owns_lock() and Lock::lost() after release. Atomic: an on_lost
+  // may release the lock from a renewal thread while its owner looks.
+  std::atomic<bool> owns{false};
+  std::atomic<bool> was_lost{false};
   bool renewing = false;                  // handed to the renewal threads: never taken again
 
   std::atomic<HoldState> state{HoldState::released};

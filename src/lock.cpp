@@ -299,17 +299,19 @@ bool Lock::extend(std::optional<milliseconds> ttl) {
   if (!owns_lock() || hold_->fork_generation != detail::fork_generation()) return false;
   auto& hold = *hold_;
   check_ttl(ttl, hold.key);
-  auto requested = ttl ? ttl : hold.options.ttl;
-  Timeout timeout = hold.cache->resolve(requested ? Timeout{*requested} : Timeout::standard());
-  auto lifetime = lifetime_of(timeout);
-  if (hold.renewing && lifetime) check_renewable(hold, *lifetime);
+  // Under the mutex from here: an on_lost that releases this lock from a
+  // renewal thread takes the cache away under it.
   std::lock_guard guard{hold.mutex};
-  if (hold.state.load() != detail::HoldState::held) {
+  if (hold.state.load() != detail::HoldState::held || !hold.cache) {
     // Given up by the renewal threads: the guard owns nothing, but release()
     // still removes a token a renewal may have stored meanwhile.
     hold.owns = false;
     return false;
   }
+  auto requested = ttl ? ttl : hold.options.ttl;
+  Timeout timeout = hold.cache->resolve(requested ? Timeout{*requested} : Timeout::standard());
+  auto lifetime = lifetime_of(timeout);
+  if (hold.renewing && lifetime) check_renewable(hold, *lifetime);
   auto next = hold.token.retimed(lifetime);
   auto started = Clock::now();
   if (!hold.cache->replace_if_equals(hold.key, hold.token.text(), next.text(), timeout)) {

@@ -124,7 +124,9 @@ struct CacheRegistry::Impl {
 };
 
 CacheRegistry& CacheRegistry::global() {
-  static CacheRegistry registry{Environment{}};
+  // Never destroyed: its fork handlers lock its mutex, and locks may still
+  // be taken or released during static destruction.
+  static CacheRegistry& registry = *new CacheRegistry{Environment{}};
   return registry;
 }
 

@@ -53,18 +53,8 @@ class Renewer {
 
   void add(std::shared_ptr<Hold> hold) {
     std::lock_guard lock{mutex_};
+    start_threads();  // first, so that a hold it throws for is never renewed
     items_.push_back(std::move(hold));
-    if (!started_) {
-      // The threads block every signal: a program's signal handlers must
-      // not run on a thread it does not know about.
-      sigset_t all, previous;
-      sigfillset(&all);
-      pthread_sigmask(SIG_SETMASK, &all, &previous);
-      std::thread{[this] { renew_due(); }}.detach();
-      std::thread{[this] { watch(); }}.detach();
-      pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-      started_ = true;
-    }
     wake_.notify_all();  // mutex_ is held
   }
 
@@ -152,11 +142,37 @@ class Renewer {
     if (gone) declare_lost(item);
   }
 
+  // Starts whichever of the two threads is not running yet (mutex_ held).
+  // They block every signal: a program's signal handlers must not run on a
+  // thread it does not know about. If a thread cannot start (too many
+  // threads), the caller's mask is restored and the next add tries again.
+  void start_threads() {
+    if (renewing_ && watching_) return;
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    try {
+      if (!renewing_) {
+        std::thread{[this] { renew_due(); }}.detach();
+        renewing_ = true;
+      }
+      if (!watching_) {
+        std::thread{[this] { watch(); }}.detach();
+        watching_ = true;
+      }
+    } catch (...) {
+      pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+      throw;
+    }
+    pthread_sigmask(SIG_SETMASK, &previous, nullptr);
+  }
+
   const std::uint64_t generation_;
   std::mutex mutex_;
   std::condition_variable wake_;
   std::vector<std::shared_ptr<Hold>> items_;
-  bool started_ = false;
+  bool renewing_ = false;  // renew_due() runs
+  bool watching_ = false;  // watch() runs
 };
 
 }  // namespace

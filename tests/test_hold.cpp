@@ -2,9 +2,15 @@
 // never cross, and the guard stays small.
 #include <doctest/doctest.h>
 
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <future>
 #include <random>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -95,3 +101,83 @@ TEST_CASE("release() from inside on_lost does not wait for itself") {
   CHECK(lock.lost());
   CHECK_FALSE(lock.release());
 }
+
+TEST_CASE("extend() on the owner's thread while on_lost releases the lock on a renewal thread") {
+  // The owner keeps trying to extend through errors while the renewal
+  // threads give the lock up and on_lost releases it: each reads what the
+  // other changes (ThreadSanitizer runs this suite).
+  for (int round = 0; round < 8; ++round) {
+    auto cache = std::make_shared<UnreachableCache>();
+    std::atomic<bool> released{false};
+    Lock lock{"job", std::defer_lock,
+              {.cache = cache, .ttl = test::slow(30ms), .renew = true, .on_lost = [&] {
+                 lock.release();
+                 released = true;
+               }}};
+    lock.acquire();
+    auto until = std::chrono::steady_clock::now() + test::slow(5s);
+    int extends = 0;
+    while (!released && std::chrono::steady_clock::now() < until) {
+      try {
+        bool extended = lock.extend();
+        CHECK_FALSE(extended);  // lost, or released under it
+      } catch (const cachelock::CacheError&) {
+        ++extends;  // the server is unreachable: as expected while held
+      }
+    }
+    REQUIRE(released);
+    CHECK(extends > 0);
+    CHECK_FALSE(lock.owns_lock());
+    CHECK_FALSE(lock.extend());
+  }
+}
+
+// Not built under ThreadSanitizer, which cannot start threads in the child
+// of a threaded process; the plain and AddressSanitizer runs cover it.
+#if !defined(__SANITIZE_THREAD__)
+namespace {
+// Whether `signal` is blocked on the calling thread.
+bool blocked(int signal) {
+  sigset_t mask;
+  pthread_sigmask(SIG_SETMASK, nullptr, &mask);
+  return sigismember(&mask, signal) == 1;
+}
+
+// In a child process whose user may run only one more process or thread:
+// the first renewing lock cannot start the renewal threads. What went wrong,
+// as an exit code (0: nothing).
+int renewal_threads_refused_then_allowed() {
+  if (geteuid() == 0 && (setgid(65534) != 0 || setuid(65534) != 0)) return 10;  // root ignores the limit
+  rlimit limit{};
+  getrlimit(RLIMIT_NPROC, &limit);
+  rlimit tight{1, limit.rlim_max};
+  if (setrlimit(RLIMIT_NPROC, &tight) != 0) return 11;
+  auto cache = std::make_shared<cachelock::MemoryCache>();
+  cachelock::LockOptions options{.cache = cache, .ttl = 300ms, .renew = true};
+  bool refused = false;
+  try {
+    Lock lock{"renew-start", options};
+  } catch (const std::system_error&) {
+    refused = true;
+  }
+  if (!refused) return 12;
+  if (blocked(SIGTERM) || blocked(SIGINT)) return 13;  // the threads' mask leaked to the caller
+  if (cache->get("renew-start")) return 14;           // taken and left behind
+  if (setrlimit(RLIMIT_NPROC, &limit) != 0) return 15;
+  Lock lock{"renew-start", options};
+  std::this_thread::sleep_for(600ms);  // two ttls: only renewals keep it
+  if (cache->get("renew-start") != lock.token()) return 16;
+  return 0;
+}
+}  // namespace
+
+TEST_CASE("a renewing lock whose threads cannot start is refused, and the next one starts them") {
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) _exit(renewal_threads_refused_then_allowed());
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+#endif

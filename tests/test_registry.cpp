@@ -1,6 +1,9 @@
 // CacheRegistry in code: the built-in default, aliases, factories.
 #include <doctest/doctest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <thread>
 #include <vector>
@@ -9,6 +12,33 @@
 
 using cachelock::CacheRegistry;
 using cachelock::ConfigError;
+
+namespace {
+// Made before main, so destroyed after the global registry was first used:
+// a lock taken and a fork made during static destruction must still find
+// the registry (its fork handlers lock its mutex). ASan reports a use after
+// free if the registry has gone; a failure here ends the program with 3.
+struct AfterMain {
+  ~AfterMain() {
+    if (!used) return;
+    try {
+      cachelock::Lock lock{"after-main"};
+      pid_t child = fork();
+      if (child == 0) _exit(0);
+      int status = 0;
+      if (child < 0 || waitpid(child, &status, 0) != child || status != 0) _exit(3);
+    } catch (...) {
+      _exit(3);
+    }
+  }
+  bool used = false;
+} after_main;
+}  // namespace
+
+TEST_CASE("the global registry outlives static destruction") {
+  CacheRegistry::global().get();
+  after_main.used = true;  // checked as the program ends
+}
 
 TEST_CASE("a new registry holds one memory alias named default") {
   CacheRegistry registry;
