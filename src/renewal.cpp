@@ -109,7 +109,11 @@ class Renewer {
       sleep_until_next(lock, give_up_of);
       auto expiring = items_past(give_up_of);
       lock.unlock();  // on_lost is the holder's code
-      for (const auto& item : expiring) declare_lost(*item);
+      for (const auto& item : expiring) {
+        // Looked at again: while an earlier on_lost ran, a renewal may have
+        // moved this one's give-up point.
+        if (give_up_of(*item) <= Clock::now()) declare_lost(*item);
+      }
       lock.lock();
     }
   }

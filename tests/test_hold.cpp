@@ -132,6 +132,58 @@ TEST_CASE("extend() on the owner's thread while on_lost releases the lock on a r
   }
 }
 
+namespace {
+// Renewals fail until `hang_from`; the first one after it hangs until
+// `hang_until` and then succeeds, as do all later ones. Entries never
+// expire, so only the watcher can end a lock.
+class LateRenewalCache : public test::MapCache {
+ public:
+  LateRenewalCache(std::chrono::steady_clock::time_point hang_from, std::chrono::steady_clock::time_point hang_until)
+      : hang_from_{hang_from}, hang_until_{hang_until} {}
+
+ protected:
+  bool replace_if_equals_(std::string_view key, std::string_view expected, std::string_view value,
+                          cachelock::Timeout timeout) override {
+    if (std::chrono::steady_clock::now() < hang_from_) throw cachelock::CacheError("server unreachable");
+    if (!hung_.exchange(true)) std::this_thread::sleep_until(hang_until_);
+    return MapCache::replace_if_equals_(key, expected, value, timeout);
+  }
+  void set_(std::string_view key, std::string_view value, cachelock::Timeout) override {
+    MapCache::set_(key, value, cachelock::Timeout::never());
+  }
+
+ private:
+  std::chrono::steady_clock::time_point hang_from_, hang_until_;
+  std::atomic<bool> hung_{false};
+};
+}  // namespace
+
+TEST_CASE("a lock renewed while the watcher ran another's on_lost is not declared lost") {
+  // Times from t0, in slow() units. `first` is given up at 100 and its
+  // on_lost keeps the watcher busy until 250, so its next look (at 250)
+  // finds `other` and `late` past their give-up points (200), with `late`'s
+  // renewal hanging since about 180. `other`'s on_lost then runs until 550;
+  // meanwhile `late`'s renewal succeeds at 350 and the next ones follow.
+  // When the watcher comes to `late` it is renewed (until 650 at least), and
+  // must not be declared lost.
+  auto t0 = std::chrono::steady_clock::now();
+  auto sleeping = [](std::chrono::milliseconds pause) {
+    return [pause] { std::this_thread::sleep_for(test::slow(pause)); };
+  };
+  auto unreachable = std::make_shared<UnreachableCache>();
+  Lock first{"first", {.cache = unreachable, .ttl = test::slow(150ms), .renew = true, .on_lost = sleeping(150ms)}};
+  Lock other{"other", {.cache = unreachable, .ttl = test::slow(300ms), .renew = true, .on_lost = sleeping(300ms)}};
+  auto late_cache = std::make_shared<LateRenewalCache>(t0 + test::slow(170ms), t0 + test::slow(350ms));
+  std::atomic<bool> late_lost{false};
+  Lock late{"late", {.cache = late_cache, .ttl = test::slow(300ms), .renew = true, .on_lost = [&] { late_lost = true; }}};
+  std::this_thread::sleep_until(t0 + test::slow(800ms));
+  CHECK(first.lost());
+  CHECK(other.lost());
+  CHECK_FALSE(late_lost);
+  CHECK_FALSE(late.lost());
+  CHECK(late.release());
+}
+
 // Not built under ThreadSanitizer, which cannot start threads in the child
 // of a threaded process; the plain and AddressSanitizer runs cover it.
 #if !defined(__SANITIZE_THREAD__)
