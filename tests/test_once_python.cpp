@@ -211,7 +211,7 @@ TEST_CASE("once writes bools, None, optionals, integers and text as Python's str
   const Value<std::int64_t> ints[] = {
       {"0", 0}, {"42", 42}, {"-7", -7}, {"10**18", 1'000'000'000'000'000'000},
       {"-2**63", std::numeric_limits<std::int64_t>::min()}};
-  const char* const int_specs[] = {"", "04d", "x", "#x", "X", "#b", "o", "+", " ", ">6", "*^9", "d", "s", "."};
+  const char* const int_specs[] = {"", "04d", "x", "#x", "X", "#b", "o", "+", " ", ">6", "*^9", "<05", "^05", "d", "s", "."};
   for (const auto& n : ints) {
     for (const auto* spec : int_specs) table.add(std::string{"i-{n:"} + spec + "}", {"n"}, n.python, n.value);
   }
@@ -244,9 +244,16 @@ TEST_CASE("what Python writes but cachelock does not support throws, saying so, 
                        "once key template 'g-{x:n}': format spec 'n' for a float: 'n' is not supported: its text "
                        "depends on the Python process's locale",
                        ConfigError);
-  // '=' alignment on an integer or a bool: {fmt}'s integer spec has none.
+  // '=' alignment and float types on an integer or a bool: {fmt}'s integer spec has neither.
   auto aligned = once("i-{n:=+7}", {.params = {"n"}}, [](int) {});
   CHECK_THROWS_AS(aligned(7), ConfigError);
+  CHECK_THROWS_AS(aligned(true), ConfigError);
+  auto as_float = once("i-{n:.2f}", {.params = {"n"}}, [](int) {});
+  CHECK_THROWS_AS(as_float(7), ConfigError);
+  CHECK_THROWS_AS(as_float(true), ConfigError);
+  // Zero padding on text: Python pads with zeros ("abc00"), {fmt}'s string spec has none.
+  CHECK_THROWS_AS(once("s-{s:05}", {.params = {"s"}}, [](const std::string&) {})("abc"), ConfigError);
+  CHECK_THROWS_AS(once("i-{n!r}", {.params = {"n"}}, [](int) {}), ConfigError);  // when the wrapper is made
   auto nested = once("g-{x:.{p}f}", {.params = {"x", "p"}}, [](double, int) {});
   CHECK_THROWS_WITH_AS(nested(1.5, 2),
                        "once key template 'g-{x:.{p}f}': a float's format spec cannot hold a nested field",
