@@ -20,7 +20,7 @@
 #include <cachelock/once.hpp>
 
 #include "memcached_server.hpp"
-#include "process.hpp"
+#include "python_peer.hpp"
 #include "support.hpp"
 
 using cachelock::ConfigError;
@@ -28,27 +28,15 @@ using cachelock::once;
 
 namespace {
 
-std::string env_or_fail(const char* name) {
-  const char* value = std::getenv(name);
-  if (!value || !*value) {
-    FAIL(std::string{name} << " is not set: run the tests through meson, with Django and pymemcache "
-                 "installed (apt-get install python3-django python3-pymemcache; scripts/setup test does)");
-  }
-  return value;
-}
-
-// What tests/once_peer.py printed for `args`, without the last newline.
+// What tests/once_peer.py printed for `args`.
 std::string peer(std::vector<std::string> args) {
-  std::string script = env_or_fail("CACHELOCK_DJANGO_PEER");
+  std::string script = test::env_or_fail("CACHELOCK_DJANGO_PEER");
   script = script.substr(0, script.rfind('/') + 1) + "once_peer.py";
-  args.insert(args.begin(), {env_or_fail("CACHELOCK_PYTHON"), script});
-  test::Process process{args, {{"PYTHONPATH", nullptr}, {"PYTHONHOME", nullptr}}};
-  auto status = process.wait();
-  INFO("once_peer.py exited " << status << ", stderr:\n" << process.err() << process.start_error());
-  REQUIRE(status == 0);
-  auto out = process.out();
-  if (!out.empty() && out.back() == '\n') out.pop_back();
-  return out;
+  args.insert(args.begin(), {test::env_or_fail("CACHELOCK_PYTHON"), script});
+  auto result = test::run_peer(args);
+  INFO("once_peer.py exited " << result.status << ", stderr:\n" << result.err);
+  REQUIRE(result.status == 0);
+  return result.out;
 }
 
 // Cases formatted by us and by Python: each adds one line of the script
