@@ -7,7 +7,10 @@
 //
 // The key template is a {fmt} format string over the call's arguments: named
 // fields use OnceOptions::params (`{day}`), positional ones the argument
-// index (`{0}`, `{}`), and format specs apply (`{n:04d}`). The template is
+// index (`{0}`, `{}`), and format specs apply (`{n:04d}`). Values are written
+// as Python's str.format writes them (True, 1.0, None), so a key is the one
+// python-cachelock's once makes from the same template and arguments
+// (README: "once keys are Python's keys"). The template is
 // checked when the wrapper is made (unknown names, indexes past the
 // function's arity, bad syntax, spaces or control characters in its literal
 // text) and throws ConfigError then, not at the first call. Each call formats

@@ -17,28 +17,9 @@
 #include <fmt/args.h>
 #include <fmt/format.h>
 
+#include "cachelock/detail/key_fields.hpp"
 #include "cachelock/lock.hpp"
 #include "cachelock/options.hpp"
-
-namespace cachelock::detail {
-/// Stands in for an argument {fmt} cannot format; formatting it throws.
-struct Unformattable {
-  std::size_t index;
-};
-}  // namespace cachelock::detail
-
-template <>
-struct fmt::formatter<cachelock::detail::Unformattable> {
-  constexpr auto parse(format_parse_context& ctx) -> decltype(ctx.begin()) {
-    auto it = ctx.begin();
-    while (it != ctx.end() && *it != '}') ++it;
-    return it;
-  }
-  auto format(const cachelock::detail::Unformattable& arg, [[maybe_unused]] format_context& ctx) const
-      -> decltype(ctx.out()) {
-    throw format_error(fmt::format("argument {} has a type that cannot be formatted", arg.index));
-  }
-};
 
 namespace cachelock::detail {
 
@@ -94,27 +75,6 @@ struct callable_arity<F, std::void_t<decltype(&F::operator())>> {
 };
 
 using ArgStore = fmt::dynamic_format_arg_store<fmt::format_context>;
-
-/// What {fmt} is given for the argument at `index`: text as a string_view,
-/// a class by reference (no copy of the caller's object), a scalar by value,
-/// and a stand-in that fails to format for a type {fmt} cannot format.
-template <class T>
-decltype(auto) format_form(std::size_t index, const T& value) {
-  using V = std::remove_cvref_t<T>;
-  if constexpr (std::is_null_pointer_v<V>) {
-    return std::string_view{"(null)"};
-  } else if constexpr (std::is_pointer_v<V> && std::is_convertible_v<V, std::string_view>) {
-    return std::string_view{value != nullptr ? value : "(null)"};
-  } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
-    return std::string_view{value};
-  } else if constexpr (!fmt::is_formattable<V>::value) {
-    return Unformattable{index};
-  } else if constexpr (std::is_class_v<V>) {
-    return static_cast<const T&>(value);
-  } else {
-    return V{value};
-  }
-}
 
 /// Formats the key template with `args`, named after the parameters (all of
 /// them or none: see format_key_dynamic() for the rest). The arguments live
