@@ -9,9 +9,11 @@ namespace cachelock::detail {
 
 namespace {
 
+constexpr std::string_view pymemcache_backend = "django.core.cache.backends.memcached.PyMemcacheCache";
+
 constexpr std::string_view names[] = {
     "memcached",
-    "django.core.cache.backends.memcached.PyMemcacheCache",
+    pymemcache_backend,
     "django.core.cache.backends.memcached.PyLibMCCache",
     "django.core.cache.backends.memcached.MemcachedCache",
 };
@@ -60,8 +62,10 @@ void parse_option(const std::string& name, const Field& value, MemcachedOptions&
       options.distribution = MemcachedDistribution::modula;
     } else if (text == "ketama") {
       options.distribution = MemcachedDistribution::ketama;
+    } else if (text == "rendezvous") {
+      options.distribution = MemcachedDistribution::rendezvous;
     } else {
-      value.expected("modula or ketama");
+      value.expected("modula, ketama or rendezvous");
     }
   } else if (name == "pool_size" || name == "max_pool_size") {
     options.pool_size = static_cast<std::size_t>(integer_between(value, 1, 100'000));
@@ -98,6 +102,9 @@ CacheRegistry::Factory parse(const AliasFields& alias, CacheOptions cache) {
   } else {
     location->expected("host:port, unix:/path, or a list of them");
   }
+  options.backend = alias.backend.text();
+  // Keys go where the Django client named by BACKEND puts them.
+  if (options.backend == pymemcache_backend) options.distribution = MemcachedDistribution::rendezvous;
   if (alias.options) {
     alias.options->for_each_entry(
         [&](const std::string& name, const Field& value) { parse_option(name, value, options); });
