@@ -1,5 +1,7 @@
 // The memcached backend in the catalog: Django's PyMemcacheCache,
 // PyLibMCCache and MemcachedCache.
+#include <optional>
+
 #include "cachelock/memcached_cache.hpp"
 #include "catalog.hpp"
 #include "settings_field.hpp"
@@ -9,10 +11,13 @@ namespace cachelock::detail {
 
 namespace {
 
+constexpr std::string_view pymemcache_backend = "django.core.cache.backends.memcached.PyMemcacheCache";
+constexpr std::string_view pylibmc_backend = "django.core.cache.backends.memcached.PyLibMCCache";
+
 constexpr std::string_view names[] = {
     "memcached",
-    "django.core.cache.backends.memcached.PyMemcacheCache",
-    "django.core.cache.backends.memcached.PyLibMCCache",
+    pymemcache_backend,
+    pylibmc_backend,
     "django.core.cache.backends.memcached.MemcachedCache",
 };
 
@@ -39,6 +44,24 @@ void add_servers(const Field& field, std::string_view text, MemcachedOptions& op
   }
 }
 
+// The OPTIONS Django passes to pymemcache's HashClient that have no
+// counterpart here (the others share parse_option's names). Returns false
+// for any other name. None of them can make a lock pass when its server
+// fails: a lock always fails closed, and a failed server is never taken
+// out of the placement.
+bool parse_pymemcache_option(const std::string& name, const Field& value) {
+  if (name == "use_pooling" || name == "ignore_exc") {
+    value.boolean();  // connections are always pooled; server errors are never misses
+  } else if (name == "retry_attempts") {
+    integer_between(value, 0, 1'000'000);  // after them HashClient drops a server; we never do
+  } else if (name == "dead_timeout") {
+    if (value.seconds() < 0) value.expected("a number of seconds, 0 or more");  // when it takes one back
+  } else {
+    return false;
+  }
+  return true;
+}
+
 void parse_option(const std::string& name, const Field& value, MemcachedOptions& options) {
   if (name == "binary") {
     options.binary = value.boolean();
@@ -60,8 +83,10 @@ void parse_option(const std::string& name, const Field& value, MemcachedOptions&
       options.distribution = MemcachedDistribution::modula;
     } else if (text == "ketama") {
       options.distribution = MemcachedDistribution::ketama;
+    } else if (text == "rendezvous") {
+      options.distribution = MemcachedDistribution::rendezvous;
     } else {
-      value.expected("modula or ketama");
+      value.expected("modula, ketama or rendezvous");
     }
   } else if (name == "pool_size" || name == "max_pool_size") {
     options.pool_size = static_cast<std::size_t>(integer_between(value, 1, 100'000));
@@ -98,9 +123,14 @@ CacheRegistry::Factory parse(const AliasFields& alias, CacheOptions cache) {
   } else {
     location->expected("host:port, unix:/path, or a list of them");
   }
+  options.backend = alias.backend.text();
+  // Keys go where the Django client named by BACKEND puts them.
+  if (options.backend == pymemcache_backend) options.distribution = MemcachedDistribution::rendezvous;
   if (alias.options) {
-    alias.options->for_each_entry(
-        [&](const std::string& name, const Field& value) { parse_option(name, value, options); });
+    alias.options->for_each_entry([&](const std::string& name, const Field& value) {
+      if (options.backend == pymemcache_backend && parse_pymemcache_option(name, value)) return;
+      parse_option(name, value, options);
+    });
     if (!options.username.empty() && !options.binary) {
       alias.options->fail("username needs binary: true (SASL works only with the binary protocol)");
     }
@@ -123,13 +153,43 @@ std::string describe(Cache& cache) {
   return "memcached " + servers;
 }
 
+std::string_view name_of(MemcachedDistribution distribution) {
+  switch (distribution) {
+    case MemcachedDistribution::modula: return "modula";
+    case MemcachedDistribution::ketama: return "ketama";
+    case MemcachedDistribution::rendezvous: return "rendezvous";
+  }
+  return "unknown";
+}
+
+// With several servers, a Django client and cachelock see each other's
+// locks only if they put each key on the same server.
+std::optional<std::string> placement_warning(const MemcachedOptions& options) {
+  if (options.servers.size() < 2) return std::nullopt;
+  const bool rendezvous = options.distribution == MemcachedDistribution::rendezvous;
+  std::string_view client, how;
+  if (options.backend == pymemcache_backend && !rendezvous) {
+    client = "PyMemcacheCache";
+    how = "pymemcache's rendezvous hashing; remove distribution";
+  } else if (options.backend == pylibmc_backend && rendezvous) {
+    client = "PyLibMCCache";
+    how = "libmemcached's modula or ketama; remove distribution";
+  } else {
+    return std::nullopt;
+  }
+  return fmt::format("warning: distribution {} does not place keys as Django's {} does ({}): Django and "
+                     "cachelock would look for one lock on different servers",
+                     name_of(options.distribution), client, how);
+}
+
 // An evicting memcached can drop a held lock before its ttl: say for each
 // server whether it may evict (`stats settings`), and whether it has.
 std::vector<std::string> warnings(Cache& cache) {
   auto& memcached = static_cast<MemcachedCache&>(cache);
+  std::vector<std::string> lines;
+  if (auto warning = placement_warning(memcached.memcached_options())) lines.push_back(*warning);
   auto counters = memcached.stats();
   auto settings = memcached.stats("settings");
-  std::vector<std::string> lines;
   for (std::size_t i = 0; i < settings.size(); ++i) {
     const auto& values = settings[i].values;
     auto setting = values.find("evictions");

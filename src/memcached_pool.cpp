@@ -8,6 +8,7 @@
 
 #include "cachelock/errors.hpp"
 #include "fork.hpp"
+#include "rendezvous.hpp"
 #include "text.hpp"
 
 namespace cachelock::detail::memcached {
@@ -16,10 +17,30 @@ using std::chrono::milliseconds;
 
 namespace {
 
+// libmemcached's hash, replaced for rendezvous placement: it returns the
+// position of the server pymemcache picks, which the modula distribution
+// (position = hash % count) then takes as it is.
+std::uint32_t rendezvous_position(const char* key, std::size_t length, void* context) {
+  return static_cast<const detail::Rendezvous*>(context)->pick({key, length});
+}
+
+// Makes libmemcached place keys as pymemcache does. The hash function and
+// its context are copied into every clone of `master` (the pool's handles).
+void place_by_rendezvous(memcached_st* master, const detail::Rendezvous& placement) {
+  hashkit_st kit;
+  hashkit_create(&kit);
+  bool set = hashkit_set_custom_function(&kit, rendezvous_position, const_cast<detail::Rendezvous*>(&placement)) ==
+                 HASHKIT_SUCCESS &&
+             memcached_set_hashkit(master, &kit) == MEMCACHED_SUCCESS;
+  hashkit_free(&kit);
+  if (!set) throw ConfigError("memcached options: cannot set rendezvous placement");
+}
+
 // One handle configured from the options: the template the pool clones.
-// Throws: ConfigError if libmemcached refuses a setting, CacheError (with the
-// bare reason) if it cannot allocate.
-memcached_st* make_master(const MemcachedOptions& o) {
+// `placement` is set for rendezvous distribution, and must outlive the
+// handle and its clones. Throws: ConfigError if libmemcached refuses a
+// setting, CacheError (with the bare reason) if it cannot allocate.
+memcached_st* make_master(const MemcachedOptions& o, const detail::Rendezvous* placement) {
   memcached_st* master = memcached_create(nullptr);
   if (master == nullptr) throw CacheError("cannot allocate a libmemcached handle");
   auto fail = [&](std::string what, memcached_return_t rc) {
@@ -61,6 +82,14 @@ memcached_st* make_master(const MemcachedOptions& o) {
       o.distribution == MemcachedDistribution::ketama ? MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA
                                                       : MEMCACHED_DISTRIBUTION_MODULA,
       "distribution");
+  if (placement) {
+    try {
+      place_by_rendezvous(master, *placement);
+    } catch (const ConfigError&) {
+      memcached_free(master);
+      throw;
+    }
+  }
   if (!o.username.empty()) {
     if (auto rc = memcached_set_sasl_auth_data(master, o.username.c_str(), o.password.c_str());
         rc != MEMCACHED_SUCCESS) {
@@ -88,8 +117,11 @@ void abandon(Connections* connections) noexcept {
 Connections::Connections(const MemcachedOptions& options, std::uint64_t generation_)
     : generation{generation_}, size{options.pool_size}, available{options.pool_size},
       wait{options.timeout}, sends_cas{std::make_unique<std::atomic<bool>[]>(options.servers.size())},
-      greetings{std::make_unique<Greeting[]>(options.servers.size())} {
-  master = make_master(options);
+      greetings{std::make_unique<Greeting[]>(options.servers.size())},
+      placement{options.distribution == MemcachedDistribution::rendezvous
+                    ? std::make_unique<const detail::Rendezvous>(options.servers)
+                    : nullptr} {
+  master = make_master(options, placement.get());
   locator = memcached_clone(nullptr, master);
   pool = locator ? memcached_pool_create(master, 1, static_cast<std::uint32_t>(options.pool_size))
                  : nullptr;

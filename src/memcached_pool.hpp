@@ -18,6 +18,7 @@
 
 #include "cachelock/memcached_cache.hpp"
 #include "memcached_errors.hpp"
+#include "rendezvous.hpp"
 
 namespace cachelock::detail::memcached {
 
@@ -67,6 +68,9 @@ struct Connections {
   // handle's connection to that server served a call. Made when a handle is
   // first used, freed with the pool; guarded by mutex.
   std::vector<std::unique_ptr<bool[]>> served;
+  // For rendezvous distribution: the hash of every handle above points to
+  // it (see make_master); null otherwise.
+  const std::unique_ptr<const detail::Rendezvous> placement;
   Connections* next_abandoned = nullptr;
 };
 

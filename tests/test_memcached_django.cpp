@@ -1,8 +1,6 @@
 // Interoperability with Django: a lock taken by one side is seen by the other.
 //
-// Django runs in a child process: tests/django_peer.py under the Python that
-// has Django, pymemcache and pylibmc (Debian's /usr/bin/python3; meson passes
-// it as $CACHELOCK_PYTHON and the script as $CACHELOCK_DJANGO_PEER).
+// Django runs in a child process: tests/django_peer.py (see django_peer.hpp).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -11,37 +9,17 @@
 #include <string>
 #include <vector>
 
+#include "django_peer.hpp"
 #include "memcached_server.hpp"
-#include "python_peer.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
 using cachelock::Lock;
 using cachelock::LockError;
 using cachelock::MemcachedCache;
+using test::Django;
 
 namespace {
-
-// One Django process using the alias {BACKEND, LOCATION, KEY_PREFIX, VERSION}.
-struct Django {
-  std::string backend;  // PyMemcacheCache or PyLibMCCache
-  std::string locations;
-  std::string key_prefix;
-  int version;
-  std::string options = "{}";  // OPTIONS, as JSON
-
-  // The JSON line Django printed for `command`.
-  std::string operator()(std::vector<std::string> command) const {
-    std::vector<std::string> argv{test::env_or_fail("CACHELOCK_PYTHON"),
-                                  test::env_or_fail("CACHELOCK_DJANGO_PEER"),
-                                  backend, locations, key_prefix, std::to_string(version), options};
-    argv.insert(argv.end(), command.begin(), command.end());
-    auto result = test::run_peer(argv);
-    INFO("django_peer.py " << command.at(0) << " exited " << result.status << ", stderr:\n" << result.err);
-    REQUIRE(result.status == 0);
-    return result.out;
-  }
-};
 
 const char* const backends[] = {"PyMemcacheCache", "PyLibMCCache"};
 
@@ -167,9 +145,10 @@ TEST_CASE("django: ketama distribution matches PyLibMCCache's ketama behavior") 
 }
 
 TEST_CASE("django: PyMemcacheCache spreads keys over several servers its own way") {
-  // What the README warns about: pymemcache's HashClient does not hash as
-  // libmemcached does, so with more than one server a PyMemcacheCache alias
-  // and cachelock can look for one key on different servers.
+  // pymemcache's HashClient does not hash as libmemcached does: with more
+  // than one server, modula or ketama would look for a key on another server
+  // than Django's PyMemcacheCache (rendezvous does not:
+  // test_memcached_rendezvous.cpp; `check` warns about the others).
   auto& a = test::shared_memcached();
   test::MemcachedProcess b;
   Django django{"PyMemcacheCache", a.location() + "," + b.location(), test::unique("pymemcache"), 1};

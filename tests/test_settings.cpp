@@ -437,7 +437,7 @@ TEST_CASE("malformed settings: each gets its exact error, none crashes") {
        "connect_timeout, timeout, retry_timeout, server_failure_limit, distribution, pool_size, "
        "username, password"},
       {"memcached-binary-word", ":6:15: CACHES.default.OPTIONS.binary: expected true or false, got \"maybe\""},
-      {"memcached-distribution", ":6:21: CACHES.default.OPTIONS.distribution: expected modula or ketama, got \"random\""},
+      {"memcached-distribution", ":6:21: CACHES.default.OPTIONS.distribution: expected modula, ketama or rendezvous, got \"random\""},
       {"memcached-timeout-zero",
        ":6:16: CACHES.default.OPTIONS.timeout: expected a number of seconds greater than 0, got \"0\""},
       {"memcached-timeout-huge",

@@ -40,6 +40,9 @@ struct CACHELOCK_API MemcachedServer {
 enum class MemcachedDistribution {
   modula,  ///< hash modulo server count: libmemcached's default, as Django's PyLibMCCache
   ketama,  ///< consistent hashing: fewer keys move when a server is added or removed
+  /// pymemcache's HashClient, as Django's PyMemcacheCache: each key goes to
+  /// the server with the highest murmur3 score of "<node>-<key>"
+  rendezvous,
 };
 
 /// Connection settings (Django's LOCATION and OPTIONS for memcached).
@@ -62,6 +65,10 @@ struct MemcachedOptions {
   /// retry_timeout has passed; 0 acts as 1, at most 1000.
   unsigned server_failure_limit = 2;
   MemcachedDistribution distribution = MemcachedDistribution::modula;
+  /// The BACKEND the settings named (a Django path, or "memcached"), for
+  /// `cachelock check`'s warning when `distribution` cannot place keys as
+  /// that Django client does; empty for options made in code.
+  std::string backend{};
   /// Connections kept for concurrent use; a call waits up to `timeout` for one.
   std::size_t pool_size = 8;
   /// SASL credentials (binary protocol only); empty: no authentication.
