@@ -161,6 +161,28 @@ inline Ran run(const std::vector<std::string>& argv, const std::map<std::string,
   return {code, process.out(), process.err()};
 }
 
+/// Runs `body` (returning an int) in a child of fork() and waits for it:
+/// the child's exit code (body's result; 125 if it threw), 128 + the signal
+/// that ended it, or -1 if fork() or waitpid() failed. The child leaves by
+/// _exit(), so it never returns into the test runner.
+template <class Body>
+int exit_code_in_child(Body body) {
+  pid_t child = ::fork();
+  if (child < 0) return -1;
+  if (child == 0) {
+    int code = 125;
+    try {
+      code = body();
+    } catch (...) {
+    }
+    ::_exit(code);
+  }
+  int status = 0;
+  if (::waitpid(child, &status, 0) != child) return -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+}
+
 /// Polls `done` every 20 ms until it holds or `limit` passes.
 template <class Done>
 bool eventually(Done done, std::chrono::milliseconds limit = std::chrono::seconds{10}) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cache_conformance.hpp"
+#include "process.hpp"
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
@@ -55,25 +56,6 @@ std::size_t files_in(const std::string& dir) {
   std::size_t n = 0;
   for (const auto& entry : fs::directory_iterator(dir)) n += entry.path().extension() == ".cachelock";
   return n;
-}
-
-// Runs `child` in a forked process and returns its exit status (0: success).
-template <class Child>
-int in_child(Child child) {
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int code = 1;
-    try {
-      code = child();
-    } catch (...) {
-      code = 2;
-    }
-    ::_exit(code);
-  }
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 }  // namespace
@@ -121,7 +103,7 @@ TEST_CASE("file: a lock taken in one process is seen by another") {
   auto dir = fresh_dir("shared");
   auto cache = std::make_shared<cachelock::FileCache>(cachelock::FileOptions{.directory = dir});
   cachelock::Lock mine{"job", {.cache = cache}};
-  CHECK(in_child([&] {
+  CHECK(test::exit_code_in_child([&] {
           cachelock::FileCache other{{.directory = dir}};
           try {
             cachelock::Lock theirs{"job", {.cache = std::make_shared<cachelock::FileCache>(
@@ -132,7 +114,7 @@ TEST_CASE("file: a lock taken in one process is seen by another") {
           return other.get("job") ? 0 : 11;
         }) == 0);
   CHECK(mine.release());
-  CHECK(in_child([&] {
+  CHECK(test::exit_code_in_child([&] {
           cachelock::Lock theirs{"job", {.cache = std::make_shared<cachelock::FileCache>(
                                              cachelock::FileOptions{.directory = dir})}};
           return theirs.owns_lock() ? 0 : 12;
@@ -142,7 +124,7 @@ TEST_CASE("file: a lock taken in one process is seen by another") {
 TEST_CASE("file: a holder killed with SIGKILL leaves the key until its ttl, then free") {
   auto dir = fresh_dir("killed");
   auto cache = std::make_shared<cachelock::FileCache>(cachelock::FileOptions{.directory = dir});
-  int status = in_child([&] {
+  int status = test::exit_code_in_child([&] {
     cachelock::Lock held{"job", {.cache = cache, .ttl = 700ms}};
     ::kill(::getpid(), SIGKILL);
     return 0;
@@ -352,7 +334,7 @@ TEST_CASE("file: a directory removed while in use is made again, and shared with
   CHECK_FALSE(cache->get("before").has_value());
   cachelock::Lock mine{"job", {.cache = cache}};
   CHECK(fs::exists(cache->path_for("job")));
-  CHECK(in_child([&] {
+  CHECK(test::exit_code_in_child([&] {
           cachelock::FileCache other{{.directory = dir}};
           return other.get("job") ? 0 : 1;
         }) == 0);
