@@ -134,7 +134,8 @@ AliasSettings parse_alias(const std::string& name, const Field& alias,
                           std::move(made));
   };
   if (key_function_name.empty()) return {name, build(std::move(cache))};
-  auto unregistered = key_function->message(fmt::format("{} is not a registered key function", quote(key_function_name)));
+  auto unregistered =
+      key_function->message(fmt::format("{} is not a registered key function", quote(key_function_name)));
   return {name, with_key_function(std::move(key_function_name), std::move(unregistered), key_functions,
                                   std::move(cache), build)};
 }

@@ -23,8 +23,12 @@ struct Project {
   fs::path dir = fs::temp_directory_path() / test::unique("cachelock-aliases-" + std::to_string(::getpid()));
   std::string settings = (dir / "settings.yaml").string();
 
-  explicit Project(const std::string& caches) {
+  /// `caches`: the settings, where LOCKS stands for a directory for file locks.
+  explicit Project(std::string caches) {
     fs::create_directories(dir);
+    for (auto at = caches.find("LOCKS"); at != std::string::npos; at = caches.find("LOCKS", at)) {
+      caches.replace(at, 5, locks());
+    }
     std::ofstream{settings} << caches;
   }
   ~Project() {
@@ -44,6 +48,13 @@ struct Project {
     return test::run(argv, {{"CACHELOCK_SETTINGS", nullptr}});
   }
 };
+
+// That `ran` exited with `code`, saying only `error` (on stderr).
+void check_refused(const test::Ran& ran, int code, const std::string& error) {
+  CHECK(ran.code == code);
+  CHECK(ran.err == "cachelock: " + error + "\n");
+  CHECK(ran.out.empty());
+}
 
 const std::string sessions_error =
     ":10:14: CACHES.sessions.BACKEND: alias 'sessions' cannot be used: BACKEND 'django_redis.cache.RedisCache' "
@@ -71,11 +82,10 @@ TEST_CASE("cli aliases: unserved aliases are listed by check, refused when used,
                 "    LOCATION: " + server.location() + "\n    TIMEOUT: 60\n";
   locks_kind = "memcached " + server.location();
 #else
-  Project scratch{""};
-  locks_lines = "  locks:\n    BACKEND: file\n    LOCATION: " + scratch.locks() + "\n    TIMEOUT: 60\n";
-  locks_kind = "file " + scratch.locks();
+  locks_lines = "  locks:\n    BACKEND: file\n    LOCATION: LOCKS\n    TIMEOUT: 60\n";
 #endif
   Project project{mixed_caches(locks_lines)};
+  if (locks_kind.empty()) locks_kind = "file " + project.locks();
 
   auto check = project.run({"check"});
   CHECK(check.code == 0);
@@ -87,29 +97,23 @@ TEST_CASE("cli aliases: unserved aliases are listed by check, refused when used,
   CHECK(project.run({"--alias", "locks", "run", key, "--", "true"}).code == 0);
   for (const auto& [alias, error] : {std::pair{"sessions", sessions_error}, {"table", table_error}}) {
     CAPTURE(alias);
-    auto expected = "cachelock: " + project.settings + error + "\n";
     for (const auto& ran : {project.run({"--alias", alias, "run", key, "--", "true"}),
                             project.run({"--alias", alias, "status", key}),
                             project.run({"--alias", alias, "release", key, "--force"})}) {
-      CHECK(ran.code == 78);
-      CHECK(ran.err == expected);
-      CHECK(ran.out.empty());
+      check_refused(ran, 78, project.settings + error);
     }
   }
 }
 
 TEST_CASE("cli aliases: an unserved default alias fails commands without --alias, and check says so") {
-  Project project{"CACHES:\n  default:\n    BACKEND: django_redis.cache.RedisCache\n"};
-  std::ofstream{project.settings, std::ios::app} << "  locks:\n    BACKEND: file\n    LOCATION: " << project.locks()
-                                                 << "\n";
+  Project project{"CACHES:\n  default:\n    BACKEND: django_redis.cache.RedisCache\n"
+                  "  locks:\n    BACKEND: file\n    LOCATION: LOCKS\n"};
   auto error = project.settings +
                ":3:14: CACHES.default.BACKEND: alias 'default' cannot be used: BACKEND "
                "'django_redis.cache.RedisCache' is not served by cachelock: it has no Redis backend yet";
-  auto run = project.run({"run", "job", "--", "true"});
-  CHECK(run.code == 78);
-  CHECK(run.err == "cachelock: " + error +
-                       "; it is the default alias: name a served one with DEFAULT_CACHELOCK_ALIAS, or give the "
-                       "lock an alias\n");
+  check_refused(project.run({"run", "job", "--", "true"}), 78,
+                error + "; it is the default alias: name a served one with DEFAULT_CACHELOCK_ALIAS, or give the "
+                        "lock an alias");
   CHECK(project.run({"--alias", "locks", "run", "job", "--", "true"}).code == 0);
 
   auto check = project.run({"check"});
@@ -129,13 +133,10 @@ TEST_CASE("cli aliases: check fails when no alias is served at all") {
 }
 
 TEST_CASE("cli aliases: TIMEOUT 0 loads, and run needs --ttl on it") {
-  Project project{""};
-  std::ofstream{project.settings} << "CACHES:\n  default:\n    BACKEND: file\n    LOCATION: " << project.locks()
-                                  << "\n    TIMEOUT: 0\n";
-  auto refused = project.run({"run", "job", "--", "true"});
-  CHECK(refused.code == 64);
-  CHECK(refused.err == "cachelock: alias 'default' has TIMEOUT 0, which means expire at once (as in Django): "
-                       "without --ttl the lock on 'job' would be free as soon as it is taken\n");
+  Project project{"CACHES:\n  default:\n    BACKEND: file\n    LOCATION: LOCKS\n    TIMEOUT: 0\n"};
+  check_refused(project.run({"run", "job", "--", "true"}), 64,
+                "alias 'default' has TIMEOUT 0, which means expire at once (as in Django): without --ttl the lock "
+                "on 'job' would be free as soon as it is taken");
   CHECK(project.run({"run", "job", "--ttl", "5", "--", "true"}).code == 0);
   auto check = project.run({"check"});
   CHECK(check.code == 0);
@@ -143,15 +144,12 @@ TEST_CASE("cli aliases: TIMEOUT 0 loads, and run needs --ttl on it") {
 }
 
 TEST_CASE("cli aliases: the command registers no key function, so an alias with KEY_FUNCTION fails") {
-  Project project{""};
-  std::ofstream{project.settings} << "CACHES:\n  default:\n    BACKEND: file\n    LOCATION: " << project.locks()
-                                  << "\n    KEY_FUNCTION: myproject.cache.make_key\n";
+  Project project{"CACHES:\n  default:\n    BACKEND: file\n    LOCATION: LOCKS\n"
+                  "    KEY_FUNCTION: myproject.cache.make_key\n"};
   auto error = project.settings +
                ":5:19: CACHES.default.KEY_FUNCTION: 'myproject.cache.make_key' is not a registered key function "
                "(registered: none); register it with CacheRegistry::add_key_function before the alias is used";
-  auto run = project.run({"run", "job", "--", "true"});
-  CHECK(run.code == 78);
-  CHECK(run.err == "cachelock: " + error + "\n");
+  check_refused(project.run({"run", "job", "--", "true"}), 78, error);
   auto check = project.run({"check"});
   CHECK(check.code == 69);
   CHECK(check.out.find(": failed: " + error + "\n") != std::string::npos);

@@ -220,11 +220,12 @@ TEST_CASE("django settings: KEY_FUNCTION makes the stored keys with a function r
   CHECK(message_of([&] { registry.get(); }) == with("'myproject.cache.other'"));
 
   // Registered after the settings were loaded: found at the alias's first use.
-  registry.add_key_function("myproject.cache.lower_key", [](std::string_view key, std::string_view prefix, int version) {
-    std::string out = std::string{prefix} + "/" + std::to_string(version) + "/";
-    for (unsigned char c : key) out += static_cast<char>(std::tolower(c));
-    return out;
-  });
+  registry.add_key_function("myproject.cache.lower_key",
+                            [](std::string_view key, std::string_view prefix, int version) {
+                              std::string out = std::string{prefix} + "/" + std::to_string(version) + "/";
+                              for (unsigned char c : key) out += static_cast<char>(std::tolower(c));
+                              return out;
+                            });
   auto cache = registry.get();
   CHECK(cache->make_key("Job") == "site/3/job");
   // Two user keys, one stored key: one lock, as Django would see it.
@@ -267,10 +268,9 @@ TEST_CASE("django settings: memcached stores the key the key function made") {
   test::FreshRegistry fresh;
   auto& server = test::shared_memcached();
   auto& registry = CacheRegistry::global();
-  registry.add_key_function("myproject.keys.tagged",
-                            [](auto key, auto prefix, int version) {
-                              return "tag-" + std::string{prefix} + "-" + std::to_string(version) + "-" + std::string{key};
-                            });
+  registry.add_key_function("myproject.keys.tagged", [](auto key, auto prefix, int version) {
+    return "tag-" + std::string{prefix} + "-" + std::to_string(version) + "-" + std::string{key};
+  });
   registry.load_yaml("CACHES:\n  default:\n    BACKEND: memcached\n    LOCATION: " + server.location() +
                      "\n    KEY_PREFIX: app\n    KEY_FUNCTION: myproject.keys.tagged\n");
   auto key = test::unique("tagged");

@@ -237,7 +237,9 @@ int check(const Globals& globals) {
       // Listed, but no failure: a Django project's other caches (Redis for
       // sessions, say) sit beside the aliases its locks use.
       line += fmt::format("not served: {}", *why);
-      if (alias == default_alias) line += "\n  commands without --alias fail: name a served alias with DEFAULT_CACHELOCK_ALIAS";
+      if (alias == default_alias) {
+        line += "\n  commands without --alias fail: name a served alias with DEFAULT_CACHELOCK_ALIAS";
+      }
       print_lines(line);
       continue;
     }
