@@ -13,8 +13,10 @@ Cache::Cache(CacheOptions options) : Cache{std::move(options), HookKeys::stored}
 
 Cache::Cache(CacheOptions options, HookKeys hook_keys)
     : options_{std::move(options)},
-      key_head_{fmt::format("{}:{}:", options_.key_prefix, options_.version)},
-      hook_keys_{hook_keys} {
+      key_head_{options_.key_function ? "" : fmt::format("{}:{}:", options_.key_prefix, options_.version)},
+      // Django contends on the stored key: where a key function makes it,
+      // two user keys can be one lock, so the hooks must see stored keys.
+      hook_keys_{options_.key_function ? HookKeys::stored : hook_keys} {
   if (options_.timeout.is_standard()) {
     throw ConfigError("cache options: timeout must be a duration or never, not standard()");
   }
@@ -28,6 +30,14 @@ std::string Cache::stored_key(std::string_view key) const {
 
 std::string Cache::hook_key(std::string_view key) const {
   if (key.empty()) throw InvalidKeyError("empty key; a key needs at least one character");
+  if (options_.key_function) {
+    auto stored = options_.key_function(key, options_.key_prefix, options_.version);
+    if (stored.empty()) {
+      throw InvalidKeyError(fmt::format("the key function made an empty key of {}", detail::quote_key(key)));
+    }
+    detail::check_stored_key({}, stored);
+    return stored;
+  }
   detail::check_stored_key(key_head_, key);
   return hook_keys_ == HookKeys::user ? std::string{key} : key_head_ + std::string{key};
 }

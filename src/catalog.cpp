@@ -1,5 +1,8 @@
 #include "catalog.hpp"
 
+#include <algorithm>
+#include <cctype>
+
 #include <fmt/format.h>
 
 #include "cachelock/config.hpp"
@@ -39,6 +42,35 @@ namespace {
 // The table: one line per backend, in the order messages list them.
 constinit const Backend* const backends[] = {&memory_backend, &file_backend, &memcached_backend, &dummy_backend};
 
+// Caches Django projects use that cachelock does not serve, and why.
+struct Unserved {
+  std::string_view name;
+  std::string_view why;
+};
+constexpr std::string_view no_redis = "it has no Redis backend yet";
+constexpr Unserved unserved[] = {
+    {"django.core.cache.backends.redis.RedisCache", no_redis},
+    {"django_redis.cache.RedisCache", no_redis},
+    {"django.core.cache.backends.db.DatabaseCache", "it does not keep locks in a database table"},
+};
+
+constexpr std::string_view django_backends = "django.core.cache.backends.";
+
+// A Python dotted path ("package.module.Class"): what Django imports.
+bool is_dotted_path(std::string_view name) {
+  std::size_t parts = 0;
+  for (std::size_t start = 0; start <= name.size(); ++parts) {
+    auto end = std::min(name.find('.', start), name.size());
+    auto part = name.substr(start, end - start);
+    if (part.empty() || std::isdigit(static_cast<unsigned char>(part.front()))) return false;
+    for (unsigned char c : part) {
+      if (!std::isalnum(c) && c != '_') return false;
+    }
+    start = end + 1;
+  }
+  return parts >= 2;
+}
+
 // "a, b or c"
 template <class Names>
 std::string one_of(const Names& names) {
@@ -61,13 +93,21 @@ const Backend* find_backend(std::string_view name) {
   return nullptr;
 }
 
+std::string unserved_reason(std::string_view name) {
+  if (find_backend(name)) return {};
+  for (const auto& backend : unserved) {
+    if (backend.name == name) return std::string{backend.why};
+  }
+  if (!is_dotted_path(name) || name.starts_with(django_backends)) return {};
+  return fmt::format("it serves only {}", known_backends());
+}
+
 std::string known_backends() {
-  constexpr std::string_view django = "django.core.cache.backends.";
   std::vector<std::string_view> short_names, paths;
   for (const auto* backend : backends) {
     short_names.push_back(backend->name());
     for (auto name : backend->names.subspan(1)) {
-      paths.push_back(name.starts_with(django) ? name.substr(django.size()) : name);
+      paths.push_back(name.starts_with(django_backends) ? name.substr(django_backends.size()) : name);
     }
   }
   return fmt::format("{}, or Django's {}", one_of(short_names), one_of(paths));

@@ -55,6 +55,13 @@ const Backend* find_backend(std::string_view name);
 /// Every accepted BACKEND value, for the message about an unknown one:
 /// "memory, file, ... or dummy, or Django's locmem.LocMemCache, ...".
 std::string known_backends();
+/// Why cachelock does not serve the BACKEND `name` ("it has no Redis
+/// backend yet"): for Django's Redis and database caches, django-redis, and
+/// any other dotted Python path. Empty for a backend it serves, and for a
+/// name that is no backend anywhere (a typo, such as "memcache" or a
+/// django.core.cache.backends path Django does not have), which stays an
+/// error.
+std::string unserved_reason(std::string_view name);
 /// The backend that made `cache`, or null for a cache made in code by other
 /// means.
 const Backend* backend_of(const Cache& cache);

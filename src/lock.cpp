@@ -73,6 +73,15 @@ void check_renewable(const detail::Hold& hold, milliseconds ttl) {
   }
 }
 
+// Only the cache's TIMEOUT can be zero or less: a ttl given is checked positive.
+[[noreturn]] void throw_expired_timeout(const detail::Hold& hold) {
+  throw ConfigError(fmt::format(
+      "lock {}{}: the cache's TIMEOUT is {:g} s, which means expire at once (as in Django): a lock taken "
+      "without a ttl would be free as soon as it is taken; give the lock a ttl",
+      detail::quote_key(hold.key), where(hold),
+      std::chrono::duration<double>(hold.cache->options().timeout.duration()).count()));
+}
+
 [[noreturn]] void throw_held(const detail::Hold& hold) {
   if (hold.options.wait.count() > 0) {
     throw LockError(fmt::format("lock {}{} is still held after waiting {} ms", detail::quote_key(hold.key),
@@ -224,6 +233,7 @@ bool Lock::try_acquire_until(Clock::time_point deadline, bool retry_errors) {
   auto& hold = *hold_;
   hold.cache = hold.options.cache ? hold.options.cache : CacheRegistry::global().get(hold.options.alias);
   Timeout ttl = hold.cache->resolve(hold.options.ttl ? Timeout{*hold.options.ttl} : Timeout::standard());
+  if (ttl.is_expired()) throw_expired_timeout(hold);
   auto lifetime = lifetime_of(ttl);
   bool renew = hold.options.renew && lifetime;
   if (renew) check_renewable(hold, *lifetime);

@@ -11,6 +11,7 @@
 
 #include "cachelock/errors.hpp"
 #include "cachelock/memory_cache.hpp"
+#include "key_functions.hpp"
 #include "settings.hpp"
 #include "text.hpp"
 
@@ -20,13 +21,22 @@ namespace {
 
 using Factory = CacheRegistry::Factory;
 
-// One alias: a cache, or a factory that builds it once on first use.
+// One alias: a cache, or a factory that builds it once on first use, or
+// the reason it cannot be used.
 struct Slot {
   explicit Slot(std::shared_ptr<Cache> built) : cache_{std::move(built)}, built_{true} {}
   explicit Slot(Factory make) : factory_{std::move(make)} {}
+  struct Unserved {
+    std::string reason;
+  };
+  explicit Slot(Unserved unserved) : unserved_{std::move(unserved.reason)} {}
+
+  /// The error every use throws, or empty.
+  const std::string& unserved() const noexcept { return unserved_; }
 
   std::shared_ptr<Cache> get(std::string_view alias) {
     if (built_.load(std::memory_order_acquire)) return cache_;
+    if (!unserved_.empty()) throw ConfigError(unserved_);
     // Not std::call_once: a factory that throws must leave the slot ready
     // for another attempt, which call_once does not do reliably everywhere.
     std::lock_guard lock{mutex_};
@@ -41,6 +51,7 @@ struct Slot {
 
  private:
   Factory factory_;
+  std::string unserved_;
   std::mutex mutex_;             // serializes building
   std::shared_ptr<Cache> cache_;  // written once, before built_ is set
   std::atomic<bool> built_{false};
@@ -54,7 +65,9 @@ struct Config {
   static std::shared_ptr<const Config> from(detail::Settings settings) {
     auto config = std::make_shared<Config>();
     for (auto& alias : settings.aliases) {
-      config->slots.emplace(std::move(alias.name), std::make_shared<Slot>(std::move(alias.factory)));
+      auto slot = alias.unserved.empty() ? std::make_shared<Slot>(std::move(alias.factory))
+                                         : std::make_shared<Slot>(Slot::Unserved{std::move(alias.unserved)});
+      config->slots.emplace(std::move(alias.name), std::move(slot));
     }
     config->default_alias = std::move(settings.default_alias);
     return config;
@@ -64,6 +77,10 @@ struct Config {
     auto config = std::make_shared<Config>();
     config->slots.emplace("default", std::make_shared<Slot>(std::make_shared<MemoryCache>()));
     return config;
+  }
+
+  ConfigError unknown(std::string_view alias) const {
+    return ConfigError(fmt::format("unknown cache alias {} (known: {})", detail::quote_key(alias), known()));
   }
 
   std::string known() const {
@@ -88,6 +105,8 @@ void unlock_after_fork() {
 struct CacheRegistry::Impl {
   mutable std::mutex mutex;  // guards config (the pointer, not the Config)
   std::shared_ptr<const Config> config = Config::built_in();
+  // Code registers these, not settings: they outlive loads and resets.
+  std::shared_ptr<detail::KeyFunctions> key_functions = std::make_shared<detail::KeyFunctions>();
   // Set until $CACHELOCK_SETTINGS was loaded, or load_file(), load_yaml() or
   // reset() replaced the configuration. A file named there that fails to
   // load keeps it set: every use then reports the error.
@@ -109,7 +128,7 @@ struct CacheRegistry::Impl {
       return;
     }
     try {
-      config = Config::from(detail::read_settings_file(path));
+      config = Config::from(detail::read_settings_file(path, key_functions));
     } catch (const ConfigError& e) {
       throw ConfigError(fmt::format("$CACHELOCK_SETTINGS: {}", e.what()));
     }
@@ -152,13 +171,13 @@ bool CacheRegistry::load_settings(const std::string& path) {
 CacheRegistry::~CacheRegistry() = default;
 
 void CacheRegistry::load_file(const std::string& path) {
-  auto config = Config::from(detail::read_settings_file(path));
+  auto config = Config::from(detail::read_settings_file(path, impl_->key_functions));
   std::lock_guard lock{impl_->mutex};
   impl_->replace(std::move(config));
 }
 
 void CacheRegistry::load_yaml(std::string_view yaml, std::string_view source) {
-  auto config = Config::from(detail::parse_settings(yaml, source));
+  auto config = Config::from(detail::parse_settings(yaml, source, impl_->key_functions));
   std::lock_guard lock{impl_->mutex};
   impl_->replace(std::move(config));
 }
@@ -194,8 +213,7 @@ void CacheRegistry::remove(std::string_view alias) {
   std::lock_guard lock{impl_->mutex};
   auto it = impl_->config->slots.find(alias);
   if (it == impl_->config->slots.end()) {
-    throw ConfigError(fmt::format("unknown cache alias {} (known: {})", detail::quote_key(alias),
-                                  impl_->config->known()));
+    throw impl_->config->unknown(alias);
   }
   if (alias == impl_->config->default_alias) {
     throw ConfigError(fmt::format("cannot remove alias {}: it is the default alias; "
@@ -212,8 +230,13 @@ std::shared_ptr<Cache> CacheRegistry::get(std::string_view alias) const {
   auto name = alias.empty() ? std::string_view{config->default_alias} : alias;
   auto it = config->slots.find(name);
   if (it == config->slots.end()) {
-    throw ConfigError(fmt::format("unknown cache alias {} (known: {})", detail::quote_key(name),
-                                  config->known()));
+    throw config->unknown(name);
+  }
+  if (alias.empty() && !it->second->unserved().empty()) {
+    // Common after a paste: Django's `default` is often a Redis cache.
+    throw ConfigError(fmt::format("{}; it is the default alias: name a served one with "
+                                  "DEFAULT_CACHELOCK_ALIAS, or give the lock an alias",
+                                  it->second->unserved()));
   }
   return it->second->get(name);
 }
@@ -221,6 +244,16 @@ std::shared_ptr<Cache> CacheRegistry::get(std::string_view alias) const {
 bool CacheRegistry::contains(std::string_view alias) const {
   auto config = impl_->snapshot();
   return config->slots.find(alias) != config->slots.end();
+}
+
+std::optional<std::string> CacheRegistry::unavailable(std::string_view alias) const {
+  auto config = impl_->snapshot();
+  auto it = config->slots.find(alias);
+  if (it == config->slots.end()) {
+    throw config->unknown(alias);
+  }
+  const auto& reason = it->second->unserved();
+  return reason.empty() ? std::nullopt : std::optional{reason};
 }
 
 std::vector<std::string> CacheRegistry::aliases() const {
@@ -242,6 +275,10 @@ void CacheRegistry::set_default_alias(std::string alias) {
   auto next = std::make_shared<Config>(*impl_->config);
   next->default_alias = std::move(alias);
   impl_->config = std::move(next);
+}
+
+void CacheRegistry::add_key_function(std::string name, KeyFunction function) {
+  impl_->key_functions->add(std::move(name), std::move(function));
 }
 
 void CacheRegistry::reset() {

@@ -15,6 +15,7 @@
 
 #include "cachelock/errors.hpp"
 #include "catalog.hpp"
+#include "key_functions.hpp"
 #include "settings_field.hpp"
 #include "text.hpp"
 
@@ -31,14 +32,11 @@ constexpr double min_timeout_seconds = 0.001;
 Timeout parse_timeout(const Field& field) {
   if (field.is_null()) return Timeout::never();
   auto seconds = field.seconds("a number of seconds or null");
-  // Django reads 0 or less as "expire at once": every lock would be free
-  // as soon as it is taken. Below a millisecond a lock's ttl cannot be
-  // kept: locks count whole milliseconds.
-  if (seconds <= 0) {
-    field.fail(fmt::format("must be at least {} seconds, got {} (in Django 0 or less means expire at "
-                           "once: every lock would be free as soon as it is taken; null means never)",
-                           min_timeout_seconds, field.node().Scalar()));
-  }
+  // Django reads 0 or less as "expire at once", and so do we: a Django
+  // alias loads as it is, and a lock taken on it without a ttl of its own
+  // is refused then (lock.cpp). Between 0 and a millisecond is no such
+  // convention, just a ttl too short to keep: locks count whole milliseconds.
+  if (seconds <= 0) return milliseconds_of(seconds);
   if (seconds < min_timeout_seconds) {
     field.fail(fmt::format("must be at least {} seconds (a millisecond, the finest ttl a lock keeps), "
                            "got {}",
@@ -70,8 +68,9 @@ void check_key_room(const Field& field, const CacheOptions& cache) {
   }
 }
 
-AliasSettings parse_alias(const std::string& name, const Field& alias) {
-  std::optional<Field> backend_field, location, timeout, prefix, version, options;
+AliasSettings parse_alias(const std::string& name, const Field& alias,
+                          const std::shared_ptr<const KeyFunctions>& key_functions) {
+  std::optional<Field> backend_field, location, timeout, prefix, version, key_function, options;
   alias.for_each_entry([&](const std::string& key, const Field& value) {
     if (key == "BACKEND") {
       backend_field = value;
@@ -83,12 +82,14 @@ AliasSettings parse_alias(const std::string& name, const Field& alias) {
       prefix = value;
     } else if (key == "VERSION") {
       version = value;
+    } else if (key == "KEY_FUNCTION") {
+      key_function = value;
     } else if (key == "OPTIONS") {
       options = value;
     } else {
       value.fail_at_key(fmt::format("unknown cache setting; known: {}",
                              join_names({"BACKEND", "LOCATION", "TIMEOUT", "KEY_PREFIX", "VERSION",
-                                         "OPTIONS"})));
+                                         "KEY_FUNCTION", "OPTIONS"})));
     }
   });
 
@@ -96,7 +97,16 @@ AliasSettings parse_alias(const std::string& name, const Field& alias) {
   auto backend_text = backend_field->text();
   const Backend* backend = find_backend(backend_text);
   if (!backend) {
-    backend_field->fail(fmt::format("unknown BACKEND {}; expected {}", quote(backend_text), known_backends()));
+    auto why = unserved_reason(backend_text);
+    if (why.empty()) {
+      backend_field->fail(fmt::format("unknown BACKEND {}; expected {}", quote(backend_text), known_backends()));
+    }
+    // The other aliases of a Django project's CACHES stay usable. Its values
+    // are the other backend's to judge (a Redis KEY_PREFIX may hold a
+    // space): only the names of its settings were checked, for typos.
+    return {name, {},
+            backend_field->message(fmt::format("alias {} cannot be used: BACKEND {} is not served by cachelock: {}",
+                                               quote(name), quote(backend_text), why))};
   }
 
   CacheOptions cache;
@@ -110,11 +120,24 @@ AliasSettings parse_alias(const std::string& name, const Field& alias) {
     if (number < INT32_MIN || number > INT32_MAX) version->expected("an integer that fits 32 bits");
     cache.version = static_cast<int>(number);
   }
-  if (prefix) check_key_room(*prefix, cache);
+  std::string key_function_name;
+  if (key_function && !key_function->is_null()) {
+    key_function_name = key_function->text();
+    if (key_function_name.empty()) key_function->expected("the name of a registered key function, or null");
+    if (key_function_name == django_default_key_function) key_function_name.clear();
+  }
+  // A key function decides what it makes of KEY_PREFIX: its keys are checked as they are made.
+  if (prefix && key_function_name.empty()) check_key_room(*prefix, cache);
 
-  return {name, backend->parse({alias, *backend_field, location ? &*location : nullptr,
-                                 options ? &*options : nullptr},
-                                cache)};
+  auto build = [&](CacheOptions made) {
+    return backend->parse({alias, *backend_field, location ? &*location : nullptr, options ? &*options : nullptr},
+                          std::move(made));
+  };
+  if (key_function_name.empty()) return {name, build(std::move(cache))};
+  auto unregistered =
+      key_function->message(fmt::format("{} is not a registered key function", quote(key_function_name)));
+  return {name, with_key_function(std::move(key_function_name), std::move(unregistered), key_functions,
+                                  std::move(cache), build)};
 }
 
 // YAML allows no control byte but tab, line feed and carriage return, and
@@ -162,7 +185,8 @@ std::vector<YAML::Mark> document_starts(std::string_view yaml) {
 
 }  // namespace
 
-Settings parse_settings(std::string_view yaml, std::string_view source) {
+Settings parse_settings(std::string_view yaml, std::string_view source,
+                        const std::shared_ptr<const KeyFunctions>& key_functions) {
   if (yaml.size() > max_settings_size) throw too_large(source, fmt::format("{} bytes", yaml.size()));
   check_text(yaml, source);
   YAML::Node document;
@@ -211,7 +235,7 @@ Settings parse_settings(std::string_view yaml, std::string_view source) {
   if (caches->node().size() == 0) caches->fail("has no aliases; define at least 'default'");
   caches->for_each_entry([&](const std::string& name, const Field& alias) {
     if (name.empty()) alias.fail_at_key("alias names must not be empty");
-    settings.aliases.push_back(parse_alias(name, alias));
+    settings.aliases.push_back(parse_alias(name, alias, key_functions));
   });
 
   auto configured = [&](std::string_view name) {

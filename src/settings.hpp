@@ -11,6 +11,8 @@
 
 namespace cachelock::detail {
 
+class KeyFunctions;
+
 /// Settings are a few dozen lines; anything far larger is not a settings file.
 constexpr std::size_t max_settings_size = 1 << 20;
 
@@ -21,6 +23,9 @@ ConfigError too_large(std::string_view source, std::string_view size);
 struct AliasSettings {
   std::string name;
   CacheRegistry::Factory factory;
+  /// For an alias whose BACKEND cachelock does not serve (a Redis cache,
+  /// say): the ConfigError every use of it throws, and no factory.
+  std::string unserved{};
 };
 
 /// A whole settings file, checked.
@@ -30,11 +35,13 @@ struct Settings {
 };
 
 /// Parses and checks settings. `source` names the text in messages (a file
-/// name). Nothing is connected: factories build caches on first use.
+/// name); a KEY_FUNCTION is looked up in `key_functions` when its alias is
+/// first used. Nothing is connected: factories build caches on first use.
 /// Throws: ConfigError "SOURCE:LINE:COLUMN: CACHES.alias.FIELD: what is wrong".
-Settings parse_settings(std::string_view yaml, std::string_view source);
+Settings parse_settings(std::string_view yaml, std::string_view source,
+                        const std::shared_ptr<const KeyFunctions>& key_functions);
 
 /// Reads and parses a settings file. Throws: ConfigError.
-Settings read_settings_file(const std::string& path);
+Settings read_settings_file(const std::string& path, const std::shared_ptr<const KeyFunctions>& key_functions);
 
 }  // namespace cachelock::detail

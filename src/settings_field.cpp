@@ -71,8 +71,10 @@ bool Field::boolean() const {
   expected("true or false");
 }
 
-void Field::fail_at(YAML::Mark mark, std::string_view what) const {
-  throw ConfigError(fmt::format("{}:{}:{}: {}: {}", source_, mark.line + 1, mark.column + 1, path_, what));
+void Field::fail_at(YAML::Mark mark, std::string_view what) const { throw ConfigError(message_at(mark, what)); }
+
+std::string Field::message_at(YAML::Mark mark, std::string_view what) const {
+  return fmt::format("{}:{}:{}: {}: {}", source_, mark.line + 1, mark.column + 1, path_, what);
 }
 
 std::string Field::expand(std::string_view raw) const {

@@ -33,6 +33,9 @@ class Field {
 
   /// Fails pointing at the value.
   [[noreturn]] void fail(std::string_view what) const { fail_at(mark_, what); }
+  /// The message fail() would throw, for an error reported later, when the
+  /// setting is used: "SOURCE:LINE:COLUMN: PATH: what".
+  std::string message(std::string_view what) const { return message_at(mark_, what); }
   /// Fails pointing at the value's key (for unknown or repeated names).
   [[noreturn]] void fail_at_key(std::string_view what) const { fail_at(key_mark_, what); }
   [[noreturn]] void expected(std::string_view what) const;
@@ -69,6 +72,7 @@ class Field {
 
  private:
   [[noreturn]] void fail_at(YAML::Mark mark, std::string_view what) const;
+  std::string message_at(YAML::Mark mark, std::string_view what) const;
   std::string expand(std::string_view raw) const;
 
   std::string_view source_;

@@ -18,7 +18,7 @@ ConfigError too_large(std::string_view source, std::string_view size) {
                                  max_settings_size));
 }
 
-Settings read_settings_file(const std::string& path) {
+Settings read_settings_file(const std::string& path, const std::shared_ptr<const KeyFunctions>& key_functions) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     throw ConfigError(fmt::format("{}: cannot open the settings file: {}", path, std::strerror(errno)));
@@ -52,7 +52,7 @@ Settings read_settings_file(const std::string& path) {
       throw too_large(path, fmt::format("more than {} bytes", max_settings_size));
     }
   }
-  return parse_settings(text, path);
+  return parse_settings(text, path, key_functions);
 }
 
 }  // namespace cachelock::detail

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -71,11 +72,17 @@ enum class WaitResult {
   unsupported,  ///< this backend cannot watch keys; poll instead
 };
 
+/// Django's KEY_FUNCTION: makes the stored key from a user key, the cache's
+/// `KEY_PREFIX` and `VERSION`, as `f(key, key_prefix, version)` does in Django.
+using KeyFunction = std::function<std::string(std::string_view key, std::string_view key_prefix, int version)>;
+
 /// Settings every backend shares (Django's TIMEOUT, KEY_PREFIX, VERSION,
-/// OPTIONS.MAX_ENTRIES and OPTIONS.CULL_FREQUENCY).
+/// KEY_FUNCTION, OPTIONS.MAX_ENTRIES and OPTIONS.CULL_FREQUENCY).
 struct CacheOptions {
   /// Default lifetime of entries and locks (`TIMEOUT`). Timeout::never() for
-  /// `TIMEOUT: null`: locks taken without a ttl then never expire.
+  /// `TIMEOUT: null`: locks taken without a ttl then never expire. Zero or
+  /// less (Django's "expire at once") is kept, but a lock then needs a ttl
+  /// of its own: taking one without is a ConfigError.
   Timeout timeout = std::chrono::seconds{300};
   /// First part of every stored key (`KEY_PREFIX`).
   std::string key_prefix{};
@@ -88,13 +95,19 @@ struct CacheOptions {
   /// When `max_entries` is reached, evict 1/cull_frequency of the entries;
   /// 0 evicts them all (`CULL_FREQUENCY`, Django's default 3).
   unsigned cull_frequency = 3;
+  /// Makes stored keys instead of Django's default `KEY_PREFIX:VERSION:key`
+  /// (`KEY_FUNCTION`); empty means the default. Its result is checked as
+  /// any stored key is (memcached's rules). Called on every operation, from
+  /// any thread: it must be thread-safe.
+  KeyFunction key_function{};
 };
 
 /// A cache that locks can live in.
 ///
 /// Keys given to the public operations are user keys. Each operation turns
 /// its key into the stored key with Django's key function,
-/// `KEY_PREFIX:VERSION:key` (":1:key" by default), and checks it against
+/// `KEY_PREFIX:VERSION:key` (":1:key" by default) unless
+/// CacheOptions::key_function replaces it, and checks it against
 /// memcached's rules (at most 250 bytes, no space, no control character) on
 /// every backend, so a key that works on one backend works on all of them
 /// and a Django process using the same alias contends for the same entry.
@@ -137,7 +150,8 @@ class CACHELOCK_API Cache {
   /// Removes every entry of this cache (Django's clear()).
   /// Throws: CacheError, also when the backend cannot clear.
   void clear();
-  /// The stored key for `key`: `KEY_PREFIX:VERSION:key`, checked.
+  /// The stored key for `key`: `KEY_PREFIX:VERSION:key` (or what the key
+  /// function makes), checked.
   /// Throws: InvalidKeyError.
   std::string make_key(std::string_view key) const;
   /// The longest stored key any backend accepts (memcached's limit).
@@ -169,7 +183,9 @@ class CACHELOCK_API Cache {
   /// reads may ask for the checked user keys (all its keys share one head).
   enum class HookKeys {
     stored,  ///< the stored key, `KEY_PREFIX:VERSION:key`: what other programs see
-    user,    ///< the user key: for a backend in this process alone (MemoryCache)
+    user,    ///< the user key: for a backend in this process alone (MemoryCache);
+             ///< stored keys all the same when a key function makes them,
+             ///< as it may make one stored key of two user keys
   };
   /// Throws: ConfigError as Cache(CacheOptions).
   Cache(CacheOptions options, HookKeys hook_keys);
@@ -227,7 +243,7 @@ class CACHELOCK_API Cache {
   std::string hook_key(std::string_view key) const;
 
   CacheOptions options_;
-  std::string key_head_;  // "KEY_PREFIX:VERSION:"
+  std::string key_head_;  // "KEY_PREFIX:VERSION:", unless a key function makes the keys
   HookKeys hook_keys_;
 };
 

@@ -1,17 +1,17 @@
 // Named caches ("aliases"), as Django's CACHES setting names them.
 #pragma once
 
+#include <cachelock/cache.hpp>
 #include <cachelock/export.hpp>
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace cachelock {
-
-class Cache;
 
 /// Maps alias names to caches, with a default alias.
 ///
@@ -54,11 +54,21 @@ class CACHELOCK_API CacheRegistry {
   void remove(std::string_view alias);
 
   /// The cache of `alias`; an empty alias means the default alias.
-  /// Throws: ConfigError "unknown cache alias 'x' (known: 'a', 'b')", or what
-  /// the alias's factory throws.
+  /// Throws: ConfigError "unknown cache alias 'x' (known: 'a', 'b')", the
+  /// error of an alias that cachelock does not serve (see unavailable()), or
+  /// what the alias's factory throws.
   std::shared_ptr<Cache> get(std::string_view alias = {}) const;
-  /// Whether `alias` is configured (without building its cache).
+  /// Whether `alias` is configured (without building its cache), whether
+  /// served or not.
   bool contains(std::string_view alias) const;
+  /// Why `alias` cannot be used: the ConfigError get() throws for an alias
+  /// loaded from settings whose BACKEND cachelock does not serve (a Redis or
+  /// database cache, a backend it does not know), e.g.
+  /// "settings.yaml:9:14: CACHES.sessions.BACKEND: alias 'sessions' cannot be
+  /// used: BACKEND 'django_redis.cache.RedisCache' is not served by
+  /// cachelock: it has no Redis backend yet". nullopt for any other alias.
+  /// Throws: ConfigError for an unknown alias.
+  std::optional<std::string> unavailable(std::string_view alias) const;
   /// Configured aliases, sorted.
   std::vector<std::string> aliases() const;
 
@@ -82,8 +92,17 @@ class CACHELOCK_API CacheRegistry {
   /// not, the configuration is unchanged. Throws: as load_file().
   bool load_settings(const std::string& path);
 
-  /// Back to the built-in default configuration.
+  /// Back to the built-in default configuration. Key functions stay.
   void reset();
+
+  /// Registers `function` under `name`, the dotted name an alias's
+  /// KEY_FUNCTION gives (Django's setting names a Python function:
+  /// "myproject.cache.make_key"). It is looked up when the alias is first
+  /// used, so it may be registered after the settings are loaded; an alias
+  /// naming a function not registered by then fails with ConfigError.
+  /// Registering a name again replaces it for aliases first used after.
+  /// Throws: ConfigError for an empty name or an empty function.
+  void add_key_function(std::string name, KeyFunction function);
 
  private:
   struct Environment {};

@@ -109,6 +109,13 @@ int run(const Globals& globals, const RunOptions& options) {
                                        "expire, and a killed cachelock would block {} for ever",
                                        quote(alias), quote(options.key))};
   }
+  if (!ttl && cache->options().timeout.is_expired()) {
+    throw Exit{exit_usage, fmt::format("alias {} has TIMEOUT {:g}, which means expire at once (as in Django): "
+                                       "without --ttl the lock on {} would be free as soon as it is taken",
+                                       quote(alias),
+                                       std::chrono::duration<double>(cache->options().timeout.duration()).count(),
+                                       quote(options.key))};
+  }
   // Made before the lock, which may call on_lost as soon as it is held.
   wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd < 0) throw Exit{exit_unavailable, fmt::format("cannot make an eventfd: {}", std::strerror(errno))};
@@ -211,13 +218,32 @@ std::string describe_cache(cachelock::Cache& cache) {
                      options.version);
 }
 
+// Line by line: a warning goes on a line of its own.
+void print_lines(const std::string& text) {
+  for (std::size_t at = 0, end; at <= text.size(); at = end + 1) {
+    end = std::min(text.find('\n', at), text.size());
+    print(text.substr(at, end - at));
+  }
+}
+
 int check(const Globals& globals) {
   configure(globals);
   auto& registry = cachelock::CacheRegistry::global();
   auto default_alias = registry.default_alias();
-  bool all_ok = true;
+  bool all_ok = true, any_served = false;
   for (const auto& alias : registry.aliases()) {
     std::string line = fmt::format("{}{}: ", alias, alias == default_alias ? " (default)" : "");
+    if (auto why = registry.unavailable(alias)) {
+      // Listed, but no failure: a Django project's other caches (Redis for
+      // sessions, say) sit beside the aliases its locks use.
+      line += fmt::format("not served: {}", *why);
+      if (alias == default_alias) {
+        line += "\n  commands without --alias fail: name a served alias with DEFAULT_CACHELOCK_ALIAS";
+      }
+      print_lines(line);
+      continue;
+    }
+    any_served = true;
     try {
       auto cache = registry.get(alias);
       line += describe_cache(*cache);
@@ -233,14 +259,15 @@ int check(const Globals& globals) {
         for (const auto& warning : backend->warnings(*cache)) line += "\n  " + warning;
       }
     } catch (const cachelock::Error& e) {
-      line += fmt::format(": failed: {}", e.what());
+      // After what was described, or straight after the alias's name.
+      line += fmt::format("{}failed: {}", line.ends_with(": ") ? "" : ": ", e.what());
       all_ok = false;
     }
-    // Line by line: a warning goes on a line of its own.
-    for (std::size_t at = 0, end; at <= line.size(); at = end + 1) {
-      end = std::min(line.find('\n', at), line.size());
-      print(line.substr(at, end - at));
-    }
+    print_lines(line);
+  }
+  if (!any_served) {
+    say("no alias here is served by cachelock: nothing can lock");
+    return exit_config;
   }
   return all_ok ? 0 : exit_unavailable;
 }
@@ -292,7 +319,8 @@ int main(int argc, char** argv) {
   release_command->add_flag("--force", force, "really break another process's lock");
 
   auto* check_command = app.add_subcommand(
-      "check", "Load the settings, list every alias and reach each one. Exits 69 if any fails.");
+      "check", "Load the settings, list every alias and reach each one it serves. Exits 69 if any fails,\n"
+               "78 if it serves none (an alias it does not serve, such as Redis, is listed, not failed).");
 
   try {
     app.parse(argc, argv);
