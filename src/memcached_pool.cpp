@@ -8,6 +8,7 @@
 
 #include "cachelock/errors.hpp"
 #include "fork.hpp"
+#include "memcached_behaviors.hpp"
 #include "text.hpp"
 
 namespace cachelock::detail::memcached {
@@ -27,11 +28,6 @@ memcached_st* make_master(const MemcachedOptions& o) {
     memcached_free(master);
     throw ConfigError(fmt::format("memcached options: {}: {}", what, text));
   };
-  for (const auto& server : o.servers) {
-    auto rc = server.is_socket() ? memcached_server_add_unix_socket(master, server.host.c_str())
-                                 : memcached_server_add(master, server.host.c_str(), server.port);
-    if (rc != MEMCACHED_SUCCESS) fail(fmt::format("cannot add server {}", detail::quote(server.to_string())), rc);
-  }
   auto set = [&](memcached_behavior_t behavior, std::uint64_t value, std::string_view name) {
     if (auto rc = memcached_behavior_set(master, behavior, value); rc != MEMCACHED_SUCCESS) {
       fail(fmt::format("cannot set {}", name), rc);
@@ -61,6 +57,18 @@ memcached_st* make_master(const MemcachedOptions& o) {
       o.distribution == MemcachedDistribution::ketama ? MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA
                                                       : MEMCACHED_DISTRIBUTION_MODULA,
       "distribution");
+  // pylibmc's behaviors in pylibmc's order, then the servers with their
+  // weights, as pylibmc adds them: the same calls into the same library put
+  // every key where PyLibMCCache puts it.
+  detail::pylibmc::apply(o.behaviors, [&](memcached_behavior_t behavior, std::uint64_t value, std::string_view name) {
+    set(behavior, value, fmt::format("behavior {}", detail::quote(name)));
+  });
+  for (const auto& server : o.servers) {
+    auto rc = server.is_socket()
+                  ? memcached_server_add_unix_socket_with_weight(master, server.host.c_str(), server.weight)
+                  : memcached_server_add_with_weight(master, server.host.c_str(), server.port, server.weight);
+    if (rc != MEMCACHED_SUCCESS) fail(fmt::format("cannot add server {}", detail::quote(server.to_string())), rc);
+  }
   if (!o.username.empty()) {
     if (auto rc = memcached_set_sasl_auth_data(master, o.username.c_str(), o.password.c_str());
         rc != MEMCACHED_SUCCESS) {
