@@ -1,5 +1,5 @@
 // LOCATION parsing and the checks of MemcachedOptions: what settings and the
-// constructor refuse before libmemcached is asked.
+// constructor refuse before connecting.
 #include <charconv>
 #include <limits>
 

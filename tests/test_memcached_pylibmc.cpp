@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -13,31 +14,46 @@
 #include "support.hpp"
 
 using cachelock::CacheRegistry;
-using cachelock::ConfigError;
 using cachelock::Lock;
 using cachelock::LockError;
-using cachelock::MemcachedCache;
-using cachelock::MemcachedOptions;
 
 namespace {
 
 constexpr std::string_view pylibmc_backend = "django.core.cache.backends.memcached.PyLibMCCache";
 
-// Three servers, started once for this program.
+// Servers named as a pasted LOCATION may name them, started once for this
+// program. pylibmc refuses to mix TCP servers and unix sockets in one
+// client, so the sockets are a set of their own.
 struct Servers {
-  test::MemcachedProcess& a = test::shared_memcached();
-  test::MemcachedProcess& b = test::second_memcached();
-  test::MemcachedProcess c;
+  std::vector<const test::MemcachedProcess*> processes;
+  std::vector<std::string> locations;  // LOCATION's entries, in order
 
-  std::vector<const test::MemcachedProcess*> all() const { return {&a, &b, &c}; }
   void flush() const {
-    for (const auto* server : all()) server->flush();
+    for (const auto* server : processes) server->flush();
   }
 };
 
-Servers& servers() {
-  static Servers three;
-  return three;
+const Servers& tcp_servers() {
+  static test::MemcachedProcess ipv6{{"-l", "::1"}};  // on 127.0.0.1 too, for the direct reads
+  static const Servers servers{
+      {&test::shared_memcached(), &test::second_memcached(), &ipv6},
+      {test::shared_memcached().location(), fmt::format("localhost:{}", test::second_memcached().port()),
+       fmt::format("[::1]:{}", ipv6.port())}};
+  return servers;
+}
+
+struct SocketDirectory {
+  std::filesystem::path path = std::filesystem::temp_directory_path() / test::unique("cachelock-pylibmc");
+  SocketDirectory() { std::filesystem::create_directory(path); }
+  ~SocketDirectory() { std::filesystem::remove_all(path); }
+};
+
+const Servers& socket_servers() {
+  static SocketDirectory directory;  // made first, so removed last
+  static test::MemcachedProcess first{{}, directory.path / "first.sock"};
+  static test::MemcachedProcess second{{}, directory.path / "second.sock"};
+  static const Servers servers{{&first, &second}, {first.location(), second.location()}};
+  return servers;
 }
 
 // The keys of the placement tests: 1,000 ASCII, 100 not.
@@ -70,8 +86,8 @@ std::vector<bool> held_by(const test::MemcachedProcess& server, const std::vecto
 }
 
 // For each stored key, the index of the one server that holds it.
-std::vector<int> holders(const std::vector<std::string>& stored) {
-  auto all = servers().all();
+std::vector<int> holders(const Servers& servers, const std::vector<std::string>& stored) {
+  const auto& all = servers.processes;
   std::vector<std::vector<bool>> held;
   for (const auto* server : all) held.push_back(held_by(*server, stored));
   std::vector<int> out;
@@ -106,42 +122,50 @@ struct Placement {
   }
 };
 
+// LOCATION as Django's peer takes it (comma-separated), and as a settings
+// file gives it: a list, or one string separated by `;`.
+struct Location {
+  std::string peer, yaml;
+};
+
+Location location_of(const std::vector<std::string>& entries, bool as_string) {
+  Location out;
+  for (const auto& entry : entries) {
+    out.peer += (out.peer.empty() ? "" : ",") + entry;
+    out.yaml += (out.yaml.empty() ? "" : as_string ? ";" : "\", \"") + entry;
+  }
+  out.yaml = as_string ? "'" + out.yaml + "'" : "[\"" + out.yaml + "\"]";
+  return out;
+}
+
 // Where Django (PyLibMCCache, so pylibmc) puts each key with `options`, and
 // where cachelock puts it when given the same alias in a settings file.
-// `locations` are LOCATION's entries in order (a weight may follow a port).
-Placement place(const std::vector<std::string>& locations, const std::string& options) {
+// `entries` are LOCATION's, in order (a weight may follow a port).
+Placement place(const Servers& servers, const std::vector<std::string>& entries, const std::string& options,
+                bool as_string) {
   auto prefix = test::unique("pl");
-  std::string joined, json = "[";
-  for (const auto& l : locations) {
-    joined += (joined.empty() ? "" : ",") + l;
-    json += (json.size() > 1 ? ", \"" : "\"") + l + "\"";
-  }
-  json += "]";
-  test::Django django{"PyLibMCCache", joined, prefix, 1, options};
+  auto location = location_of(entries, as_string);
+  test::Django django{"PyLibMCCache", location.peer, prefix, 1, options};
   CacheRegistry registry;
-  registry.load_yaml(settings(json, options, prefix));
+  registry.load_yaml(settings(location.yaml, options, prefix));
   auto ours = registry.get("default");
 
   auto keys = placement_keys();
   std::vector<std::string> stored;
   for (const auto& key : keys) stored.push_back(ours->make_key(key));
   Placement result;
-  servers().flush();
+  servers.flush();
   std::vector<std::string> command{"set"};
   command.insert(command.end(), keys.begin(), keys.end());
   REQUIRE(django(command) == R"({"result": null})");
-  result.theirs = holders(stored);
-  servers().flush();
+  result.theirs = holders(servers, stored);
+  servers.flush();
   for (const auto& key : keys) ours->set(key, "ours");
-  result.ours = holders(stored);
+  result.ours = holders(servers, stored);
   return result;
 }
 
-std::vector<std::string> plain_locations() {
-  std::vector<std::string> out;
-  for (const auto* server : servers().all()) out.push_back(server->location());
-  return out;
-}
+std::vector<std::string> plain_locations() { return tcp_servers().locations; }
 
 std::vector<std::string> weighted_locations() {
   auto out = plain_locations();
@@ -156,12 +180,21 @@ std::vector<std::string> weighted_locations() {
 const char* const hashes[] = {"default", "md5",    "crc",     "fnv1_64", "fnv1a_64",
                               "fnv1_32", "fnv1a_32", "murmur", "jenkins"};
 
-void check_same(const std::vector<std::string>& locations, const std::string& options, bool spread = true) {
+struct Case {
+  const Servers& servers = tcp_servers();
+  bool as_string = false;  // LOCATION as one string rather than a list
+  bool spread = true;      // every server gets keys, so the comparison means something
+};
+
+void check_same(const std::vector<std::string>& entries, const std::string& options, Case c = {}) {
   CAPTURE(options);
-  auto placed = place(locations, options);
+  CAPTURE(c.as_string);
+  auto placed = place(c.servers, entries, options, c.as_string);
   CHECK(placed.differing() == 0);
-  if (spread) {  // every server has keys, so the comparison means something
-    for (int s = 0; s < 3; ++s) CHECK(std::ranges::count(placed.ours, s) > 0);
+  if (c.spread) {
+    for (int s = 0; s < static_cast<int>(c.servers.processes.size()); ++s) {
+      CHECK(std::ranges::count(placed.ours, s) > 0);
+    }
   }
 }
 
@@ -178,6 +211,12 @@ TEST_CASE("pylibmc: default behaviors, ketama and ketama_weighted place 1,100 ke
   // pylibmc's table, kept here, decides.
   check_same(weighted_locations(), R"({"behaviors": {"hash": "fnv1a_32", "ketama_weighted": true}})");
   check_same(plain_locations(), R"({"behaviors": {"ketama": true, "distribution": "modula"}})");
+  // LOCATION as one string, and unix sockets (which pylibmc does not mix
+  // with TCP servers).
+  check_same(plain_locations(), "{}", {.as_string = true});
+  check_same(weighted_locations(), R"({"behaviors": {"ketama_weighted": true}})", {.as_string = true});
+  check_same(socket_servers().locations, "{}", {.servers = socket_servers()});
+  check_same(socket_servers().locations, R"({"behaviors": {"ketama": true}})", {.servers = socket_servers()});
 }
 
 TEST_CASE("pylibmc: every hash pylibmc accepts places keys as pylibmc does") {
@@ -191,7 +230,7 @@ TEST_CASE("pylibmc: every hash pylibmc accepts places keys as pylibmc does") {
 TEST_CASE("pylibmc: the other distributions and sorted hosts place keys as pylibmc does") {
   for (const char* distribution : {"consistent", "consistent ketama", "consistent ketama spy", "virtual bucket"}) {
     check_same(plain_locations(), fmt::format(R"({{"behaviors": {{"distribution": "{}"}}}})", distribution),
-               false);
+               {.spread = false});
   }
   auto reversed = plain_locations();
   std::ranges::reverse(reversed);
@@ -202,24 +241,19 @@ TEST_CASE("pylibmc: the other distributions and sorted hosts place keys as pylib
 TEST_CASE("pylibmc: Django's PyLibMCCache and cachelock exclude each other on three servers") {
   test::FreshRegistry fresh;
   auto prefix = test::unique("contend");
-  auto locations = weighted_locations();
+  auto location = location_of(weighted_locations(), false);
   const std::string options = R"({"behaviors": {"ketama_weighted": true, "hash": "md5"}})";
-  std::string joined, json = "[";
-  for (const auto& l : locations) {
-    joined += (joined.empty() ? "" : ",") + l;
-    json += (json.size() > 1 ? ", \"" : "\"") + l + "\"";
-  }
-  CacheRegistry::global().load_yaml(settings(json + "]", options, prefix));
-  test::Django django{"PyLibMCCache", joined, prefix, 1, options};
+  CacheRegistry::global().load_yaml(settings(location.yaml, options, prefix));
+  test::Django django{"PyLibMCCache", location.peer, prefix, 1, options};
   auto cache = CacheRegistry::global().get("default");
   // Keys that land on each of the three servers, two each.
   std::vector<std::string> keys;
   std::vector<int> on(3, 0);
-  servers().flush();
+  tcp_servers().flush();
   for (int i = 0; keys.size() < 6 && i < 1000; ++i) {
     auto key = "job-" + std::to_string(i);
     cache->set(key, "probe");
-    int holder = holders({cache->make_key(key)}).front();
+    int holder = holders(tcp_servers(), {cache->make_key(key)}).front();
     cache->erase(key);
     if (on[static_cast<std::size_t>(holder)] < 2) {
       ++on[static_cast<std::size_t>(holder)];
@@ -243,175 +277,4 @@ TEST_CASE("pylibmc: Django's PyLibMCCache and cachelock exclude each other on th
     CAPTURE(key);
     CHECK(django({"add", key, "1"}) == R"({"result": false})");
   }
-}
-
-TEST_CASE("pylibmc: Django's documented PyLibMCCache example loads unchanged") {
-  // From Django 3.2's cache documentation, in YAML. SASL credentials go to
-  // libmemcached as pylibmc gives them (binary protocol only).
-  CacheRegistry registry;
-  registry.load_yaml(R"(
-CACHES:
-  default:
-    BACKEND: django.core.cache.backends.memcached.PyLibMCCache
-    LOCATION: 127.0.0.1:11211
-    OPTIONS:
-      binary: true
-      username: user
-      password: pass
-      behaviors:
-        ketama: true
-)");
-  auto cache = std::dynamic_pointer_cast<MemcachedCache>(registry.get("default"));
-  REQUIRE(cache);
-  const auto& o = cache->memcached_options();
-  CHECK(o.binary);
-  CHECK(o.username == "user");
-  CHECK(o.password == "pass");
-  CHECK(o.behaviors == std::map<std::string, std::int64_t>{{"ketama", 1}});
-}
-
-namespace {
-
-std::string behaviors_yaml(std::string_view behaviors, std::string_view backend = pylibmc_backend,
-                           std::string_view location = "127.0.0.1:11211") {
-  return fmt::format("CACHES:\n  default:\n    BACKEND: {}\n    LOCATION: {}\n    OPTIONS:\n      behaviors: {}\n",
-                     backend, location, behaviors);
-}
-
-MemcachedOptions loaded(std::string_view yaml) {
-  CacheRegistry registry;
-  registry.load_yaml(yaml, "s.yaml");
-  return std::dynamic_pointer_cast<MemcachedCache>(registry.get("default"))->memcached_options();
-}
-
-}  // namespace
-
-TEST_CASE("pylibmc: behaviors that are applied, mapped, ignored or refused") {
-  using namespace std::chrono_literals;
-  // Set on libmemcached as given, with pylibmc's names for hashes.
-  auto applied = loaded(behaviors_yaml(
-      "{hash: murmur, ketama_hash: 3, distribution: consistent ketama spy, tcp_keepalive: true, "
-      "send_timeout: 300000, receive_timeout: 400000, _sort_hosts: 1, _hash_with_prefix_key: false, "
-      "_socket_send_size: 65536, _socket_recv_size: 65536}"));
-  CHECK(applied.behaviors == std::map<std::string, std::int64_t>{{"hash", 8},
-                                                                 {"ketama_hash", 3},
-                                                                 {"distribution", 4},
-                                                                 {"tcp_keepalive", 1},
-                                                                 {"send_timeout", 300000},
-                                                                 {"receive_timeout", 400000},
-                                                                 {"_sort_hosts", 1},
-                                                                 {"_hash_with_prefix_key", 0},
-                                                                 {"_socket_send_size", 65536},
-                                                                 {"_socket_recv_size", 65536}});
-  // Into cachelock's own options, in pylibmc's units.
-  auto mapped = loaded(behaviors_yaml(
-      "{tcp_nodelay: false, connect_timeout: 250, _poll_timeout: 1500, _retry_timeout: 3, failure_limit: 4}"));
-  CHECK(mapped.behaviors.empty());
-  CHECK_FALSE(mapped.tcp_nodelay);
-  CHECK(mapped.connect_timeout == 250ms);
-  CHECK(mapped.timeout == 1500ms);
-  CHECK(mapped.retry_timeout == 3s);
-  CHECK(mapped.server_failure_limit == 4);
-  // Accepted with no effect on locks; refused ones that are off load too.
-  auto ignored = loaded(behaviors_yaml(
-      "{no_block: true, cas: false, buffer_requests: true, verify_keys: true, _io_msg_watermark: 10, "
-      "_io_bytes_watermark: 10, _io_key_prefetch: 1, _noreply: true, dead_timeout: 5, pickle_protocol: 2, "
-      "auto_eject: false, remove_failed: 0, num_replicas: 0}"));
-  CHECK(ignored.behaviors.empty());
-  // Weights after the port, as pylibmc reads them.
-  auto weighted = loaded(behaviors_yaml("{ketama_weighted: true}", pylibmc_backend,
-                                        "['cache-a:11211:2', '[::1]:11212:7', 'cache-b', '/run/mc.sock']"));
-  REQUIRE(weighted.servers.size() == 4);
-  CHECK(weighted.servers[0].weight == 2);
-  CHECK(weighted.servers[1].host == "::1");
-  CHECK(weighted.servers[1].port == 11212);
-  CHECK(weighted.servers[1].weight == 7);
-  CHECK(weighted.servers[2].weight == 1);
-  CHECK(weighted.servers[3].weight == 1);
-
-  struct Bad {
-    std::string yaml;
-    const char* message;
-  };
-  const Bad bad[] = {
-      {behaviors_yaml("{auto_eject: true}"),
-       "s.yaml:6:19: CACHES.default.OPTIONS.behaviors.auto_eject: refused: libmemcached would take a failing "
-       "server out and hand its keys to the others, where a lock held on it could be taken a second time"},
-      {behaviors_yaml("{remove_failed: 1}"),
-       "s.yaml:6:19: CACHES.default.OPTIONS.behaviors.remove_failed: refused: libmemcached would take a failing "
-       "server out and hand its keys to the others, where a lock held on it could be taken a second time"},
-      {behaviors_yaml("{num_replicas: 2}"),
-       "s.yaml:6:19: CACHES.default.OPTIONS.behaviors.num_replicas: refused: libmemcached would write a lock to "
-       "several servers one after another and read another copy when a server fails, so two owners could "
-       "each hold one"},
-      {behaviors_yaml("{distribution: random}"),
-       "s.yaml:6:19: CACHES.default.OPTIONS.behaviors.distribution: refused: 'random' puts each call on a "
-       "server drawn at random, so two processes would look for one lock in different places"},
-      {behaviors_yaml("{namespace: app}"),
-       "s.yaml:6:19: CACHES.default.OPTIONS.behaviors.namespace: refused: pylibmc fails on it ('bad key "
-       "provided'); KEY_PREFIX prefixes keys as Django does"},
-      {behaviors_yaml("{ketamma: true}"),
-       "s.yaml:6:19: CACHES.default.OPTIONS.behaviors.ketamma: unknown pylibmc behavior; known: no_block, "
-       "tcp_nodelay, tcp_keepalive, hash, ketama_hash, ketama, ketama_weighted, distribution, cas, "
-       "buffer_requests, verify_keys, connect_timeout, send_timeout, receive_timeout, num_replicas, "
-       "auto_eject, retry_timeout, remove_failed, failure_limit, _io_msg_watermark, _io_bytes_watermark, "
-       "_io_key_prefetch, _hash_with_prefix_key, _noreply, _sort_hosts, _poll_timeout, _socket_send_size, "
-       "_socket_recv_size, dead_timeout, pickle_protocol, namespace"},
-      {behaviors_yaml("{hash: sha1}"),
-       "s.yaml:6:25: CACHES.default.OPTIONS.behaviors.hash: expected one of pylibmc's hashes: default, md5, "
-       "crc, fnv1_64, fnv1a_64, fnv1_32, fnv1a_32, hsieh, murmur, jenkins, got \"sha1\""},
-      {behaviors_yaml("{distribution: consistent max}"),
-       "s.yaml:6:33: CACHES.default.OPTIONS.behaviors.distribution: expected one of pylibmc's distributions: "
-       "modula, consistent, consistent ketama, consistent ketama spy, consistent weighted, virtual bucket, "
-       "random, got \"consistent max\""},
-      {behaviors_yaml("{ketama: maybe}"),
-       "s.yaml:6:27: CACHES.default.OPTIONS.behaviors.ketama: expected true, false or an integer from 0 to "
-       "2147483647, got \"maybe\""},
-      {behaviors_yaml("{connect_timeout: 0}"),
-       "s.yaml:6:7: CACHES.default.OPTIONS: memcached options: connect_timeout must be positive, got 0 ms"},
-      {behaviors_yaml("{ketama: true}", "django.core.cache.backends.memcached.PyMemcacheCache"),
-       "s.yaml:6:7: CACHES.default.OPTIONS.behaviors: pylibmc's option: only PyLibMCCache (or the short name "
-       "memcached) takes it"},
-      {behaviors_yaml("{}", pylibmc_backend, "cache:11211:0"),
-       "s.yaml:4:15: CACHES.default.LOCATION: memcached location 'cache:11211:0': weight '0' is not a number "
-       "from 1 to 65535"},
-  };
-  for (const auto& b : bad) {
-    CAPTURE(b.yaml);
-    CacheRegistry registry;
-    CHECK_THROWS_WITH_AS(registry.load_yaml(b.yaml, "s.yaml"), b.message, ConfigError);
-  }
-}
-
-TEST_CASE("pylibmc: what libmemcached refuses fails when the settings load, as pylibmc fails") {
-  CacheRegistry registry;
-  CHECK_THROWS_WITH_AS(registry.load_yaml(behaviors_yaml("{hash: hsieh}"), "s.yaml"),
-                       "s.yaml:6:7: CACHES.default.OPTIONS: memcached options: libmemcached refuses behavior "
-                       "'hash' = 7: INVALID ARGUMENTS",
-                       ConfigError);
-}
-
-TEST_CASE("pylibmc: MemcachedOptions::behaviors is checked when the cache is made") {
-  auto made = [](std::map<std::string, std::int64_t> behaviors,
-                 cachelock::MemcachedDistribution distribution = cachelock::MemcachedDistribution::modula) {
-    return MemcachedCache{{.servers = {{"127.0.0.1", 11211}}, .distribution = distribution,
-                           .behaviors = std::move(behaviors)}};
-  };
-  CHECK_NOTHROW(made({{"ketama", 1}, {"hash", 1}, {"cas", 0}}));
-  CHECK_THROWS_WITH_AS(made({{"auto_eject", 1}}),
-                       "memcached options: behavior 'auto_eject' refused: libmemcached would take a failing server "
-                       "out and hand its keys to the others, where a lock held on it could be taken a second time",
-                       ConfigError);
-  CHECK_THROWS_WITH_AS(made({{"connect_timeout", 5}}),
-                       "memcached options: behavior 'connect_timeout' has a field of its own: set connect_timeout "
-                       "instead",
-                       ConfigError);
-  CHECK_THROWS_WITH_AS(made({{"ketamma", 1}}), doctest::Contains("unknown behavior 'ketamma'"), ConfigError);
-  CHECK_THROWS_WITH_AS(made({{"send_timeout", -1}}),
-                       "memcached options: behavior 'send_timeout' must be from 0 to 2147483647, got -1",
-                       ConfigError);
-  CHECK_THROWS_WITH_AS(made({{"ketama", 1}}, cachelock::MemcachedDistribution::ketama),
-                       "memcached options: the distribution is given twice, as distribution and in behaviors; "
-                       "give it once",
-                       ConfigError);
 }

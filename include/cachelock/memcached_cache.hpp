@@ -130,8 +130,8 @@ class CACHELOCK_API MemcachedCache final : public Cache {
   explicit MemcachedCache(MemcachedOptions memcached, CacheOptions options = {});
   ~MemcachedCache() override;
 
-  /// Checks `memcached` as the constructor does, without libmemcached and
-  /// without connecting: for validating settings when they are loaded.
+  /// Checks `memcached` as the constructor does, without connecting: for
+  /// validating settings when they are loaded.
   /// Throws: ConfigError saying what is wrong, e.g.
   /// "memcached options: pool_size must be at least 1".
   static void check(const MemcachedOptions& memcached);
