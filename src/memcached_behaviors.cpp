@@ -123,8 +123,8 @@ std::string refusal(const Behavior& behavior, std::int64_t value) {
   return {};
 }
 
-// A YAML boolean as 0 or 1, else an integer from 0 to `most`.
-std::int64_t number(const Field& field, std::int64_t most) {
+// A YAML boolean as 0 or 1, else an integer from `least` to `most`.
+std::int64_t number(const Field& field, std::int64_t most, std::int64_t least = 0) {
   if (field.node().IsScalar()) {
     auto text = field.text();
     std::ranges::transform(text, text.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -132,9 +132,9 @@ std::int64_t number(const Field& field, std::int64_t most) {
     if (text == "false" || text == "no" || text == "off") return 0;
     std::int64_t value = 0;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec == std::errc{} && end == text.data() + text.size() && value >= 0 && value <= most) return value;
+    if (ec == std::errc{} && end == text.data() + text.size() && value >= least && value <= most) return value;
   }
-  field.expected(fmt::format("true, false or an integer from 0 to {}", most));
+  field.expected(fmt::format("true, false or an integer from {} to {}", least, most));
 }
 
 template <std::size_t N>
@@ -222,6 +222,8 @@ void parse(const Field& field, MemcachedOptions& options) {
       number_given = named(value, distributions, "distributions");
     } else if (name == "namespace") {
       value.fail_at_key(fmt::format("refused: {}", behavior->note));
+    } else if (behavior->use == Use::ignored) {
+      number(value, largest, -largest - 1);  // pickle_protocol is often -1
     } else {
       number_given = number(value, largest);
     }

@@ -91,7 +91,7 @@ TEST_CASE("pylibmc: behaviors that are applied, mapped, ignored or refused") {
   // Accepted with no effect on locks; refused ones that are off load too.
   auto ignored = loaded(behaviors_yaml(
       "{no_block: true, cas: false, buffer_requests: true, verify_keys: true, _io_msg_watermark: 10, "
-      "_io_bytes_watermark: 10, _io_key_prefetch: 1, _noreply: true, dead_timeout: 5, pickle_protocol: 2, "
+      "_io_bytes_watermark: 10, _io_key_prefetch: 1, _noreply: true, dead_timeout: 5, pickle_protocol: -1, "
       "auto_eject: false, remove_failed: 0, num_replicas: 0}"));
   CHECK(ignored.behaviors.empty());
   // Weights after the port, as pylibmc reads them.
