@@ -4,6 +4,7 @@
 
 #include "cachelock/memcached_cache.hpp"
 #include "catalog.hpp"
+#include "memcached_behaviors.hpp"
 #include "settings_field.hpp"
 #include "text.hpp"
 
@@ -21,7 +22,14 @@ constexpr std::string_view names[] = {
     "django.core.cache.backends.memcached.MemcachedCache",
 };
 
-void add_servers(const Field& field, std::string_view text, MemcachedOptions& options) {
+// pylibmc's behaviors and LOCATION weights are PyLibMCCache's; the short
+// name takes them too, as it places keys as libmemcached does.
+bool takes_pylibmc_options(const AliasFields& alias) {
+  auto backend = alias.backend.text();
+  return backend == names[0] || backend == names[2];
+}
+
+void add_servers(const Field& field, std::string_view text, bool weighted, MemcachedOptions& options) {
   // Django splits a LOCATION string on ';' and ','.
   std::size_t start = 0;
   while (start <= text.size()) {
@@ -31,7 +39,7 @@ void add_servers(const Field& field, std::string_view text, MemcachedOptions& op
     while (!part.empty() && part.front() == ' ') part.remove_prefix(1);
     while (!part.empty() && part.back() == ' ') part.remove_suffix(1);
     try {
-      options.servers.push_back(MemcachedServer::parse(part));
+      options.servers.push_back(weighted ? pylibmc::parse_weighted_server(part) : MemcachedServer::parse(part));
     } catch (const ConfigError& e) {
       field.fail(e.what());
     }
@@ -62,8 +70,12 @@ bool parse_pymemcache_option(const std::string& name, const Field& value) {
   return true;
 }
 
-void parse_option(const std::string& name, const Field& value, MemcachedOptions& options) {
-  if (name == "binary") {
+void parse_option(const std::string& name, const Field& value, bool takes_behaviors, MemcachedOptions& options) {
+  if (name == "behaviors" && takes_behaviors) {
+    pylibmc::parse(value, options);
+  } else if (name == "behaviors") {
+    value.fail_at_key("pylibmc's option: only PyLibMCCache (or the short name memcached) takes it");
+  } else if (name == "binary") {
     options.binary = value.boolean();
   } else if (name == "tcp_nodelay" || name == "no_delay") {
     options.tcp_nodelay = value.boolean();
@@ -99,7 +111,7 @@ void parse_option(const std::string& name, const Field& value, MemcachedOptions&
                       "when its server fails");
   } else {
     value.fail_at_key(fmt::format("unknown memcached option; known: {}",
-                                  join_names({"binary", "tcp_nodelay", "connect_timeout", "timeout",
+                                  join_names({"behaviors", "binary", "tcp_nodelay", "connect_timeout", "timeout",
                                               "retry_timeout", "server_failure_limit", "distribution",
                                               "pool_size", "username", "password"})));
   }
@@ -107,6 +119,7 @@ void parse_option(const std::string& name, const Field& value, MemcachedOptions&
 
 CacheRegistry::Factory parse(const AliasFields& alias, CacheOptions cache) {
   const Field* location = alias.location;
+  const bool pylibmc_options = takes_pylibmc_options(alias);
   MemcachedOptions options;
   if (location == nullptr || location->is_null()) {
     (location ? *location : alias.alias)
@@ -116,10 +129,10 @@ CacheRegistry::Factory parse(const AliasFields& alias, CacheOptions cache) {
     if (location->node().size() == 0) location->expected("at least one server");
     for (std::size_t i = 0; i < location->node().size(); ++i) {
       auto item = location->item(i, location->node()[i]);
-      add_servers(item, item.text(), options);
+      add_servers(item, item.text(), pylibmc_options, options);
     }
   } else if (location->node().IsScalar()) {
-    add_servers(*location, location->text(), options);
+    add_servers(*location, location->text(), pylibmc_options, options);
   } else {
     location->expected("host:port, unix:/path, or a list of them");
   }
@@ -129,7 +142,7 @@ CacheRegistry::Factory parse(const AliasFields& alias, CacheOptions cache) {
   if (alias.options) {
     alias.options->for_each_entry([&](const std::string& name, const Field& value) {
       if (options.backend == pymemcache_backend && parse_pymemcache_option(name, value)) return;
-      parse_option(name, value, options);
+      parse_option(name, value, pylibmc_options, options);
     });
     if (!options.username.empty() && !options.binary) {
       alias.options->fail("username needs binary: true (SASL works only with the binary protocol)");

@@ -1,5 +1,5 @@
 // LOCATION parsing and the checks of MemcachedOptions: what settings and the
-// constructor refuse before libmemcached is asked.
+// constructor refuse before connecting.
 #include <charconv>
 #include <limits>
 
@@ -7,6 +7,7 @@
 
 #include "cachelock/errors.hpp"
 #include "cachelock/memcached_cache.hpp"
+#include "memcached_behaviors.hpp"
 #include "text.hpp"
 
 namespace cachelock {
@@ -58,6 +59,13 @@ void MemcachedCache::check(const MemcachedOptions& o) {
       throw ConfigError(fmt::format("memcached options: server {} has a host of {} bytes; at most {} are allowed",
                                     i + 1, host.size(), longest_host));
     }
+    if (o.servers[i].weight == 0) {
+      throw ConfigError(fmt::format("memcached options: server {} has weight 0; give 1 or more", i + 1));
+    }
+  }
+  if (o.distribution == MemcachedDistribution::rendezvous && !o.behaviors.empty()) {
+    throw ConfigError("memcached options: behaviors place keys as libmemcached does (pylibmc's), "
+                      "rendezvous distribution as pymemcache does: give one or the other");
   }
   if (o.pool_size == 0) throw ConfigError("memcached options: pool_size must be at least 1");
   if (o.pool_size > std::numeric_limits<std::uint32_t>::max()) {
@@ -93,6 +101,7 @@ void MemcachedCache::check(const MemcachedOptions& o) {
   if (o.username.empty() && !o.password.empty()) {
     throw ConfigError("memcached options: password given without username");
   }
+  detail::pylibmc::check(o);
 }
 
 std::string MemcachedServer::to_string() const {

@@ -8,6 +8,7 @@
 
 #include "cachelock/errors.hpp"
 #include "fork.hpp"
+#include "memcached_behaviors.hpp"
 #include "rendezvous.hpp"
 #include "text.hpp"
 
@@ -48,11 +49,6 @@ memcached_st* make_master(const MemcachedOptions& o, const detail::Rendezvous* p
     memcached_free(master);
     throw ConfigError(fmt::format("memcached options: {}: {}", what, text));
   };
-  for (const auto& server : o.servers) {
-    auto rc = server.is_socket() ? memcached_server_add_unix_socket(master, server.host.c_str())
-                                 : memcached_server_add(master, server.host.c_str(), server.port);
-    if (rc != MEMCACHED_SUCCESS) fail(fmt::format("cannot add server {}", detail::quote(server.to_string())), rc);
-  }
   auto set = [&](memcached_behavior_t behavior, std::uint64_t value, std::string_view name) {
     if (auto rc = memcached_behavior_set(master, behavior, value); rc != MEMCACHED_SUCCESS) {
       fail(fmt::format("cannot set {}", name), rc);
@@ -82,6 +78,19 @@ memcached_st* make_master(const MemcachedOptions& o, const detail::Rendezvous* p
       o.distribution == MemcachedDistribution::ketama ? MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA
                                                       : MEMCACHED_DISTRIBUTION_MODULA,
       "distribution");
+  // pylibmc's behaviors in pylibmc's order, then the servers with their
+  // weights, as pylibmc adds them: the same calls into the same library put
+  // every key where PyLibMCCache puts it.
+  detail::pylibmc::apply(o.behaviors, [&](memcached_behavior_t behavior, std::uint64_t value, std::string_view name) {
+    set(behavior, value, fmt::format("behavior {}", detail::quote(name)));
+  });
+  for (const auto& server : o.servers) {
+    auto rc = server.is_socket()
+                  ? memcached_server_add_unix_socket_with_weight(master, server.host.c_str(), server.weight)
+                  : memcached_server_add_with_weight(master, server.host.c_str(), server.port, server.weight);
+    if (rc != MEMCACHED_SUCCESS) fail(fmt::format("cannot add server {}", detail::quote(server.to_string())), rc);
+  }
+  // Last, so that no behavior replaces the hash it sets.
   if (placement) {
     try {
       place_by_rendezvous(master, *placement);

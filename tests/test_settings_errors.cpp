@@ -115,7 +115,7 @@ TEST_CASE("malformed settings: each gets its exact error, none crashes") {
       {"memcached-location-mapping",
        ":4:15: CACHES.default.LOCATION: expected host:port, unix:/path, or a list of them, got a mapping"},
       {"memcached-option-unknown",
-       ":6:7: CACHES.default.OPTIONS.binray: unknown memcached option; known: binary, tcp_nodelay, "
+       ":6:7: CACHES.default.OPTIONS.binray: unknown memcached option; known: behaviors, binary, tcp_nodelay, "
        "connect_timeout, timeout, retry_timeout, server_failure_limit, distribution, pool_size, "
        "username, password"},
       {"memcached-binary-word", ":6:15: CACHES.default.OPTIONS.binary: expected true or false, got \"maybe\""},

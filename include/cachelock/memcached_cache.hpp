@@ -25,6 +25,10 @@ struct CACHELOCK_API MemcachedServer {
   std::string host;
   /// TCP port; 0 for a unix socket.
   std::uint16_t port = 11211;
+  /// Its share of keys under pylibmc's `ketama_weighted` behavior, from 1 to
+  /// 65535 (PyLibMCCache's LOCATION "host:port:weight"); other distributions
+  /// ignore it.
+  std::uint16_t weight = 1;
 
   bool is_socket() const noexcept { return port == 0; }
   /// Back in LOCATION syntax: "host:port", "[v6]:port" or "unix:/path".
@@ -74,6 +78,15 @@ struct MemcachedOptions {
   /// SASL credentials (binary protocol only); empty: no authentication.
   std::string username{};
   std::string password{};
+  /// libmemcached behaviors by pylibmc's names (PyLibMCCache's
+  /// OPTIONS.behaviors), set as pylibmc sets them: in pylibmc's order, after
+  /// the fields above and before the servers are added, so that keys land
+  /// where pylibmc puts them. `hash`, `ketama_hash` and `distribution` take
+  /// libmemcached's numbers (settings files take pylibmc's names). The
+  /// behaviors with a field above (tcp_nodelay, connect_timeout,
+  /// _poll_timeout, retry_timeout, failure_limit) go there instead;
+  /// MemcachedCache::check() says which others are ignored or refused.
+  std::map<std::string, std::int64_t> behaviors{};
 };
 
 /// The statistics one memcached server reports (its `stats` command).
@@ -124,8 +137,8 @@ class CACHELOCK_API MemcachedCache final : public Cache {
   explicit MemcachedCache(MemcachedOptions memcached, CacheOptions options = {});
   ~MemcachedCache() override;
 
-  /// Checks `memcached` as the constructor does, without libmemcached and
-  /// without connecting: for validating settings when they are loaded.
+  /// Checks `memcached` as the constructor does, without connecting: for
+  /// validating settings when they are loaded.
   /// Throws: ConfigError saying what is wrong, e.g.
   /// "memcached options: pool_size must be at least 1".
   static void check(const MemcachedOptions& memcached);
