@@ -187,6 +187,10 @@ std::optional<std::string> placement_warning(const MemcachedOptions& options) {
   } else if (options.backend == pylibmc_backend && rendezvous) {
     client = "PyLibMCCache";
     how = "libmemcached's modula or ketama; remove distribution";
+  } else if (options.backend == names[3]) {
+    return "warning: Django's MemcachedCache (python-memcached) places keys on several servers by its own "
+           "hashing, which cachelock does not reproduce: Django and cachelock may look for one lock on "
+           "different servers; share locks through one server, or move Django to PyMemcacheCache";
   } else {
     return std::nullopt;
   }

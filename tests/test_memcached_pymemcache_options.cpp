@@ -141,7 +141,10 @@ TEST_CASE("pymemcache options: check warns when distribution cannot place keys a
                          "  pylibmc:\n"
                          "    BACKEND: django.core.cache.backends.memcached.PyLibMCCache\n"
                          "    LOCATION: " << servers << "\n"
-                         "    OPTIONS: {distribution: rendezvous}\n";
+                         "    OPTIONS: {distribution: rendezvous}\n"
+                         "  python_memcached:\n"
+                         "    BACKEND: django.core.cache.backends.memcached.MemcachedCache\n"
+                         "    LOCATION: " << servers << "\n";
   test::Process check{{cli, "--settings", path, "check"}};
   int status = check.wait();
   std::filesystem::remove(path);
@@ -152,6 +155,8 @@ TEST_CASE("pymemcache options: check warns when distribution cannot place keys a
                  "different servers") != std::string::npos);
   CHECK(out.find("warning: distribution rendezvous does not place keys as Django's PyLibMCCache does "
                  "(libmemcached's modula or ketama; remove distribution)") != std::string::npos);
+  CHECK(out.find("warning: Django's MemcachedCache (python-memcached) places keys on several servers by its own "
+                 "hashing, which cachelock does not reproduce") != std::string::npos);
   // The default alias places keys as Django does: no such warning for it.
   auto ketama_at = out.find("\nketama: ");
   REQUIRE(ketama_at != std::string::npos);
