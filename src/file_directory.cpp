@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 
 #include <fmt/format.h>
@@ -15,6 +16,17 @@
 #include "text.hpp"
 
 namespace cachelock::detail::file {
+
+FileOptions checked(FileOptions file) {
+  while (file.directory.size() > 1 && file.directory.back() == '/') file.directory.pop_back();
+  if (file.directory.empty()) throw ConfigError("file cache: the directory (LOCATION) is empty");
+  if (file.directory.front() != '/') file.directory = std::filesystem::absolute(file.directory).string();
+  if (file.timeout.count() <= 0) {
+    throw ConfigError(fmt::format("file cache {}: the timeout must be positive, got {} ms",
+                                  detail::quote(file.directory), file.timeout.count()));
+  }
+  return file;
+}
 
 void Store::fail(std::string_view op, std::string_view key, std::string_view what) const {
   throw CacheError(fmt::format("file cache {}: {} {} failed: {}", detail::quote(file.directory), op,
