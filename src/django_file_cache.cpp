@@ -135,9 +135,7 @@ struct DjangoFileCache::Impl : Store {
 
 DjangoFileCache::DjangoFileCache(FileOptions file, CacheOptions options)
     : Cache{std::move(options)}, impl_{std::make_unique<Impl>()} {
-  impl_->file = detail::file::checked(std::move(file));
-  impl_->max_entries = this->options().max_entries;
-  impl_->cull_frequency = this->options().cull_frequency;
+  impl_->configure(std::move(file), this->options());
 }
 
 DjangoFileCache::~DjangoFileCache() = default;

@@ -99,13 +99,11 @@ struct FileCache::Impl : Store {};
 
 FileCache::FileCache(FileOptions file, CacheOptions options)
     : Cache{std::move(options)}, impl_{std::make_unique<Impl>()} {
-  impl_->file = checked(std::move(file));
+  impl_->configure(std::move(file), this->options());
   // A random start: a process makes few writes (a `run` makes 1 to 3), so a
   // count from 0 would never reach a sweep step; this way about one process
   // in 256 / writes does one.
   impl_->writes.store(std::random_device{}() % sweep_every, std::memory_order_relaxed);
-  impl_->max_entries = this->options().max_entries;
-  impl_->cull_frequency = this->options().cull_frequency;
 }
 
 FileCache::~FileCache() = default;

@@ -17,15 +17,18 @@
 
 namespace cachelock::detail::file {
 
-FileOptions checked(FileOptions file) {
-  while (file.directory.size() > 1 && file.directory.back() == '/') file.directory.pop_back();
-  if (file.directory.empty()) throw ConfigError("file cache: the directory (LOCATION) is empty");
-  if (file.directory.front() != '/') file.directory = std::filesystem::absolute(file.directory).string();
-  if (file.timeout.count() <= 0) {
-    throw ConfigError(fmt::format("file cache {}: the timeout must be positive, got {} ms",
-                                  detail::quote(file.directory), file.timeout.count()));
+void Store::configure(FileOptions options, const CacheOptions& cache) {
+  auto& path = options.directory;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  if (path.empty()) throw ConfigError("file cache: the directory (LOCATION) is empty");
+  if (path.front() != '/') path = std::filesystem::absolute(path).string();
+  if (options.timeout.count() <= 0) {
+    throw ConfigError(fmt::format("file cache {}: the timeout must be positive, got {} ms", detail::quote(path),
+                                  options.timeout.count()));
   }
-  return file;
+  file = std::move(options);
+  max_entries = cache.max_entries;
+  cull_frequency = cache.cull_frequency;
 }
 
 void Store::fail(std::string_view op, std::string_view key, std::string_view what) const {

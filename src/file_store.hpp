@@ -47,12 +47,6 @@ struct Directory {
   }
 };
 
-/// `file` made ready for use: trailing slashes dropped, made absolute once
-/// (every later operation must use the same directory, whatever the
-/// process's working directory becomes). Throws ConfigError if the
-/// directory is empty or the timeout is not positive.
-FileOptions checked(FileOptions file);
-
 // What a FileCache knows; the base of FileCache::Impl.
 struct Store {
   FileOptions file;
@@ -73,6 +67,12 @@ struct Store {
   DIR* stream = nullptr;
   const Directory* stream_directory = nullptr;
   pid_t stream_pid = 0;
+
+  /// Takes `file`, checked, and the cull options. The directory loses its
+  /// trailing slashes and is made absolute once (every later operation must
+  /// use the same directory, whatever the process's working directory
+  /// becomes). Throws ConfigError if it is empty or the timeout is not positive.
+  void configure(FileOptions options, const CacheOptions& cache);
 
   ~Store() {
     if (stream != nullptr) ::closedir(stream);
