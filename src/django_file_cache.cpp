@@ -107,6 +107,12 @@ std::string content_of(std::string_view value, Timeout timeout) {
   return encode(expiry_of(timeout), compress(pickle::string_value(value)));
 }
 
+// A write that needs what a file holds fails on one we cannot read (it may
+// be Django's): it is left as it is.
+[[noreturn]] void unreadable(const Entry& entry) {
+  entry.fail(fmt::format("{} holds what cachelock cannot read as Django's format; remove the file", entry.path()));
+}
+
 // Whether the record holds `expected` as a str or bytes (our values).
 bool holds(const Record& record, std::string_view expected) {
   auto value = record.value();
@@ -203,10 +209,9 @@ bool DjangoFileCache::touch_(std::string_view key, Timeout timeout) {
   if (timeout.is_expired()) {
     entry.remove();
   } else if (record->readable) {
-    entry.replace(encode(expiry_of(timeout), record->compressed()));
+    entry.replace(encode(expiry_of(timeout), record->compressed()));  // the value as it was, whatever it is
   } else {
-    entry.fail(fmt::format("{} holds what cachelock cannot read as Django's format; remove the file",
-                           entry.path()));
+    unreadable(entry);
   }
   return true;
 }
@@ -217,9 +222,10 @@ std::optional<std::int64_t> DjangoFileCache::incr_(std::string_view key, std::in
   auto record = entry.read_live();
   if (!record) return std::nullopt;
   auto value = record->value();
+  if (!value) unreadable(entry);
   std::int64_t number = 0;
   pickle::Value stored;
-  if (const auto* integer = value ? std::get_if<std::int64_t>(&*value) : nullptr) {
+  if (const auto* integer = std::get_if<std::int64_t>(&*value)) {
     // Django's own incr stores an int: keep it one, so Django's incr goes on working.
     if (__builtin_add_overflow(*integer, delta, &number)) {
       throw detail::increment_error(key, std::to_string(*integer), delta);

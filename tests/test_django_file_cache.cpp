@@ -211,6 +211,7 @@ TEST_CASE("django-file: a file we cannot decode is held by someone else, never f
   REQUIRE(whole.size() > 30);
   const std::pair<const char*, std::string> cases[] = {
       {"garbage", "this is not a pickle at all"},
+      {"digits, not a pickle", "123"},
       {"cut in the expiry", whole.substr(0, 7)},
       {"cut in the value", whole.substr(0, whole.size() - 5)},
       {"a value that is not zlib", whole.substr(0, 21) + "not zlib"},
@@ -225,6 +226,8 @@ TEST_CASE("django-file: a file we cannot decode is held by someone else, never f
     CHECK(shared.ours->get(key).has_value());
     CHECK_FALSE(shared.ours->erase_if_equals(key, "mine"));
     CHECK_FALSE(shared.ours->replace_if_equals(key, "mine", "again"));
+    CHECK_THROWS_WITH_AS(shared.ours->incr(key), doctest::Contains("cannot read as Django's format"),
+                         cachelock::CacheError);
     CHECK(read_file(shared.ours->path_for(key)) == bytes);  // left as it was
   }
   SUBCASE("an empty file has expired, as Django reads it") {
