@@ -66,7 +66,7 @@ TEST_CASE("md5 matches Python's hashlib, at every padding boundary") {
 
 TEST_CASE("pickle: our bytes are Python's pickle.dumps(value, 5), and read back") {
   const std::pair<pickle::Value, const char*> values[] = {
-      {pickle::Value{}, "None"},
+      {std::monostate{}, "None"},
       {true, "True"},
       {false, "False"},
       {std::int64_t{1}, "1"},
@@ -114,7 +114,7 @@ TEST_CASE("pickle: what Python writes in protocols 2 to 5 is read; other values 
       "for v in ([1], (1, 2), {'a': 1}, 2**64, 'x'):\n"
       "  print(pickle.dumps(v, 0 if v == 'x' else 5).hex())\n");
   REQUIRE(lines.size() == 4 * 8 + 5);
-  const pickle::Value expected[] = {pickle::Value{}, true, std::int64_t{7}, std::int64_t{-70000},
+  const pickle::Value expected[] = {std::monostate{}, true, std::int64_t{7}, std::int64_t{-70000},
                                     std::int64_t{1} << 62, 0.25, pickle::Text{"str"}, pickle::Text{[] {
                                       std::string s;
                                       for (int i = 0; i < 100; ++i) s += "é";
