@@ -212,13 +212,7 @@ bool FileCache::replace_if_equals_(std::string_view key, std::string_view expect
 }
 
 void FileCache::clear_() {
-  const auto* dir = impl_->open_directory("clear", "", false);
-  if (!dir) return;
-  for (const auto& name : impl_->entry_names(*dir, is_entry_name)) {
-    if (::unlinkat(dir->fd, name.c_str(), 0) != 0 && errno != ENOENT) {
-      impl_->fail_errno("clear", impl_->file.directory + "/" + name, "unlink", errno);
-    }
-  }
+  impl_->clear(is_entry_name);
 }
 
 std::string default_file_directory() { return fmt::format("/tmp/cachelock-{}", ::geteuid()); }

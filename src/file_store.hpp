@@ -109,6 +109,8 @@ struct Store {
   std::size_t sweep(const unsigned* cull);
   /// With max_entries: counts the names and, when full, sweeps, then culls.
   void make_room();
+  /// Removes every entry for whose name `wanted` is true (Django's clear()).
+  void clear(bool (*wanted)(std::string_view));
   /// The names in the directory for which `wanted` is true: the entries of
   /// one file format.
   std::vector<std::string> entry_names(const Directory& dir, bool (*wanted)(std::string_view)) const;

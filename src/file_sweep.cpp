@@ -90,6 +90,16 @@ std::vector<std::string> Store::entry_names(const Directory& dir, bool (*wanted)
   return names;
 }
 
+void Store::clear(bool (*wanted)(std::string_view)) {
+  const auto* dir = open_directory("clear", "", false);
+  if (!dir) return;
+  for (const auto& name : entry_names(*dir, wanted)) {
+    if (::unlinkat(dir->fd, name.c_str(), 0) != 0 && errno != ENOENT) {
+      fail_errno("clear", file.directory + "/" + name, "unlink", errno);
+    }
+  }
+}
+
 // Removes the entry `name` if it is expired or broken, or, with `cull`, at
 // once. Skips what another process holds at this moment and anything that
 // is not a regular file of one link (never ours). True if removed.
