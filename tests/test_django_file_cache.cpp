@@ -4,13 +4,13 @@
 //
 // Django runs in a child process: tests/django_file_peer.py under the Python
 // that has Django (Debian's /usr/bin/python3; meson passes it as
-// $CACHELOCK_PYTHON and the script as $CACHELOCK_DJANGO_FILE_PEER).
+// $CACHELOCK_PYTHON and the script as $CACHELOCK_DJANGO_FILE_PEER), through
+// python_peer.hpp.
 #include <doctest/doctest.h>
 
 #include <sys/stat.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "cache_conformance.hpp"
-#include "process.hpp"
+#include "python_peer.hpp"
 #include "scratch.hpp"
 
 using namespace std::chrono_literals;
@@ -39,15 +39,6 @@ struct DjangoFileBackend {
   static constexpr auto expired_after = 400ms;
 };
 
-std::string env_or_fail(const char* name) {
-  const char* value = std::getenv(name);
-  if (!value || !*value) {
-    FAIL(std::string{name} << " is not set: run the tests through meson, with Django installed "
-                              "(apt-get install python3-django; scripts/setup test does)");
-  }
-  return value;
-}
-
 // A Django process using FileBasedCache on `location`, KEY_PREFIX and VERSION as given.
 struct Django {
   std::string location;
@@ -56,17 +47,14 @@ struct Django {
 
   // The JSON line Django printed for `command`.
   std::string operator()(std::vector<std::string> command) const {
-    std::vector<std::string> argv{env_or_fail("CACHELOCK_PYTHON"), env_or_fail("CACHELOCK_DJANGO_FILE_PEER"),
-                                  location, key_prefix, std::to_string(version)};
+    std::vector<std::string> argv{test::env_or_fail("CACHELOCK_PYTHON"),
+                                  test::env_or_fail("CACHELOCK_DJANGO_FILE_PEER"), location, key_prefix,
+                                  std::to_string(version)};
     argv.insert(argv.end(), command.begin(), command.end());
-    test::Process process{argv, {{"PYTHONPATH", nullptr}, {"PYTHONHOME", nullptr}}};
-    int status = process.wait();
-    INFO("django_file_peer.py " << command.at(0) << " exited " << status << " " << process.start_error()
-                                << ", stderr:\n" << process.err());
-    REQUIRE(status == 0);
-    auto out = process.out();
-    while (!out.empty() && out.back() == '\n') out.pop_back();
-    return out;
+    auto result = test::run_peer(argv);
+    INFO("django_file_peer.py " << command.at(0) << " exited " << result.status << ", stderr:\n" << result.err);
+    REQUIRE(result.status == 0);
+    return result.out;
   }
 };
 

@@ -3,13 +3,12 @@
 // Compiled with the library's md5.cpp and pickle.cpp (internal).
 #include <doctest/doctest.h>
 
-#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "md5.hpp"
 #include "pickle.hpp"
-#include "process.hpp"
+#include "python_peer.hpp"
 
 namespace pickle = cachelock::detail::pickle;
 
@@ -17,19 +16,16 @@ namespace {
 
 // What Python prints for `program` (run with `args`), one line per output.
 std::vector<std::string> python(const std::string& program, const std::vector<std::string>& args = {}) {
-  const char* interpreter = std::getenv("CACHELOCK_PYTHON");
-  REQUIRE_MESSAGE(interpreter != nullptr, "CACHELOCK_PYTHON is not set: run the tests through meson");
-  std::vector<std::string> argv{interpreter, "-c", program};
+  std::vector<std::string> argv{test::env_or_fail("CACHELOCK_PYTHON"), "-c", program};
   argv.insert(argv.end(), args.begin(), args.end());
-  test::Process process{argv, {{"PYTHONPATH", nullptr}, {"PYTHONHOME", nullptr}}};
-  INFO(process.err());
-  REQUIRE(process.wait() == 0);
+  auto result = test::run_peer(argv);
+  INFO(result.err);
+  REQUIRE(result.status == 0);
   std::vector<std::string> lines;
-  auto out = process.out();
-  for (std::size_t at = 0; at < out.size();) {
-    auto end = out.find('\n', at);
-    lines.push_back(out.substr(at, end - at));
-    at = end == std::string::npos ? out.size() : end + 1;
+  for (std::size_t at = 0; at < result.out.size();) {
+    auto end = result.out.find('\n', at);
+    lines.push_back(result.out.substr(at, end - at));
+    at = end == std::string::npos ? result.out.size() : end + 1;
   }
   return lines;
 }
