@@ -12,7 +12,7 @@ namespace cachelock::detail {
 
 // Each is defined in its own <name>_entry.cpp, constinit: a settings file
 // loaded during another file's static initialization finds every backend.
-extern const Backend memory_backend, file_backend, memcached_backend, dummy_backend;
+extern const Backend memory_backend, file_backend, django_file_backend, memcached_backend, dummy_backend;
 
 #if !CACHELOCK_HAS_MEMCACHED
 // Built without libmemcached: its names still load, to say so.
@@ -40,7 +40,8 @@ constinit const Backend memcached_backend{
 namespace {
 
 // The table: one line per backend, in the order messages list them.
-constinit const Backend* const backends[] = {&memory_backend, &file_backend, &memcached_backend, &dummy_backend};
+constinit const Backend* const backends[] = {&memory_backend, &file_backend, &django_file_backend, &memcached_backend,
+                                             &dummy_backend};
 
 // Caches Django projects use that cachelock does not serve, and why.
 struct Unserved {

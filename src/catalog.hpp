@@ -15,6 +15,7 @@
 namespace cachelock {
 class Cache;
 struct CacheOptions;
+struct FileOptions;
 }  // namespace cachelock
 
 namespace cachelock::detail {
@@ -49,6 +50,11 @@ struct Backend {
 
   std::string_view name() const { return names.front(); }
 };
+
+/// LOCATION (an absolute directory) and OPTIONS (MAX_ENTRIES,
+/// CULL_FREQUENCY, into `cache`) of the two file backends, `backend` naming
+/// it in errors (file_entry.cpp). Throws: ConfigError through the fields.
+FileOptions parse_directory(const AliasFields& alias, std::string_view backend, CacheOptions& cache);
 
 /// The backend a BACKEND value names, or null.
 const Backend* find_backend(std::string_view name);

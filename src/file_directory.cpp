@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 
 #include <fmt/format.h>
@@ -15,6 +16,20 @@
 #include "text.hpp"
 
 namespace cachelock::detail::file {
+
+void Store::configure(FileOptions options, const CacheOptions& cache) {
+  auto& path = options.directory;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  if (path.empty()) throw ConfigError("file cache: the directory (LOCATION) is empty");
+  if (path.front() != '/') path = std::filesystem::absolute(path).string();
+  if (options.timeout.count() <= 0) {
+    throw ConfigError(fmt::format("file cache {}: the timeout must be positive, got {} ms", detail::quote(path),
+                                  options.timeout.count()));
+  }
+  file = std::move(options);
+  max_entries = cache.max_entries;
+  cull_frequency = cache.cull_frequency;
+}
 
 void Store::fail(std::string_view op, std::string_view key, std::string_view what) const {
   throw CacheError(fmt::format("file cache {}: {} {} failed: {}", detail::quote(file.directory), op,

@@ -1,4 +1,5 @@
-// The file backend in the catalog: Django's FileBasedCache.
+// The file backend in the catalog: our own format (Django's FileBasedCache
+// format is django_file_entry.cpp).
 #include "cachelock/file_cache.hpp"
 #include "catalog.hpp"
 #include "settings_field.hpp"
@@ -7,12 +8,18 @@
 namespace cachelock::detail {
 
 namespace {
-constexpr std::string_view names[] = {"file", "django.core.cache.backends.filebased.FileBasedCache"};
+constexpr std::string_view names[] = {"file"};
 
 CacheRegistry::Factory parse(const AliasFields& alias, CacheOptions cache) {
+  auto file = parse_directory(alias, "file", cache);
+  return [file, cache] { return std::make_shared<FileCache>(file, cache); };
+}
+}  // namespace
+
+FileOptions parse_directory(const AliasFields& alias, std::string_view backend, CacheOptions& cache) {
   const Field* location = alias.location;
   if (!location || location->is_null()) {
-    (location ? *location : alias.alias).fail("the file backend needs LOCATION: a directory");
+    (location ? *location : alias.alias).fail(fmt::format("the {} backend needs LOCATION: a directory", backend));
   }
   if (!location->node().IsScalar()) location->expected("a directory");
   FileOptions file{.directory = location->text()};
@@ -22,10 +29,9 @@ CacheRegistry::Factory parse(const AliasFields& alias, CacheOptions cache) {
                                "in different directories would not share their locks",
                                quote(file.directory)));
   }
-  parse_cull_options(alias.options, "file", cache);
-  return [file, cache] { return std::make_shared<FileCache>(file, cache); };
+  parse_cull_options(alias.options, backend, cache);
+  return file;
 }
-}  // namespace
 
 extern constinit const Backend file_backend{
     .names = names,

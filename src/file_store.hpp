@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <mutex>
 #include <optional>
@@ -67,6 +68,12 @@ struct Store {
   const Directory* stream_directory = nullptr;
   pid_t stream_pid = 0;
 
+  /// Takes `file`, checked, and the cull options. The directory loses its
+  /// trailing slashes and is made absolute once (every later operation must
+  /// use the same directory, whatever the process's working directory
+  /// becomes). Throws ConfigError if it is empty or the timeout is not positive.
+  void configure(FileOptions options, const CacheOptions& cache);
+
   ~Store() {
     if (stream != nullptr) ::closedir(stream);
     for (auto* dir = opened.load(); dir != nullptr;) delete std::exchange(dir, dir->next);
@@ -102,14 +109,69 @@ struct Store {
   std::size_t sweep(const unsigned* cull);
   /// With max_entries: counts the names and, when full, sweeps, then culls.
   void make_room();
-  /// The names of the directory's entries.
-  std::vector<std::string> entry_names(const Directory& dir) const;
+  /// Removes every entry for whose name `wanted` is true (Django's clear()).
+  void clear(bool (*wanted)(std::string_view));
+  /// The names in the directory for which `wanted` is true: the entries of
+  /// one file format.
+  std::vector<std::string> entry_names(const Directory& dir, bool (*wanted)(std::string_view)) const;
 
  private:
   static bool ours(const struct stat& info);
   void check_passage(const std::string& path, const struct stat& info) const;
   void sweep_step();
   bool examine(const Directory& dir, const char* name, bool cull) const;
+};
+
+// One entry's file, opened relative to the directory and held with flock()
+// for one operation (file_open.cpp). Both file formats use it: the
+// file backend's records and Django's FileBasedCache files.
+class EntryFile {
+ public:
+  /// `op` and `key` name the operation in errors; `name` is the file's name.
+  EntryFile(Store& store, std::string_view op, std::string_view key, std::string name)
+      : store_{store}, op_{op}, key_{key}, name_{std::move(name)} {}
+  ~EntryFile() {
+    if (fd_ >= 0) ::close(fd_);  // also ends the flock
+  }
+  EntryFile(const EntryFile&) = delete;
+  EntryFile& operator=(const EntryFile&) = delete;
+
+  /// Opens and locks the file, never through a link, and only if it is a
+  /// regular file with one link (else CacheError); false if it does not
+  /// exist and `create` is false. Retries when the file it locked is no
+  /// longer the one at the name (removed or replaced meanwhile).
+  bool open(bool create);
+  /// The file's bytes; nullopt if it has more than `limit`.
+  std::optional<std::string> read_all(std::size_t limit);
+  /// Removes the file; we hold its lock, so nobody of ours is between read and write.
+  void remove();
+  /// Gives a file we just made in `dir` the directory's group, mode 0660,
+  /// when the directory is group-writable; else it stays 0600.
+  void share(const Directory& dir, int fd, const std::string& path) const;
+
+  int fd() const noexcept { return fd_; }
+  /// The directory, once open() has opened it.
+  const Directory& dir() const noexcept { return *dir_; }
+  const std::string& name() const noexcept { return name_; }
+  std::string path() const { return store_.file.directory + "/" + name_; }
+  /// fail() and fail_errno() of the store, naming this operation and key.
+  [[noreturn]] void fail(std::string_view what) const { store_.fail(op_, key_, what); }
+  [[noreturn]] void fail_errno(std::string_view call, int error) const { store_.fail_errno(op_, key_, call, error); }
+
+ protected:
+  Store& store() const noexcept { return store_; }
+  std::string_view op() const noexcept { return op_; }
+  std::string_view key() const noexcept { return key_; }
+
+ private:
+  void lock_until(std::chrono::steady_clock::time_point deadline);
+
+  Store& store_;
+  std::string_view op_;
+  std::string_view key_;
+  std::string name_;
+  const Directory* dir_ = nullptr;
+  int fd_ = -1;
 };
 
 }  // namespace cachelock::detail::file

@@ -79,15 +79,25 @@ void Store::sweep_step() {
   }
 }
 
-std::vector<std::string> Store::entry_names(const Directory& dir) const {
+std::vector<std::string> Store::entry_names(const Directory& dir, bool (*wanted)(std::string_view)) const {
   std::vector<std::string> names;
   DIR* names_stream = open_stream(dir);
   if (names_stream == nullptr) fail_errno("sweep", file.directory, "opendir", errno);
   while (auto* entry = ::readdir(names_stream)) {
-    if (is_entry_name(entry->d_name)) names.emplace_back(entry->d_name);
+    if (wanted(entry->d_name)) names.emplace_back(entry->d_name);
   }
   ::closedir(names_stream);
   return names;
+}
+
+void Store::clear(bool (*wanted)(std::string_view)) {
+  const auto* dir = open_directory("clear", "", false);
+  if (!dir) return;
+  for (const auto& name : entry_names(*dir, wanted)) {
+    if (::unlinkat(dir->fd, name.c_str(), 0) != 0 && errno != ENOENT) {
+      fail_errno("clear", file.directory + "/" + name, "unlink", errno);
+    }
+  }
 }
 
 // Removes the entry `name` if it is expired or broken, or, with `cull`, at
@@ -127,7 +137,7 @@ std::size_t Store::sweep(const unsigned* cull) {
   if (!dir) return 0;
   std::size_t removed = 0;
   std::size_t live = 0;
-  for (const auto& name : entry_names(*dir)) {
+  for (const auto& name : entry_names(*dir, is_entry_name)) {
     if (examine(*dir, name.c_str(), false)) {
       ++removed;
     } else if (cull != nullptr && (*cull == 0 || live++ % *cull == 0) && examine(*dir, name.c_str(), true)) {
@@ -142,9 +152,9 @@ std::size_t Store::sweep(const unsigned* cull) {
 void Store::make_room() {
   if (!max_entries) return;
   const auto* dir = open_directory("set", "", false);
-  if (!dir || entry_names(*dir).size() < *max_entries) return;
+  if (!dir || entry_names(*dir, is_entry_name).size() < *max_entries) return;
   sweep(nullptr);
-  if (entry_names(*dir).size() < *max_entries) return;
+  if (entry_names(*dir, is_entry_name).size() < *max_entries) return;
   sweep(&cull_frequency);
 }
 

@@ -16,31 +16,15 @@
 
 #include "cache_conformance.hpp"
 #include "process.hpp"
+#include "scratch.hpp"
 
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
 namespace {
 
-// A directory of our own under $TMPDIR, removed when the program ends.
-const std::string& scratch() {
-  static const struct Scratch {
-    std::string path;
-    Scratch() {
-      auto base = fs::temp_directory_path() / "cachelock-test-XXXXXX";
-      std::string pattern = base.string();
-      REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-      path = pattern;
-    }
-    ~Scratch() {
-      std::error_code ignored;
-      fs::remove_all(path, ignored);
-    }
-  } dir;
-  return dir.path;
-}
-
-std::string fresh_dir(std::string_view name) { return scratch() + "/" + test::unique(name); }
+using test::fresh_dir;
+using test::scratch;
 
 struct FileBackend {
   static constexpr const char* name = "file";

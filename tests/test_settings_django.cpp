@@ -59,7 +59,7 @@ std::vector<std::pair<std::string, std::string>> unserved_messages(int default_l
       {"table", unserved_message(line(11), "table", "django.core.cache.backends.db.DatabaseCache",
                                  "it does not keep locks in a database table")},
       {"own", unserved_message(line(15), "own", "myproject.cache.ShardedCache",
-                               "it serves only memory, file, memcached or dummy, or Django's "
+                               "it serves only memory, file, django-file, memcached or dummy, or Django's "
                                "locmem.LocMemCache, filebased.FileBasedCache, memcached.PyMemcacheCache, "
                                "memcached.PyLibMCCache, memcached.MemcachedCache or dummy.DummyCache")},
   };
@@ -174,16 +174,19 @@ TEST_CASE("django settings: typos stay errors, in served and unserved aliases al
        "<s>:5:7: CACHES.default.OPTIONS.MAX_ENTRY: unknown memory option; known: MAX_ENTRIES, CULL_FREQUENCY"},
       // Not a Python path: a misspelt short name.
       {"CACHES:\n  default:\n    BACKEND: memcache\n",
-       "<s>:3:14: CACHES.default.BACKEND: unknown BACKEND 'memcache'; expected memory, file, memcached or dummy, "
+       "<s>:3:14: CACHES.default.BACKEND: unknown BACKEND 'memcache'; expected memory, file, django-file, memcached or "
+       "dummy, "
        "or Django's locmem.LocMemCache, filebased.FileBasedCache, memcached.PyMemcacheCache, "
        "memcached.PyLibMCCache, memcached.MemcachedCache or dummy.DummyCache"},
       // Django has no such backend: Django itself would not load it.
       {"CACHES:\n  default:\n    BACKEND: django.core.cache.backends.memcached.PyMemcachCache\n",
        "<s>:3:14: CACHES.default.BACKEND: unknown BACKEND 'django.core.cache.backends.memcached.PyMemcachCache'; "
-       "expected memory, file, memcached or dummy, or Django's locmem.LocMemCache, filebased.FileBasedCache, "
+       "expected memory, file, django-file, memcached or dummy, or Django's locmem.LocMemCache, "
+       "filebased.FileBasedCache, "
        "memcached.PyMemcacheCache, memcached.PyLibMCCache, memcached.MemcachedCache or dummy.DummyCache"},
       {"CACHES:\n  default:\n    BACKEND: my project.Cache\n",
-       "<s>:3:14: CACHES.default.BACKEND: unknown BACKEND 'my project.Cache'; expected memory, file, memcached "
+       "<s>:3:14: CACHES.default.BACKEND: unknown BACKEND 'my project.Cache'; expected memory, file, django-file, "
+       "memcached "
        "or dummy, or Django's locmem.LocMemCache, filebased.FileBasedCache, memcached.PyMemcacheCache, "
        "memcached.PyLibMCCache, memcached.MemcachedCache or dummy.DummyCache"},
       {"CACHES:\n  default:\n    BACKEND: memory\n    KEY_FUNCTION: [a, b]\n",

@@ -4,6 +4,7 @@
 
 #include "cachelock/cache.hpp"
 #include "cachelock/config.hpp"
+#include "cachelock/django_file_cache.hpp"
 #include "cachelock/dummy_cache.hpp"
 #include "cachelock/errors.hpp"
 #include "cachelock/file_cache.hpp"

@@ -1,5 +1,6 @@
-// Entries as files in a directory, the counterpart of Django's FileBasedCache:
-// locks shared by the processes of one host, with no server.
+// Entries as files in a directory, in a format of our own: locks shared by
+// the processes of one host, with no server. Django's FileBasedCache format,
+// shared with Django, is DjangoFileCache (django_file_cache.hpp).
 #pragma once
 
 #include <cachelock/export.hpp>
