@@ -141,6 +141,7 @@ struct DjangoFileCache::Impl : Store {
 
 DjangoFileCache::DjangoFileCache(FileOptions file, CacheOptions options)
     : Cache{std::move(options)}, impl_{std::make_unique<Impl>()} {
+  impl_->renames_entries = true;
   impl_->configure(std::move(file), this->options());
 }
 
@@ -183,7 +184,6 @@ bool DjangoFileCache::erase_(std::string_view key) {
 }
 
 bool DjangoFileCache::add_(std::string_view key, std::string_view value, Timeout timeout) {
-  impl_->make_room();
   auto content = content_of(value, timeout);
   for (;;) {
     Entry entry{*impl_, "add", key};
@@ -193,11 +193,14 @@ bool DjangoFileCache::add_(std::string_view key, std::string_view value, Timeout
       if (timeout.is_expired()) {
         entry.remove();
       } else {
+        impl_->make_room();  // only before a write, as Django culls: a refused add removes nothing
         entry.replace(content);
       }
       return true;
     }
-    if (timeout.is_expired() || entry.create(content)) return true;
+    if (timeout.is_expired()) return true;
+    impl_->make_room();
+    if (entry.create(content)) return true;
   }
 }
 

@@ -213,6 +213,13 @@ const Directory* Store::open_directory(std::string_view op, std::string_view key
                        info.st_uid, ::geteuid()));
   }
   made->group = (info.st_mode & S_IWGRP) != 0;
+  if (renames_entries && made->group && (info.st_mode & S_ISVTX) != 0) {
+    refuse(fmt::format("the directory is group-writable and sticky (mode {:o}): a member could not replace an "
+                       "entry another member wrote, as every write of Django's format does, and a lock "
+                       "left by one would block the others for good; remove the sticky bit (chmod -t) "
+                       "or use BACKEND: file, which writes in place",
+                       mode));
+  }
   made->gid = info.st_gid;
   // Another thread may have opened it meanwhile: all use the first one.
   const Directory* current = nullptr;

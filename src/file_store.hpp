@@ -52,6 +52,9 @@ struct Store {
   FileOptions file;
   std::optional<std::size_t> max_entries;
   unsigned cull_frequency = 3;
+  // Every write renames a new file over the entry (Django's format): in a
+  // group-writable sticky directory one member could not replace another's.
+  bool renames_entries = false;
   std::atomic<unsigned> writes{0};
 
   // The directory in use; null until first opened. Atomics, not a mutex: a

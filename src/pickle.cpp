@@ -1,5 +1,7 @@
 #include "pickle.hpp"
 
+#include "cachelock/detail/key_fields.hpp"
+
 #include <bit>
 #include <cstring>
 
@@ -191,7 +193,7 @@ std::string text_of(const Value& value) {
   if (std::holds_alternative<std::monostate>(value)) return "None";
   if (const auto* b = std::get_if<bool>(&value)) return *b ? "True" : "False";
   if (const auto* n = std::get_if<std::int64_t>(&value)) return std::to_string(*n);
-  if (const auto* f = std::get_if<double>(&value)) return fmt::format("{}", *f);
+  if (const auto* f = std::get_if<double>(&value)) return python_float(*f, "");  // 1.0, not 1
   if (const auto* t = std::get_if<Text>(&value)) return t->utf8;
   return std::get<Bytes>(value).data;
 }

@@ -303,6 +303,26 @@ TEST_CASE("django-file: MAX_ENTRIES culls as Django's _cull does, and never our 
   CHECK(fs::exists(dir + "/.hidden.djcache"));
 }
 
+TEST_CASE("django-file: an add refused on a held key culls nothing") {
+  auto dir = test::fresh_dir("cull-refused");
+  DjangoFileCache cache{{.directory = dir}, {.max_entries = 3, .cull_frequency = 3}};
+  for (const char* key : {"a", "b", "c"}) REQUIRE(cache.add(key, "held"));
+  for (int i = 0; i < 5; ++i) CHECK_FALSE(cache.add("a", "other"));  // as a waiting Lock retries
+  for (const char* key : {"a", "b", "c"}) CHECK(cache.get(key) == "held");
+}
+
+TEST_CASE("django-file: a group-writable sticky directory is refused, since entries are replaced by rename") {
+  auto dir = test::fresh_dir("sticky");
+  fs::create_directories(dir);
+  REQUIRE(::chmod(dir.c_str(), 03770) == 0);
+  DjangoFileCache cache{{.directory = dir}};
+  CHECK_THROWS_WITH_AS(cache.add("k", "v"), doctest::Contains("group-writable and sticky (mode 3770)"),
+                       cachelock::ConfigError);
+  REQUIRE(::chmod(dir.c_str(), 02770) == 0);  // without the sticky bit members replace each other's files
+  DjangoFileCache shared{{.directory = dir}};
+  CHECK(shared.add("k", "v"));
+}
+
 TEST_CASE("django-file: the directory is checked as the file backend's is") {
   auto dir = test::fresh_dir("open");
   fs::create_directories(dir);

@@ -133,3 +133,12 @@ TEST_CASE("pickle: what Python writes in protocols 2 to 5 is read; other values 
   CHECK(pickle::string_value("\xed\xa0\x80") == pickle::Value{pickle::Bytes{"\xed\xa0\x80"}});  // a surrogate
   CHECK(pickle::string_value("\xc0\xaf") == pickle::Value{pickle::Bytes{"\xc0\xaf"}});  // overlong
 }
+
+TEST_CASE("pickle: a value read from Django's files is shown as Python's str() shows it") {
+  CHECK(pickle::text_of(1.0) == "1.0");
+  CHECK(pickle::text_of(1e16) == "1e+16");
+  CHECK(pickle::text_of(0.1) == "0.1");
+  CHECK(pickle::text_of(std::int64_t{7}) == "7");
+  CHECK(pickle::text_of(true) == "True");
+  CHECK(pickle::text_of(std::monostate{}) == "None");
+}
