@@ -159,7 +159,7 @@ class LateRenewalCache : public test::MapCache {
 }  // namespace
 
 TEST_CASE("a lock renewed while the watcher ran another's on_lost is not declared lost") {
-  // Times from t0, in slow() units. `first` is given up at 100 and its
+  // Times from t0, in slow() units of 2 ms. `first` is given up at 100 and its
   // on_lost keeps the watcher busy until 250, so its next look (at 250)
   // finds `other` and `late` past their give-up points (200), with `late`'s
   // renewal hanging since about 180. `other`'s on_lost then runs until 550;
@@ -171,12 +171,12 @@ TEST_CASE("a lock renewed while the watcher ran another's on_lost is not declare
     return [pause] { std::this_thread::sleep_for(test::slow(pause)); };
   };
   auto unreachable = std::make_shared<UnreachableCache>();
-  Lock first{"first", {.cache = unreachable, .ttl = test::slow(150ms), .renew = true, .on_lost = sleeping(150ms)}};
-  Lock other{"other", {.cache = unreachable, .ttl = test::slow(300ms), .renew = true, .on_lost = sleeping(300ms)}};
-  auto late_cache = std::make_shared<LateRenewalCache>(t0 + test::slow(170ms), t0 + test::slow(350ms));
+  Lock first{"first", {.cache = unreachable, .ttl = test::slow(300ms), .renew = true, .on_lost = sleeping(300ms)}};
+  Lock other{"other", {.cache = unreachable, .ttl = test::slow(600ms), .renew = true, .on_lost = sleeping(600ms)}};
+  auto late_cache = std::make_shared<LateRenewalCache>(t0 + test::slow(340ms), t0 + test::slow(700ms));
   std::atomic<bool> late_lost{false};
-  Lock late{"late", {.cache = late_cache, .ttl = test::slow(300ms), .renew = true, .on_lost = [&] { late_lost = true; }}};
-  std::this_thread::sleep_until(t0 + test::slow(800ms));
+  Lock late{"late", {.cache = late_cache, .ttl = test::slow(600ms), .renew = true, .on_lost = [&] { late_lost = true; }}};
+  std::this_thread::sleep_until(t0 + test::slow(1600ms));
   CHECK(first.lost());
   CHECK(other.lost());
   CHECK_FALSE(late_lost);
