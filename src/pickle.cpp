@@ -109,7 +109,7 @@ std::string dumps(const Value& value) {
     put_sized(body, std::get<Bytes>(value).data, SHORT_BINBYTES, BINBYTES, BINBYTES8);
   }
   body += static_cast<char>(STOP);
-  std::string out{static_cast<char>(PROTO), 5};
+  std::string out{static_cast<char>(PROTO), 4};  // 4, not Django's 5 on Python 3.8+: Python 3.6 and 3.7 read it too
   // Python frames the body when it has at least 4 bytes.
   if (body.size() >= 4) {
     out += static_cast<char>(FRAME);

@@ -26,8 +26,9 @@ struct Bytes {
 /// None, bool, int (64 bits), float, str or bytes.
 using Value = std::variant<std::monostate, bool, std::int64_t, double, Text, Bytes>;
 
-/// One value pickled as Python's pickle.dumps(value, 5) does (Django's
-/// HIGHEST_PROTOCOL): the same bytes for values under 64 KiB.
+/// One value pickled as Python's pickle.dumps(value, 4) does, which every
+/// Python Django 3.2 runs on reads (Django itself writes protocol 5 on
+/// Python 3.8+, which loads() reads): the same bytes for values under 64 KiB.
 std::string dumps(const Value& value);
 
 /// The value of the pickle at the start of `bytes` and how many bytes it
