@@ -97,7 +97,10 @@ TEST_CASE("cli: on a terminal the program is the foreground job: it reads the te
   // the foreground.
   std::vector<std::string> argv = box.args(
       {"run", "job", "--", "sh", "-c",
-       "trap 'exit 40' INT; echo ready; read line; echo \"got $line\" > " + box.dir + "/read; sleep 30"});
+       // `sleep & wait`, not `sleep`: a trapped signal ends the builtin wait at
+       // once, while a Ctrl-C that came as sh forked a foreground sleep would
+       // wait for the whole sleep.
+       "trap 'exit 40' INT; echo ready; read line; echo \"got $line\" > " + box.dir + "/read; sleep 30 & wait"});
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(a.data());
   args.push_back(nullptr);
