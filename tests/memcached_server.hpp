@@ -11,6 +11,7 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -36,6 +37,17 @@
 #include "process.hpp"
 
 namespace test {
+
+/// "localhost" where the host resolves that name (a minimal root may have no
+/// /etc/hosts), else "127.0.0.1": a server named by a host name, where possible.
+inline std::string loopback_name() {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo("localhost", nullptr, &hints, &found) != 0) return "127.0.0.1";
+  ::freeaddrinfo(found);
+  return "localhost";
+}
 
 /// The memcached binary to run.
 inline std::string memcached_binary() {

@@ -37,7 +37,7 @@ const Servers& tcp_servers() {
   static test::MemcachedProcess ipv6{{"-l", "::1"}};  // on 127.0.0.1 too, for the direct reads
   static const Servers servers{
       {&test::shared_memcached(), &test::second_memcached(), &ipv6},
-      {test::shared_memcached().location(), fmt::format("localhost:{}", test::second_memcached().port()),
+      {test::shared_memcached().location(), fmt::format("{}:{}", test::loopback_name(), test::second_memcached().port()),
        fmt::format("[::1]:{}", ipv6.port())}};
   return servers;
 }

@@ -78,7 +78,7 @@ bool ipv6_loopback() {
   return ok;
 }
 
-// The servers of one test: 127.0.0.1, localhost, [::1] (where the host has
+// The servers of one test: 127.0.0.1, localhost (where it resolves), [::1] (where the host has
 // it) and a unix socket, each named in LOCATION as Django users write them.
 struct Servers {
   test::MemcachedProcess v4;
@@ -97,7 +97,7 @@ struct Servers {
 
   // LOCATION entries, in order, and the server each one is.
   std::vector<std::string> locations() const {
-    std::vector<std::string> out{v4.location(), "localhost:" + std::to_string(by_name.port())};
+    std::vector<std::string> out{v4.location(), test::loopback_name() + ":" + std::to_string(by_name.port())};
     if (v6) out.push_back("[::1]:" + std::to_string(v6->port()));
     out.push_back(socket.location());
     return out;
@@ -110,7 +110,7 @@ struct Servers {
   }
   // pymemcache's node names for locations(), in the same order.
   std::vector<std::string> nodes() const {
-    std::vector<std::string> out{v4.location(), "localhost:" + std::to_string(by_name.port())};
+    std::vector<std::string> out{v4.location(), test::loopback_name() + ":" + std::to_string(by_name.port())};
     if (v6) out.push_back("::1:" + std::to_string(v6->port()));
     out.push_back(socket_path);
     return out;
