@@ -66,7 +66,7 @@ class Entry : public EntryFile {
     const Directory& directory;
     std::string name = fmt::format(".cachelock-{}-{:016x}.tmp", ::getpid(), random_bits());
     int fd = ::openat(directory.fd, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    bool placed = false;
+    bool placed = fd < 0;  // never made: the name may be another's file, left alone
     ~Temporary() {
       if (fd >= 0) ::close(fd);
       if (!placed) ::unlinkat(directory.fd, name.c_str(), 0);
