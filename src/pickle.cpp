@@ -1,6 +1,7 @@
 #include "pickle.hpp"
 
 #include "cachelock/detail/key_fields.hpp"
+#include "utf8.hpp"
 
 #include <bit>
 #include <cstring>
@@ -28,25 +29,6 @@ std::uint64_t get_le(std::string_view in, int size) {
   std::uint64_t n = 0;
   for (int i = 0; i < size; ++i) n |= std::uint64_t{static_cast<unsigned char>(in[static_cast<std::size_t>(i)])} << (8 * i);
   return n;
-}
-
-// Whether `s` is valid UTF-8 that Python would decode as str (no surrogates).
-bool valid_utf8(std::string_view s) {
-  for (std::size_t i = 0; i < s.size();) {
-    auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return false;
-    std::uint32_t cp = n == 1 ? c : c & (0x7f >> n);
-    for (std::size_t k = 1; k < n; ++k) {
-      auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xc0) != 0x80) return false;
-      cp = cp << 6 | (cc & 0x3f);
-    }
-    constexpr std::uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < least[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-    i += n;
-  }
-  return true;
 }
 
 // A string or bytes body: the short form up to 255 bytes, else 4-byte or 8-byte lengths.

@@ -16,6 +16,7 @@
 #include "cachelock/cache.hpp"
 #include "cachelock/detail/key_fields.hpp"
 #include "text.hpp"
+#include "utf8.hpp"
 
 namespace cachelock::detail {
 namespace {
@@ -39,15 +40,6 @@ struct FloatSpec {
 
 bool is_align(char c) { return c == '<' || c == '>' || c == '^' || c == '='; }
 
-// The length of the UTF-8 sequence that starts with `lead` (a fill is one
-// character, which may take several bytes).
-std::size_t utf8_length(unsigned char lead) {
-  if (lead >= 0xf0) return 4;
-  if (lead >= 0xe0) return 3;
-  if (lead >= 0xc0) return 2;
-  return 1;
-}
-
 FloatSpec parse_spec(std::string_view spec) {
   auto fail = [&](std::string_view what) -> void {
     throw fmt::format_error(fmt::format("format spec {} for a float: {}", quote(spec), what));
@@ -65,8 +57,10 @@ FloatSpec parse_spec(std::string_view spec) {
 
   bool fill_given = false, align_given = false;
   if (!spec.empty()) {
-    auto first = utf8_length(static_cast<unsigned char>(spec[0]));
-    if (first < spec.size() && is_align(spec[first])) {
+    // A fill is one character, which may take several bytes; bytes that
+    // are no UTF-8 character make no fill (Python's spec is a str).
+    auto fill = next_code_point(spec);
+    if (auto first = fill ? fill->size : spec.size(); first < spec.size() && is_align(spec[first])) {
       out.fill = spec.substr(0, first);
       out.align = spec[first];
       at = first + 1;

@@ -4,60 +4,21 @@
 
 #include <fmt/format.h>
 
+#include "utf8.hpp"
+
 namespace cachelock::detail {
 
 namespace {
-
-bool continuation(std::string_view s, std::size_t at, unsigned char low = 0x80, unsigned char high = 0xbf) {
-  if (at >= s.size()) return false;
-  auto c = static_cast<unsigned char>(s[at]);
-  return c >= low && c <= high;
-}
-
-// How many bytes the UTF-8 sequence at s[at] takes and its code point, by
-// the rules of Python's strict decoder (no overlong forms, no surrogates,
-// nothing past U+10FFFF); 0 if the byte does not start a valid sequence.
-std::size_t decode(std::string_view s, std::size_t at, char32_t& code_point) {
-  auto lead = static_cast<unsigned char>(s[at]);
-  auto next = [&](std::size_t i) { return static_cast<char32_t>(static_cast<unsigned char>(s[at + i]) & 0x3f); };
-  if (lead < 0x80) {
-    code_point = lead;
-    return 1;
-  }
-  if (lead >= 0xc2 && lead <= 0xdf && continuation(s, at + 1)) {
-    code_point = (char32_t{lead} & 0x1f) << 6 | next(1);
-    return 2;
-  }
-  if (lead >= 0xe0 && lead <= 0xef) {
-    unsigned char low = lead == 0xe0 ? 0xa0 : 0x80;
-    unsigned char high = lead == 0xed ? 0x9f : 0xbf;
-    if (!continuation(s, at + 1, low, high) || !continuation(s, at + 2)) return 0;
-    code_point = (char32_t{lead} & 0x0f) << 12 | next(1) << 6 | next(2);
-    return 3;
-  }
-  if (lead >= 0xf0 && lead <= 0xf4) {
-    unsigned char low = lead == 0xf0 ? 0x90 : 0x80;
-    unsigned char high = lead == 0xf4 ? 0x8f : 0xbf;
-    if (!continuation(s, at + 1, low, high) || !continuation(s, at + 2) || !continuation(s, at + 3)) return 0;
-    code_point = (char32_t{lead} & 0x07) << 18 | next(1) << 12 | next(2) << 6 | next(3);
-    return 4;
-  }
-  return 0;
-}
 
 // Calls `f` with what pymemcache's murmur3 reads of each character of
 // `utf8`: the low 8 bits of its code point.
 template <class F>
 void for_each_character(std::string_view utf8, F&& f) noexcept {
   for (std::size_t at = 0; at < utf8.size();) {
-    char32_t code_point = 0;
-    auto length = decode(utf8, at, code_point);
-    if (length == 0) {
-      code_point = static_cast<unsigned char>(utf8[at]);
-      length = 1;
-    }
-    f(static_cast<std::uint32_t>(code_point & 0xff));
-    at += length;
+    // A byte that starts no valid sequence is one character of its own value.
+    auto next = next_code_point(utf8.substr(at)).value_or(CodePoint{static_cast<unsigned char>(utf8[at]), 1});
+    f(static_cast<std::uint32_t>(next.value & 0xff));
+    at += next.size;
   }
 }
 
