@@ -7,6 +7,7 @@
 
 #include "cachelock/config.hpp"
 #include "settings_field.hpp"
+#include "text.hpp"
 
 namespace cachelock::detail {
 
@@ -72,17 +73,6 @@ bool is_dotted_path(std::string_view name) {
   return parts >= 2;
 }
 
-// "a, b or c"
-template <class Names>
-std::string one_of(const Names& names) {
-  std::string out;
-  for (std::size_t i = 0; i < names.size(); ++i) {
-    if (i > 0) out += i + 1 == names.size() ? " or " : ", ";
-    out += names[i];
-  }
-  return out;
-}
-
 }  // namespace
 
 const Backend* find_backend(std::string_view name) {
@@ -111,7 +101,7 @@ std::string known_backends() {
       paths.push_back(name.starts_with(django_backends) ? name.substr(django_backends.size()) : name);
     }
   }
-  return fmt::format("{}, or Django's {}", one_of(short_names), one_of(paths));
+  return fmt::format("{}, or Django's {}", join_names(short_names, " or "), join_names(paths, " or "));
 }
 
 const Backend* backend_of(const Cache& cache) {
@@ -126,7 +116,7 @@ std::string backends_that_run() {
   for (const auto* backend : backends) {
     if (backend->run_refusal.empty()) names.push_back(backend->name());
   }
-  return one_of(names);
+  return join_names(names, " or ");
 }
 
 }  // namespace cachelock::detail

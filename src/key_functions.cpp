@@ -22,9 +22,8 @@ KeyFunction KeyFunctions::find(std::string_view name) const {
 
 std::string KeyFunctions::names() const {
   std::lock_guard lock{mutex_};
-  std::string out;
-  for (const auto& [name, function] : functions_) out += (out.empty() ? "" : ", ") + quote(name);
-  return out.empty() ? "none" : out;
+  if (functions_.empty()) return "none";
+  return join_names(functions_, ", ", [](const auto& entry) { return quote(entry.first); });
 }
 
 CacheRegistry::Factory with_key_function(std::string name, std::string unregistered,

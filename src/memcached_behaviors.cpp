@@ -101,18 +101,7 @@ const Behavior* find(std::string_view name) {
   return it == std::end(behaviors) ? nullptr : &*it;
 }
 
-template <std::size_t N>
-std::string names_of(const Name (&names)[N]) {
-  std::string out;
-  for (const auto& n : names) out += (out.empty() ? "" : ", ") + std::string{n.name};
-  return out;
-}
-
-std::string all_names() {
-  std::string out;
-  for (const auto& b : behaviors) out += (out.empty() ? "" : ", ") + std::string{b.name};
-  return out;
-}
+std::string all_names() { return join_names(behaviors, ", ", &Behavior::name); }
 
 // Why `value` of `behavior` cannot be taken, or empty.
 std::string refusal(const Behavior& behavior, std::int64_t value) {
@@ -143,7 +132,7 @@ std::int64_t named(const Field& field, const Name (&names)[N], std::string_view 
     auto text = field.text();
     if (auto it = std::ranges::find(names, text, &Name::name); it != std::end(names)) return it->value;
   }
-  field.expected(fmt::format("one of pylibmc's {}: {}", what, names_of(names)));
+  field.expected(fmt::format("one of pylibmc's {}: {}", what, join_names(names, ", ", &Name::name)));
 }
 
 // A behavior that goes to a field of MemcachedOptions, in pylibmc's units.

@@ -7,7 +7,6 @@
 #include <mutex>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "cachelock/errors.hpp"
 #include "cachelock/memory_cache.hpp"
@@ -84,9 +83,7 @@ struct Config {
   }
 
   std::string known() const {
-    std::vector<std::string> names;
-    for (const auto& [name, slot] : slots) names.push_back(detail::quote(name));
-    return fmt::format("{}", fmt::join(names, ", "));
+    return detail::join_names(slots, ", ", [](const auto& entry) { return detail::quote(entry.first); });
   }
 };
 

@@ -243,9 +243,7 @@ Settings parse_settings(std::string_view yaml, std::string_view source,
                        [&](const AliasSettings& a) { return a.name == name; });
   };
   auto names = [&] {
-    std::string out;
-    for (const auto& a : settings.aliases) out += (out.empty() ? "" : ", ") + quote(a.name);
-    return out;
+    return join_names(settings.aliases, ", ", [](const AliasSettings& a) { return quote(a.name); });
   };
   if (default_alias) {
     settings.default_alias = default_alias->text();

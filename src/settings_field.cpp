@@ -115,15 +115,6 @@ std::string Field::expand(std::string_view raw) const {
   return out;
 }
 
-std::string join_names(std::initializer_list<std::string_view> names) {
-  std::string out;
-  for (auto name : names) {
-    if (!out.empty()) out += ", ";
-    out += name;
-  }
-  return out;
-}
-
 std::chrono::milliseconds milliseconds_of(double seconds) {
   return Timeout{std::chrono::duration<double>{seconds}}.duration();
 }

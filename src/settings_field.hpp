@@ -82,9 +82,6 @@ class Field {
   std::string path_;
 };
 
-/// "a, b, c", for the lists of known names in messages.
-std::string join_names(std::initializer_list<std::string_view> names);
-
 /// Seconds as milliseconds, rounded up; Timeout caps them at a century, so
 /// that no conversion overflows.
 std::chrono::milliseconds milliseconds_of(double seconds);

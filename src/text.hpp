@@ -2,7 +2,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <initializer_list>
 #include <optional>
+#include <ranges>
 #include <string>
 #include <string_view>
 
@@ -21,6 +24,24 @@ std::string printable(std::string_view s);
 /// escapes, and the mark and backslashes too, so a message shows a key or
 /// value exactly.
 std::string quote(std::string_view s, char mark = '\'');
+
+/// `names` listed for a message: "a, b, c", or with `last` between the last
+/// two ("a, b or c" with " or "); `name_of` gives each element's text (the
+/// element itself by default).
+template <std::ranges::sized_range Names, class NameOf = std::identity>
+std::string join_names(const Names& names, std::string_view last = ", ", NameOf name_of = {}) {
+  std::string out;
+  auto left = std::ranges::size(names);
+  for (const auto& name : names) {
+    out += std::invoke(name_of, name);
+    if (--left > 0) out += left == 1 ? last : std::string_view{", "};
+  }
+  return out;
+}
+/// join_names() of a list written in place: join_names({"a", "b"}).
+inline std::string join_names(std::initializer_list<std::string_view> names, std::string_view last = ", ") {
+  return join_names<std::initializer_list<std::string_view>>(names, last);
+}
 
 /// How many bytes of a key a message shows: keys come from callers and can
 /// be of any length, a message must stay short.
