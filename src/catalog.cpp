@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "cachelock/config.hpp"
+#include "memcached_names.hpp"
 #include "settings_field.hpp"
 #include "text.hpp"
 
@@ -17,16 +18,8 @@ extern const Backend memory_backend, file_backend, django_file_backend, memcache
 
 #if !CACHELOCK_HAS_MEMCACHED
 // Built without libmemcached: its names still load, to say so.
-namespace {
-constexpr std::string_view memcached_names[] = {
-    "memcached",
-    "django.core.cache.backends.memcached.PyMemcacheCache",
-    "django.core.cache.backends.memcached.PyLibMCCache",
-    "django.core.cache.backends.memcached.MemcachedCache",
-};
-}  // namespace
 constinit const Backend memcached_backend{
-    .names = memcached_names,
+    .names = memcached_names::all,
     .parse = [](const AliasFields& alias, CacheOptions) -> CacheRegistry::Factory {
       alias.backend.fail("the memcached backend is not built in: this cachelock was configured "
                          "with -Dmemcached=disabled or without libmemcached-dev");

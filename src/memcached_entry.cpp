@@ -5,6 +5,7 @@
 #include "cachelock/memcached_cache.hpp"
 #include "catalog.hpp"
 #include "memcached_behaviors.hpp"
+#include "memcached_names.hpp"
 #include "settings_field.hpp"
 #include "text.hpp"
 
@@ -12,21 +13,11 @@ namespace cachelock::detail {
 
 namespace {
 
-constexpr std::string_view pymemcache_backend = "django.core.cache.backends.memcached.PyMemcacheCache";
-constexpr std::string_view pylibmc_backend = "django.core.cache.backends.memcached.PyLibMCCache";
-
-constexpr std::string_view names[] = {
-    "memcached",
-    pymemcache_backend,
-    pylibmc_backend,
-    "django.core.cache.backends.memcached.MemcachedCache",
-};
-
 // pylibmc's behaviors and LOCATION weights are PyLibMCCache's; the short
 // name takes them too, as it places keys as libmemcached does.
 bool takes_pylibmc_options(const AliasFields& alias) {
   auto backend = alias.backend.text();
-  return backend == names[0] || backend == names[2];
+  return backend == memcached_names::short_name || backend == memcached_names::pylibmc;
 }
 
 void add_servers(const Field& field, std::string_view text, bool weighted, MemcachedOptions& options) {
@@ -138,10 +129,10 @@ CacheRegistry::Factory parse(const AliasFields& alias, CacheOptions cache) {
   }
   options.backend = alias.backend.text();
   // Keys go where the Django client named by BACKEND puts them.
-  if (options.backend == pymemcache_backend) options.distribution = MemcachedDistribution::rendezvous;
+  if (options.backend == memcached_names::pymemcache) options.distribution = MemcachedDistribution::rendezvous;
   if (alias.options) {
     alias.options->for_each_entry([&](const std::string& name, const Field& value) {
-      if (options.backend == pymemcache_backend && parse_pymemcache_option(name, value)) return;
+      if (options.backend == memcached_names::pymemcache && parse_pymemcache_option(name, value)) return;
       parse_option(name, value, pylibmc_options, options);
     });
     if (!options.username.empty() && !options.binary) {
@@ -181,13 +172,13 @@ std::optional<std::string> placement_warning(const MemcachedOptions& options) {
   if (options.servers.size() < 2) return std::nullopt;
   const bool rendezvous = options.distribution == MemcachedDistribution::rendezvous;
   std::string_view client, how;
-  if (options.backend == pymemcache_backend && !rendezvous) {
+  if (options.backend == memcached_names::pymemcache && !rendezvous) {
     client = "PyMemcacheCache";
     how = "pymemcache's rendezvous hashing; remove distribution";
-  } else if (options.backend == pylibmc_backend && rendezvous) {
+  } else if (options.backend == memcached_names::pylibmc && rendezvous) {
     client = "PyLibMCCache";
     how = "libmemcached's modula or ketama; remove distribution";
-  } else if (options.backend == names[3]) {
+  } else if (options.backend == memcached_names::python_memcached) {
     return "warning: Django's MemcachedCache (python-memcached) places keys on several servers by its own "
            "hashing, which cachelock does not reproduce: Django and cachelock may look for one lock on "
            "different servers; share locks through one server, or move Django to PyMemcacheCache";
@@ -237,7 +228,7 @@ std::vector<std::string> warnings(Cache& cache) {
 }  // namespace
 
 extern constinit const Backend memcached_backend{
-    .names = names,
+    .names = memcached_names::all,
     .parse = parse,
     .made = [](const Cache& cache) { return dynamic_cast<const MemcachedCache*>(&cache) != nullptr; },
     .describe = describe,
