@@ -75,11 +75,8 @@ void check_renewable(const detail::Hold& hold, milliseconds ttl) {
 
 // Only the cache's TIMEOUT can be zero or less: a ttl given is checked positive.
 [[noreturn]] void throw_expired_timeout(const detail::Hold& hold) {
-  throw ConfigError(fmt::format(
-      "lock {}{}: the cache's TIMEOUT is {:g} s, which means expire at once (as in Django): a lock taken "
-      "without a ttl would be free as soon as it is taken; give the lock a ttl",
-      detail::quote_key(hold.key), where(hold),
-      std::chrono::duration<double>(hold.cache->options().timeout.duration()).count()));
+  throw ConfigError(
+      detail::expire_at_once(hold.key, where(hold), hold.cache->options().timeout, "give the lock a ttl"));
 }
 
 [[noreturn]] void throw_held(const detail::Hold& hold) {

@@ -1,6 +1,7 @@
 #include "text.hpp"
 
 #include <charconv>
+#include <chrono>
 
 #include <fmt/format.h>
 
@@ -72,6 +73,13 @@ std::string quote_key(std::string_view key) { return quote_key(key, key.size());
 std::string quote_key(std::string_view first, std::size_t size) {
   if (size <= quoted_key_bytes && first.size() == size) return quote(first);
   return fmt::format("{}... ({} bytes)", quote(first.substr(0, quoted_key_bytes)), size);
+}
+
+std::string expire_at_once(std::string_view key, std::string_view where, const Timeout& timeout,
+                           std::string_view remedy) {
+  return fmt::format("lock {}{}: the cache's TIMEOUT is {:g} s, which means expire at once (as in Django): a "
+                     "lock taken without a ttl would be free as soon as it is taken; {}",
+                     quote_key(key), where, std::chrono::duration<double>(timeout.duration()).count(), remedy);
 }
 
 void check_stored_key(std::string_view head, std::string_view key) {

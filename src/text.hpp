@@ -11,6 +11,10 @@
 
 #include "cachelock/errors.hpp"
 
+namespace cachelock {
+class Timeout;
+}
+
 namespace cachelock::detail {
 
 /// `s` with every byte outside printable ASCII escaped (\n, \r, \t, \0,
@@ -53,6 +57,12 @@ std::string quote_key(std::string_view key);
 /// As quote_key(), for a key of `size` bytes of which `first` are the first
 /// ones (at least quoted_key_bytes of them, or all).
 std::string quote_key(std::string_view first, std::size_t size);
+
+/// Why no lock on `key` (`where`: " on alias 'NAME'", or empty) can be taken
+/// without a ttl where the cache's TIMEOUT `timeout` (expired()) means
+/// expire at once, ending with `remedy` ("give the lock a ttl").
+std::string expire_at_once(std::string_view key, std::string_view where, const Timeout& timeout,
+                           std::string_view remedy);
 
 /// Throws InvalidKeyError if the stored key `head` + `key` breaks memcached's
 /// rules: at most 250 bytes, no byte in 0x00-0x20 or 0x7f. The message

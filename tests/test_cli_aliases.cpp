@@ -134,8 +134,9 @@ TEST_CASE("cli aliases: check fails when no alias is served at all") {
 TEST_CASE("cli aliases: TIMEOUT 0 loads, and run needs --ttl on it") {
   Project project{"CACHES:\n  default:\n    BACKEND: file\n    LOCATION: LOCKS\n    TIMEOUT: 0\n"};
   check_refused(project.run({"run", "job", "--", "true"}), 64,
-                "alias 'default' has TIMEOUT 0, which means expire at once (as in Django): without --ttl the lock "
-                "on 'job' would be free as soon as it is taken");
+                "lock 'job' on alias 'default': the cache's TIMEOUT is 0 s, which means expire at once (as in "
+                "Django): a lock taken without a ttl would be free as soon as it is taken; give the lock a ttl "
+                "with --ttl");
   CHECK(project.run({"run", "job", "--ttl", "5", "--", "true"}).code == 0);
   auto check = project.run({"check"});
   CHECK(check.code == 0);

@@ -110,11 +110,9 @@ int run(const Globals& globals, const RunOptions& options) {
                                        quote(alias), quote(options.key))};
   }
   if (!ttl && cache->options().timeout.is_expired()) {
-    throw Exit{exit_usage, fmt::format("alias {} has TIMEOUT {:g}, which means expire at once (as in Django): "
-                                       "without --ttl the lock on {} would be free as soon as it is taken",
-                                       quote(alias),
-                                       std::chrono::duration<double>(cache->options().timeout.duration()).count(),
-                                       quote(options.key))};
+    throw Exit{exit_usage, cachelock::detail::expire_at_once(options.key, fmt::format(" on alias {}", quote(alias)),
+                                                             cache->options().timeout,
+                                                             "give the lock a ttl with --ttl")};
   }
   // Made before the lock, which may call on_lost as soon as it is held.
   wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
