@@ -126,8 +126,10 @@ bool holds(const Record& record, std::string_view expected) {
 
 struct DjangoFileCache::Impl : Store {
   // Django's _cull, before a write: with MAX_ENTRIES files or more, removes
-  // a 1/CULL_FREQUENCY sample of them (0: all). Unset max_entries: never.
-  void make_room() {
+  // a 1/CULL_FREQUENCY sample of them (0: all), live or not, as Django does
+  // (Store::make_room, the file backend's, sweeps expired ones first).
+  // Unset max_entries: never.
+  void django_cull() {
     if (!max_entries) return;
     const auto* dir = open_directory("set", "", false);
     if (!dir) return;
@@ -166,7 +168,7 @@ void DjangoFileCache::set_(std::string_view key, std::string_view value, Timeout
     erase_(key);
     return;
   }
-  impl_->make_room();
+  impl_->django_cull();
   auto content = content_of(value, timeout);
   for (;;) {
     Entry entry{*impl_, "set", key};
@@ -193,13 +195,13 @@ bool DjangoFileCache::add_(std::string_view key, std::string_view value, Timeout
       if (timeout.is_expired()) {
         entry.remove();
       } else {
-        impl_->make_room();  // only before a write, as Django culls: a refused add removes nothing
+        impl_->django_cull();  // only before a write, as Django culls: a refused add removes nothing
         entry.replace(content);
       }
       return true;
     }
     if (timeout.is_expired()) return true;
-    impl_->make_room();
+    impl_->django_cull();
     if (entry.create(content)) return true;
   }
 }

@@ -57,7 +57,10 @@ std::optional<pickle::Value> Record::value() const {
     if (status == Z_BUF_ERROR && stream.avail_in == 0) break;  // cut short
   }
   ::inflateEnd(&stream);
-  // Django's zlib.decompress wants the whole stream and nothing after it.
+  // Python's zlib.decompress refuses a stream cut short but ignores bytes
+  // after its end, as pickle.loads ignores bytes after STOP: Django would
+  // read such a file. We refuse both (the entry reads as held by someone
+  // else): fail closed rather than guess what the extra bytes mean.
   if (status != Z_STREAM_END || stream.avail_in != 0 || out.size() > max_value_size) return std::nullopt;
   auto loaded = pickle::loads(out);
   if (!loaded || loaded->size != out.size()) return std::nullopt;

@@ -203,6 +203,7 @@ TEST_CASE("django-file: a file we cannot decode is held by someone else, never f
       {"cut in the expiry", whole.substr(0, 7)},
       {"cut in the value", whole.substr(0, whole.size() - 5)},
       {"a value that is not zlib", whole.substr(0, 21) + "not zlib"},
+      {"bytes after the zlib stream (Python's zlib.decompress ignores them)", whole + "more"},
       {"an expiry that is a str", std::string{"\x80\x05\x8c\x03" "abc\x94."} + whole.substr(21)},
   };
   for (const auto& [what, bytes] : cases) {
