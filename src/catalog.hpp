@@ -47,6 +47,11 @@ struct Backend {
   std::vector<std::string> (*warnings)(Cache& cache);
   /// Why `run` refuses it ("is a memory cache: ..."), or empty if it may run.
   std::string_view run_refusal;
+  /// What holds `key` when get() has no value to show for it ("an entry
+  /// too large to read: ..."), for `status` and `run`; empty when get()
+  /// shows it. May be null (get() always shows the value). Only for a cache
+  /// it made, as warnings is.
+  std::string (*unshown_holder)(Cache& cache, std::string_view key) = nullptr;
 
   std::string_view name() const { return names.front(); }
 };

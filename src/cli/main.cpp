@@ -141,7 +141,7 @@ int run(const Globals& globals, const RunOptions& options) {
     if (!globals.quiet) {
       std::string holder;
       try {
-        holder = describe_holder(cache->get(options.key));
+        holder = describe_holder(*cache, options.key, cache->get(options.key));
       } catch (const cachelock::Error& e) {
         holder = fmt::format("another owner (who could not be read: {})", e.what());
       }
@@ -177,12 +177,13 @@ int run(const Globals& globals, const RunOptions& options) {
 
 int status(const Globals& globals, const std::string& key) {
   configure(globals);
-  auto value = cachelock::CacheRegistry::global().get(globals.alias)->get(key);
+  auto cache = cachelock::CacheRegistry::global().get(globals.alias);
+  auto value = cache->get(key);
   if (!value) {
     print(fmt::format("{} is free (alias {})", key, alias_name(globals)));
     return 0;
   }
-  print(fmt::format("{} is held by {}{} (alias {})", key, describe_holder(value), time_left(*value),
+  print(fmt::format("{} is held by {}{} (alias {})", key, describe_holder(*cache, key, value), time_left(*value),
                     alias_name(globals)));
   return 1;
 }

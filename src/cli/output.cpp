@@ -10,6 +10,8 @@
 
 #include <cachelock/cachelock.hpp>
 
+#include "../catalog.hpp"
+
 namespace cachelock::cli {
 
 namespace {
@@ -31,6 +33,13 @@ std::string describe_holder(const std::optional<std::string>& value) {
   auto owner = cachelock::LockOwner::parse(*value);
   if (!owner) return fmt::format("a value not written by cachelock ({} bytes; a Django cache.add?)", value->size());
   return fmt::format("{} pid {} since {}", owner->host, owner->pid, local_time(owner->since));
+}
+
+std::string describe_holder(Cache& cache, const std::string& key, const std::optional<std::string>& value) {
+  if (const auto* backend = detail::backend_of(cache); value && backend && backend->unshown_holder) {
+    if (auto holder = backend->unshown_holder(cache, key); !holder.empty()) return holder;
+  }
+  return describe_holder(value);
 }
 
 // With SIGTTOU blocked: from the background, on a terminal set to `tostop`,
