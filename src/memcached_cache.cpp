@@ -19,6 +19,7 @@
 
 #include "cachelock/errors.hpp"
 #include "memcached_errors.hpp"
+#include "memcached_expiration.hpp"
 #include "memcached_pool.hpp"
 
 namespace cachelock {
@@ -26,32 +27,6 @@ namespace cachelock {
 namespace {
 
 using namespace detail::memcached;
-
-// memcached reads an expiration above 30 days as a Unix time, as Django does.
-constexpr std::int64_t relative_limit = 60 * 60 * 24 * 30;
-// 1970-01-31: an absolute time the server sees as past, so the entry is
-// already expired. Not -1: libmemcached sends the binary protocol's
-// expiration as an unsigned 32-bit number, where -1 means "never expires".
-constexpr time_t already_expired = relative_limit + 1;
-
-time_t expiration(Timeout timeout) noexcept {
-  if (timeout.is_never()) return 0;
-  if (timeout.is_expired()) return already_expired;
-  // Whole seconds, rounded up (a ttl of 1 ms is never sent as 0, which would
-  // mean "never expires"), plus one: memcached's clock ticks once a second
-  // and an entry expires at a tick, so one sent N seconds lives between N-1
-  // and N. With the extra second it lives at least its ttl, at most ttl + 2 s.
-  auto ms = timeout.duration().count();
-  std::int64_t seconds = ms / 1000 + (ms % 1000 != 0 ? 1 : 0) + 1;  // no overflow near the maximum
-  if (seconds <= relative_limit) return static_cast<time_t>(seconds);
-  // Past 30 days memcached reads a Unix time, and the text protocol reads it
-  // as a signed 32-bit number: a later time would wrap into the past and the
-  // entry would be stored already expired. A time the server cannot hold
-  // (after 2038-01-19) is sent as "never expires": still at least the ttl.
-  seconds += std::time(nullptr);
-  if (seconds > std::numeric_limits<std::int32_t>::max()) return 0;
-  return static_cast<time_t>(seconds);
-}
 
 struct Fetched {
   std::string value;
@@ -154,6 +129,7 @@ std::chrono::milliseconds MemcachedCache::operation_timeout() const noexcept {
 }
 
 std::optional<std::string> MemcachedCache::get_(std::string_view key) {
+  if (auto meta = impl_->meta_get(key)) return *meta;
   // memcached_get() rather than fetch(): in the binary protocol a one-key
   // mget goes out as two packets (a quiet get, then a no-op), a get as one.
   return impl_->with_handle("get", key, Impl::Retry::retry, [&](Handle& handle) -> std::optional<std::string> {
@@ -190,6 +166,7 @@ bool MemcachedCache::erase_(std::string_view key) {
 }
 
 bool MemcachedCache::add_(std::string_view key, std::string_view value, Timeout timeout) {
+  if (auto meta = impl_->meta_add(key, value, timeout)) return *meta;
   return impl_->with_handle("add", key, Impl::Retry::retry, [&](Handle& handle) {
     auto rc = memcached_add(handle.get(), key.data(), key.size(), value.data(), value.size(),
                             expiration(timeout), 0);
@@ -247,6 +224,7 @@ std::optional<std::int64_t> MemcachedCache::incr_(std::string_view key, std::int
 }
 
 bool MemcachedCache::erase_if_equals_(std::string_view key, std::string_view expected) {
+  if (auto meta = impl_->meta_erase_if_equals(key, expected)) return *meta;
   return impl_->with_handle("gets", key, Impl::Retry::retry, [&](Handle& handle) {
     auto found = fetch_for_cas(handle, key);
     handle.progressed();
@@ -263,6 +241,7 @@ bool MemcachedCache::erase_if_equals_(std::string_view key, std::string_view exp
 
 bool MemcachedCache::replace_if_equals_(std::string_view key, std::string_view expected,
                                         std::string_view value, Timeout timeout) {
+  if (auto meta = impl_->meta_replace_if_equals(key, expected, value, timeout)) return *meta;
   return impl_->with_handle("gets", key, Impl::Retry::retry, [&](Handle& handle) {
     auto found = fetch_for_cas(handle, key);
     handle.progressed();

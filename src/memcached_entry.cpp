@@ -93,6 +93,8 @@ void parse_option(const std::string& name, const Field& value, bool takes_behavi
     }
   } else if (name == "pool_size" || name == "max_pool_size") {
     options.pool_size = static_cast<std::size_t>(integer_between(value, 1, 100'000));
+  } else if (name == "meta_protocol") {
+    options.meta_protocol = value.boolean();
   } else if (name == "username") {
     options.username = value.text();
   } else if (name == "password") {
@@ -104,7 +106,7 @@ void parse_option(const std::string& name, const Field& value, bool takes_behavi
     value.fail_at_key(fmt::format("unknown memcached option; known: {}",
                                   join_names({"behaviors", "binary", "tcp_nodelay", "connect_timeout", "timeout",
                                               "retry_timeout", "server_failure_limit", "distribution",
-                                              "pool_size", "username", "password"})));
+                                              "pool_size", "meta_protocol", "username", "password"})));
   }
 }
 

@@ -127,6 +127,7 @@ Connections::Connections(const MemcachedOptions& options, std::uint64_t generati
     : generation{generation_}, size{options.pool_size}, available{options.pool_size},
       wait{options.timeout}, sends_cas{std::make_unique<std::atomic<bool>[]>(options.servers.size())},
       greetings{std::make_unique<Greeting[]>(options.servers.size())},
+      meta{std::make_unique<MetaServer[]>(options.servers.size())},
       placement{options.distribution == MemcachedDistribution::rendezvous
                     ? std::make_unique<const detail::Rendezvous>(options.servers)
                     : nullptr} {
@@ -170,6 +171,15 @@ memcached_st* Connections::fetch(std::string_view op, std::string_view key) {
                              fmt::format("cannot take a connection from the pool: {}", memcached_strerror(nullptr, rc))));
   }
   return handle;
+}
+
+std::uint32_t Connections::position_of(std::string_view key) {
+  std::lock_guard lock{mutex};  // the locator is used only under `mutex`
+  return memcached_generate_hash(locator, key.data(), key.size());
+}
+
+const memcached_instance_st* Connections::server_at(std::uint32_t position) const {
+  return memcached_server_instance_by_position(locator, position);
 }
 
 void Connections::release(memcached_st* handle) noexcept {

@@ -14,10 +14,12 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "cachelock/memcached_cache.hpp"
 #include "memcached_errors.hpp"
+#include "memcached_meta.hpp"
 #include "rendezvous.hpp"
 
 namespace cachelock::detail::memcached {
@@ -68,6 +70,12 @@ struct Connections {
   // handle's connection to that server served a call. Made when a handle is
   // first used, freed with the pool; guarded by mutex.
   std::vector<std::unique_ptr<bool[]>> served;
+  // Per server (by position): its meta-protocol connections.
+  std::unique_ptr<MetaServer[]> meta;
+  /// The position of the server that owns `key`, as libmemcached places it.
+  std::uint32_t position_of(std::string_view key);
+  /// The server at `position` (its name and address do not change).
+  const memcached_instance_st* server_at(std::uint32_t position) const;
   // For rendezvous distribution: the hash of every handle above points to
   // it (see make_master); null otherwise.
   const std::unique_ptr<const detail::Rendezvous> placement;
@@ -186,6 +194,60 @@ struct MemcachedCache::Impl {
     handle.reconnect();  // this pooled handle's connection may be as old
     return body(handle);
   }
+
+  // The lock operations in the meta protocol (memcached_meta_ops.cpp):
+  // nullopt when the key's server does not speak it, or the alias does not
+  // use it (meta_protocol: false, or SASL).
+  std::optional<bool> meta_add(std::string_view key, std::string_view value, Timeout timeout);
+  std::optional<std::optional<std::string>> meta_get(std::string_view key);
+  std::optional<bool> meta_erase_if_equals(std::string_view key, std::string_view expected);
+  std::optional<bool> meta_replace_if_equals(std::string_view key, std::string_view expected,
+                                             std::string_view value, Timeout timeout);
+
+  // Runs `body(call, retrying)` on a meta connection to the key's server,
+  // once more on a new connection if the first found its connection closed
+  // by the server (every meta call may be made twice: see the callers).
+  template <class Body>
+  auto with_meta(std::string_view op, std::string_view key, Body&& body)
+      -> std::optional<decltype(body(std::declval<detail::memcached::MetaCall&>(), false))> {
+    using detail::memcached::MetaCall;
+    using detail::memcached::MetaServer;
+    if (!options.meta_protocol || !options.username.empty()) return std::nullopt;
+    auto& connections = current(op, key);
+    auto position = connections.position_of(key);
+    auto& server = connections.meta[position];
+    if (server.speaks.load(std::memory_order_relaxed) == MetaServer::no) return std::nullopt;
+    const auto* instance = connections.server_at(position);
+    try {
+      try {
+        MetaCall call{server, instance, options, op, key, false};
+        call.allow_retry();
+        return body(call, false);
+      } catch (const detail::memcached::StaleConnection&) {
+        // ~MetaCall closed it; the call is made again on a new connection.
+      }
+      MetaCall call{server, instance, options, op, key, true};
+      return body(call, true);
+    } catch (const detail::memcached::NoMetaProtocol&) {
+      return std::nullopt;
+    }
+  }
+
+  // The CAS id each of our meta adds and extends returned, by stored key,
+  // so that a release or extend is one round trip. Bounded: a key left out
+  // is released by comparing its value first (one round trip more).
+  struct Owned {
+    std::string value;
+    std::uint64_t cas;
+    std::uint64_t seen;  // meta_clock() when the server returned it
+  };
+  void remember(std::string_view key, std::string_view value, std::uint64_t cas);
+  // The CAS id of ours for `key` holding `value`, if a connection opened at
+  // `opened` (and open since) can trust it: see MetaConnection::opened.
+  std::optional<std::uint64_t> owned_cas(std::string_view key, std::string_view value, std::uint64_t opened);
+  void forget(std::string_view key, std::string_view value);
+  std::mutex owned_mutex;
+  std::unordered_map<std::string, Owned> owned;  // guarded by owned_mutex
 
   MemcachedOptions options;
   std::atomic<Connections*> connections{nullptr};

@@ -355,10 +355,11 @@ class FakeMemcached {
 
   // The data block's size for storage commands ("add k 0 0 5 ..."), else nullopt.
   static std::optional<std::size_t> data_size(const std::string& line) {
-    static const char* const storage[] = {"set ", "add ", "replace ", "append ", "prepend ", "cas "};
+    static const char* const storage[] = {"set ", "add ", "replace ", "append ", "prepend ", "cas ", "ms "};
     bool is_storage = false;
     for (auto* verb : storage) is_storage |= line.starts_with(verb);
     if (!is_storage) return std::nullopt;
+    const bool meta = line.starts_with("ms ");  // "ms KEY BYTES FLAGS..."
     std::vector<std::string> words;
     std::size_t at = 0;
     while (at < line.size()) {
@@ -367,8 +368,8 @@ class FakeMemcached {
       words.push_back(line.substr(at, space - at));
       at = space + 1;
     }
-    if (words.size() < 5) return std::nullopt;
-    return std::stoul(words[4]);
+    if (words.size() < (meta ? 3u : 5u)) return std::nullopt;
+    return std::stoul(words[meta ? 2 : 4]);
   }
 
   ReplyWithData reply_;

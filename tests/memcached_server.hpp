@@ -305,9 +305,11 @@ inline MemcachedProcess& second_memcached() {
 
 /// A MemcachedCache on `servers`, in the text protocol unless `binary`.
 inline std::shared_ptr<cachelock::MemcachedCache> cache_on(std::vector<cachelock::MemcachedServer> servers,
-                                                          bool binary = false, cachelock::CacheOptions options = {}) {
+                                                          bool binary = false, cachelock::CacheOptions options = {},
+                                                          bool meta_protocol = true) {
   return std::make_shared<cachelock::MemcachedCache>(
-      cachelock::MemcachedOptions{.servers = std::move(servers), .binary = binary}, std::move(options));
+      cachelock::MemcachedOptions{.servers = std::move(servers), .binary = binary, .meta_protocol = meta_protocol},
+      std::move(options));
 }
 
 }  // namespace test

@@ -11,7 +11,8 @@ TEST_CASE("memcached: a dead server fails each call at once, naming it; locks fa
   auto cache = std::make_shared<MemcachedCache>(
       MemcachedOptions{.servers = {{"127.0.0.1", static_cast<std::uint16_t>(port)}},
                        .connect_timeout = 500ms,
-                       .timeout = 500ms});
+                       .timeout = 500ms,
+                       .meta_protocol = false});
   auto start = Clock::now();
   CHECK_THROWS_WITH_AS(cache->add("job", "v"),
                        ("memcached " + location + ": add ':1:job' failed: CONNECTION FAILURE(Connection refused)")
@@ -58,7 +59,8 @@ TEST_CASE("memcached: after server_failure_limit refused connections a server is
   for (unsigned limit : {1u, 3u}) {
     CAPTURE(limit);
     MemcachedCache cache{
-        {.servers = {{"127.0.0.1", port}}, .retry_timeout = 60s, .server_failure_limit = limit, .pool_size = 1}};
+        {.servers = {{"127.0.0.1", port}}, .retry_timeout = 60s, .server_failure_limit = limit, .pool_size = 1,
+         .meta_protocol = false}};
     for (unsigned i = 0; i < limit; ++i) {
       // (libmemcached's text for a refused `get` does not carry the errno, unlike `add`'s)
       CHECK(cache_error_of([&] { cache.get("k"); }) == head + "CONNECTION FAILURE");
@@ -76,7 +78,8 @@ TEST_CASE("memcached: a server that does not answer connects costs connect_timeo
   MemcachedCache cache{{.servers = {{"127.0.0.1", down.port()}},
                         .connect_timeout = 300ms,
                         .timeout = 300ms,
-                        .retry_timeout = 1500ms}};
+                        .retry_timeout = 1500ms,
+                        .meta_protocol = false}};
   // The first call waits for the connect once (not once for the handshake
   // and again for the call).
   auto start = Clock::now();
@@ -124,7 +127,7 @@ TEST_CASE("memcached: a server that does not answer connects costs connect_timeo
 TEST_CASE("memcached: a silent server fails the call within the timeout") {
   test::FakeMemcached silent{[](const std::string&) -> std::optional<std::string> { return std::nullopt; }};
   auto cache = std::make_shared<MemcachedCache>(
-      MemcachedOptions{.servers = {silent.server()}, .connect_timeout = 300ms, .timeout = 300ms});
+      MemcachedOptions{.servers = {silent.server()}, .connect_timeout = 300ms, .timeout = 300ms, .meta_protocol = false});
   auto location = silent.server().to_string();
   auto start = Clock::now();
   CHECK_THROWS_WITH_AS(cache->add("job", "v"),
@@ -215,7 +218,7 @@ TEST_CASE("memcached: a reply that comes after the timeout is never taken for a 
       key.late_verb = c.late_verb;
       key.after_late = c.after_late;
       test::FakeMemcached late{[&](const std::string& command, const std::string& data) { return key(command, data); }};
-      MemcachedCache cache{{.servers = {late.server()}, .binary = binary, .timeout = 300ms, .pool_size = 1}};
+      MemcachedCache cache{{.servers = {late.server()}, .binary = binary, .timeout = 300ms, .pool_size = 1, .meta_protocol = false}};
       auto start = Clock::now();
       CHECK_THROWS_WITH_AS(c.times_out(cache), doctest::Contains("A TIMEOUT OCCURRED"), CacheError);
       // Closing the connection adds no wait to the failed call.
@@ -241,7 +244,7 @@ TEST_CASE("memcached: a server that answers one command twice never shifts the a
     if (command.starts_with("add")) return "NOT_STORED\r\n";
     return "ERROR\r\n";
   }};
-  MemcachedCache cache{{.servers = {confused.server()}, .pool_size = 1}};
+  MemcachedCache cache{{.servers = {confused.server()}, .pool_size = 1, .meta_protocol = false}};
   auto start = Clock::now();
   CHECK_THROWS_WITH_AS(cache.replace_if_equals("job", "token", "token-2"),
                        ("memcached " + confused.server().to_string() + ": cas ':1:job' failed: ERROR was returned by server").c_str(),
@@ -262,7 +265,7 @@ TEST_CASE("memcached: after a failure the server answered in full, the connectio
       if (command.starts_with("incr")) return "CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
       return key(command, data);
     }};
-    MemcachedCache cache{{.servers = {fake.server()}, .binary = binary, .pool_size = 1}};
+    MemcachedCache cache{{.servers = {fake.server()}, .binary = binary, .pool_size = 1, .meta_protocol = false}};
     CHECK_THROWS_AS(cache.incr("job"), CacheError);
     CHECK(cache.get("job") == "not a number");
     // (In the binary protocol libmemcached reads an error status it does not

@@ -119,7 +119,7 @@ TEST_CASE("memcached: the cache connects on first use, not when made") {
     if (command.starts_with("get")) return "END\r\n";
     return "ERROR\r\n";
   }};
-  MemcachedCache cache{{.servers = {fake.server()}}};
+  MemcachedCache cache{{.servers = {fake.server()}, .meta_protocol = false}};
   std::this_thread::sleep_for(50ms);
   CHECK(fake.connections() == 0);
   CHECK_FALSE(cache.get("k").has_value());
@@ -137,7 +137,7 @@ TEST_CASE("memcached: timeouts become expirations as in Django's memcached backe
     seen.push_back(command);
     return command.starts_with("touch") ? "TOUCHED\r\n" : "STORED\r\n";
   }};
-  MemcachedCache cache{{.servers = {fake.server()}}, {.timeout = 300s}};
+  MemcachedCache cache{{.servers = {fake.server()}, .meta_protocol = false}, {.timeout = 300s}};
   auto sent = [&](auto&& write) {
     write();
     std::lock_guard lock{mutex};

@@ -22,7 +22,7 @@ TEST_CASE("memcached: waiting for a free connection is bounded by the timeout") 
     return "END\r\n";
   }};
   auto cache = std::make_shared<MemcachedCache>(
-      MemcachedOptions{.servers = {slow.server()}, .timeout = 500ms, .pool_size = 1});
+      MemcachedOptions{.servers = {slow.server()}, .timeout = 500ms, .pool_size = 1, .meta_protocol = false});
   std::atomic<bool> released{false};
   std::thread holder{[&] { released = cache->erase_if_equals("job", "token"); }};
   holding.wait();
@@ -213,10 +213,11 @@ TEST_CASE("memcached: a release after the server restarted says the lock was gon
   // The pooled connection died with the old server. Its first use after the
   // restart must not fail the call ("SERVER HAS FAILED"): the lock is gone,
   // and release() says so by returning false.
-  for (bool binary : {false, true}) {
+  for (auto [binary, meta] : {std::pair{false, true}, {true, true}, {false, false}, {true, false}}) {
     CAPTURE(binary);
+    CAPTURE(meta);
     test::MemcachedProcess server;
-    auto cache = cache_on({server.server()}, binary, {.key_prefix = test::unique("restart-release")});
+    auto cache = cache_on({server.server()}, binary, {.key_prefix = test::unique("restart-release")}, meta);
     cachelock::Lock lock{"job", {.cache = cache, .ttl = 60s}};
     cachelock::Lock extended{"report", {.cache = cache, .ttl = 60s}};
     server.stop();
@@ -231,8 +232,9 @@ TEST_CASE("memcached: a release after the server restarted says the lock was gon
   // A read or an add, the first operation after a restart, reconnects. A
   // write that cannot be made twice safely fails (whether the server got it
   // cannot be told), and the next call reconnects.
+  // (The libmemcached path's operations; test_memcached_meta.cpp has the meta path's.)
   test::MemcachedProcess server;
-  auto cache = cache_on({server.server()}, false, {.key_prefix = test::unique("restart-ops")});
+  auto cache = cache_on({server.server()}, false, {.key_prefix = test::unique("restart-ops")}, false);
   for (auto op : {"get", "add", "set", "delete", "touch", "incr", "gets"}) {
     CAPTURE(op);
     cache->set("k", "v");

@@ -116,7 +116,7 @@ TEST_CASE("malformed settings: each gets its exact error, none crashes") {
        ":4:15: CACHES.default.LOCATION: expected host:port, unix:/path, or a list of them, got a mapping"},
       {"memcached-option-unknown",
        ":6:7: CACHES.default.OPTIONS.binray: unknown memcached option; known: behaviors, binary, tcp_nodelay, "
-       "connect_timeout, timeout, retry_timeout, server_failure_limit, distribution, pool_size, "
+       "connect_timeout, timeout, retry_timeout, server_failure_limit, distribution, pool_size, meta_protocol, "
        "username, password"},
       {"memcached-binary-word", ":6:15: CACHES.default.OPTIONS.binary: expected true or false, got \"maybe\""},
       {"memcached-distribution", ":6:21: CACHES.default.OPTIONS.distribution: expected modula, ketama or rendezvous, got \"random\""},
