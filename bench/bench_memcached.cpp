@@ -12,6 +12,10 @@
 // as the cycle's length in round trips.
 #include <benchmark/benchmark.h>
 #include <libmemcached/memcached.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <memory>
@@ -87,6 +91,43 @@ struct Raw {
   }
 };
 
+// A plain socket doing the meta protocol's owner-safe cycle: `ms ... ME c`
+// (add, returning the CAS id), then `md ... C<cas>`. What a Lock cycle on
+// the meta path sends, with nothing around it.
+struct RawMeta {
+  int fd = test::connect_loopback(server.port);
+  RawMeta() {
+    if (fd < 0) throw std::runtime_error("raw meta: cannot connect");
+    int on = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  }
+  ~RawMeta() { ::close(fd); }
+  RawMeta(const RawMeta&) = delete;
+  RawMeta& operator=(const RawMeta&) = delete;
+
+  std::string round_trip(const std::string& request) {
+    if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size())) {
+      throw std::runtime_error("raw meta: send failed");
+    }
+    std::string reply;
+    char buffer[512];
+    while (!reply.ends_with("\r\n")) {
+      auto n = ::recv(fd, buffer, sizeof buffer, 0);
+      if (n <= 0) throw std::runtime_error("raw meta: recv failed");
+      reply.append(buffer, static_cast<std::size_t>(n));
+    }
+    return reply;
+  }
+
+  void cycle(const std::string& key) {
+    const auto& token = token_sized();
+    auto added = round_trip("ms " + key + " " + std::to_string(token.size()) + " T300 ME c\r\n" + token + "\r\n");
+    if (!added.starts_with("HD c")) throw std::runtime_error("raw meta add failed: " + added);
+    auto cas = added.substr(4, added.size() - 6);
+    if (round_trip("md " + key + " C" + cas + "\r\n") != "HD\r\n") throw std::runtime_error("raw meta delete failed");
+  }
+};
+
 // A bare get of a missing key through a handle: one round trip.
 void raw_get_miss(Raw& raw) {
   static const std::string key = ":1:missing";
@@ -113,6 +154,21 @@ void cycles(benchmark::State& state) {
   const std::string key = "nightly-report";
   const std::string stored_key = ":1:" + key;
   auto raw_cycle = [&] { raw.cycle(stored_key); };
+  RawMeta meta;
+  auto raw_meta_cycle = [&] { meta.cycle(":1:meta-report"); };
+  cachelock::Lock held{"held-report", {.cache = cache, .ttl = std::chrono::seconds{300}}};
+  auto extend = [&] {
+    if (!held.extend()) throw std::runtime_error("extend failed");
+  };
+  auto without_meta = std::make_shared<cachelock::MemcachedCache>([&] {
+    auto o = options(binary);
+    o.meta_protocol = false;
+    return o;
+  }());
+  auto lock_without_meta = [&] {
+    cachelock::Lock lock{key, {.cache = without_meta}};
+    benchmark::DoNotOptimize(lock.owns_lock());
+  };
   auto lock_cycle = [&] {
     cachelock::Lock lock{key, {.cache = cache}};
     benchmark::DoNotOptimize(lock.owns_lock());
@@ -122,12 +178,16 @@ void cycles(benchmark::State& state) {
     benchmark::DoNotOptimize(value);
   };
   if (binary) {
-    bench::interleave(state, 1, {"raw_get_miss", "get_miss", "raw_cycle", "lock"}, [&] { raw_get_miss(raw); },
-                      get_miss, raw_cycle, lock_cycle);
+    bench::interleave(state, 1,
+                      {"raw_get_miss", "get_miss", "raw_cycle", "raw_meta_cycle", "lock", "lock_without_meta", "extend"},
+                      [&] { raw_get_miss(raw); }, get_miss, raw_cycle, raw_meta_cycle, lock_cycle, lock_without_meta,
+                      extend);
   } else {
     bench::interleave(
-        state, 1, {"raw_get_miss", "get_miss", "raw_cycle", "lock", "lock_default_alias", "once"},
-        [&] { raw_get_miss(raw); }, get_miss, raw_cycle, lock_cycle,
+        state, 1,
+        {"raw_get_miss", "get_miss", "raw_cycle", "raw_meta_cycle", "lock", "lock_without_meta", "extend",
+         "lock_default_alias", "once"},
+        [&] { raw_get_miss(raw); }, get_miss, raw_cycle, raw_meta_cycle, lock_cycle, lock_without_meta, extend,
         [&] {
           cachelock::Lock lock{"alias-report"};
           benchmark::DoNotOptimize(lock.owns_lock());
@@ -202,14 +262,19 @@ int main(int argc, char** argv) {
                       .subject_counter = std::move(subject), .baseline_counter = std::move(baseline)};
   };
   int rc = bench::run(argc, argv, {
-      text("Lock cycle vs raw add+gets+cas", "lock_ns", "raw_cycle_ns", 1.15),
-      binary("Lock cycle vs raw add+gets+cas", "lock_ns", "raw_cycle_ns", 1.15),
-      text("Lock cycle (default alias) vs raw add+gets+cas", "lock_default_alias_ns", "raw_cycle_ns", 1.15),
-      text("once call vs raw add+gets+cas", "once_ns", "raw_cycle_ns", 1.15),
+      text("Lock cycle vs raw socket ms ME + md C", "lock_ns", "raw_meta_cycle_ns", 1.1),
+      binary("Lock cycle vs raw socket ms ME + md C", "lock_ns", "raw_meta_cycle_ns", 1.1),
+      text("Lock cycle without meta vs raw add+gets+cas", "lock_without_meta_ns", "raw_cycle_ns", 1.15),
+      binary("Lock cycle without meta vs raw add+gets+cas", "lock_without_meta_ns", "raw_cycle_ns", 1.15),
+      text("Lock cycle (default alias) vs raw socket ms ME + md C", "lock_default_alias_ns", "raw_meta_cycle_ns", 1.1),
+      text("once call vs raw socket ms ME + md C", "once_ns", "raw_meta_cycle_ns", 1.1),
       text("get miss vs raw get miss", "get_miss_ns", "raw_get_miss_ns"),
-      text("Lock cycle in round trips (/ raw get miss)", "lock_ns", "raw_get_miss_ns"),
+      text("Lock cycle in round trips (/ raw get miss)", "lock_ns", "raw_get_miss_ns", 2.2),
+      binary("Lock cycle in round trips (/ raw get miss)", "lock_ns", "raw_get_miss_ns", 2.2),
+      text("extend in round trips (/ raw get miss)", "extend_ns", "raw_get_miss_ns", 1.1),
+      binary("extend in round trips (/ raw get miss)", "extend_ns", "raw_get_miss_ns", 1.1),
+      text("Lock cycle without meta in round trips (/ raw get miss)", "lock_without_meta_ns", "raw_get_miss_ns"),
       text("raw add+gets+cas in round trips (/ raw get miss)", "raw_cycle_ns", "raw_get_miss_ns"),
-      binary("Lock cycle in round trips (/ raw get miss)", "lock_ns", "raw_get_miss_ns"),
       {.label = "memcached text: 64 threads vs 1 sharing one MemcachedCache (pool_size " + pool + "), cycles/s",
        .subject = "shared_cache_threads/real_time/threads:64",
        .baseline = "shared_cache_threads/real_time/threads:1", .kind = Comparison::Kind::throughput,
