@@ -20,7 +20,8 @@ std::uint64_t meta_clock() noexcept {
 
 MetaCall::MetaCall(MetaServer& server, const memcached_instance_st* instance, const MemcachedOptions& options,
                    std::string_view op, std::string_view key, bool fresh)
-    : server_{server}, instance_{instance}, options_{options}, op_{op}, key_{key} {
+    : server_{server}, instance_{instance}, options_{options}, op_{op}, key_{key},
+      classic_{server.speaks.load(std::memory_order_relaxed) == MetaServer::no} {
   {
     std::unique_lock lock{server_.mutex};
     auto now = std::chrono::steady_clock::now();
@@ -58,9 +59,9 @@ MetaCall::MetaCall(MetaServer& server, const memcached_instance_st* instance, co
   }
   connection->opened = meta_clock();
   connection_ = std::move(connection);
-  // A new connection first asks `mn`, in the same round trip as its first
-  // request: a server that answers it with MN speaks the meta protocol.
-  probe_ = true;
+  // A new connection to a server not known to speak the meta protocol asks
+  // `mn` first (see round_trip()): memcached 1.6 and later answer MN.
+  probe_ = server_.speaks.load(std::memory_order_relaxed) == MetaServer::unknown;
 }
 
 MetaCall::~MetaCall() {
@@ -106,18 +107,18 @@ MetaReply MetaCall::round_trip(std::string_view request, std::string_view expect
   // A connection that served before, found closed at the first round trip:
   // the server restarted or dropped it while idle (see allow_retry()).
   const bool stale_retry = first && may_retry_ && connection.served;
-  const bool probing = std::exchange(probe_, false);
   auto deadline = Socket::Clock::now() + options_.timeout;
   in_step_ = false;
-  std::string with_probe;
-  if (probing) with_probe = fmt::format("mn\r\n{}", request);
-  if (!connection.socket.send_all(probing ? with_probe : request, deadline)) {
-    if (stale_retry) throw StaleConnection{};
-    fail("the connection failed while sending the request");
-  }
-  auto next = [&](std::string_view codes) -> MetaParse {
+  auto send = [&](std::string_view bytes) {
+    if (!connection.socket.send_all(bytes, deadline)) {
+      if (stale_retry) throw StaleConnection{};
+      fail("the connection failed while sending the request");
+    }
+  };
+  // The next reply in the input, read as `parse` reads it.
+  auto next = [&](bool probing, auto&& parse) -> MetaParse {
     for (;;) {
-      auto parsed = parse_meta_reply(std::string_view{connection.input}.substr(consumed_), codes);
+      auto parsed = parse(std::string_view{connection.input}.substr(consumed_));
       if (parsed.state != MetaParse::State::incomplete) return parsed;
       switch (connection.socket.read_some(connection.input, 1 << 16, deadline)) {
         case Socket::Read::data: break;
@@ -139,14 +140,20 @@ MetaReply MetaCall::round_trip(std::string_view request, std::string_view expect
       }
     }
   };
-  if (probing) {
-    auto probe = next("MN");
+  if (std::exchange(probe_, false)) {
+    // Alone before a request with data: to a server without the meta
+    // protocol, that data would be a command line of its own. Else in the
+    // same round trip.
+    const bool alone = request.starts_with("ms ");
+    send(alone ? std::string{"mn\r\n"} : fmt::format("mn\r\n{}", request));
+    auto probe = next(true, [](std::string_view in) { return parse_meta_reply(in, "MN"); });
     if (probe.state == MetaParse::State::bad) {
       if (std::string_view{connection.input}.starts_with(too_many_connections)) {
         fail(fmt::format("the server is at its connection limit: {}", quote(too_many_connections)));
       }
-      // memcached before 1.6 answers an unknown command with ERROR: the
-      // alias's libmemcached path serves it.
+      // memcached before 1.6 answers an unknown command with ERROR: it is
+      // asked in the classic text protocol (libmemcached's binary protocol
+      // for a binary alias).
       if (std::string_view{connection.input}.starts_with("ERROR\r\n")) {
         server_.speaks.store(MetaServer::no, std::memory_order_relaxed);
         throw NoMetaProtocol{};
@@ -155,8 +162,19 @@ MetaReply MetaCall::round_trip(std::string_view request, std::string_view expect
     }
     consumed_ = probe.consumed;
     server_.speaks.store(MetaServer::yes, std::memory_order_relaxed);
+    if (alone) {
+      if (connection.input.size() > consumed_) fail("the server sent more than the reply to 'mn'");
+      connection.input.clear();
+      consumed_ = 0;
+      deadline = Socket::Clock::now() + options_.timeout;
+      send(request);
+    }
+  } else {
+    send(request);
   }
-  auto parsed = next(expected);
+  auto parsed = next(false, [&](std::string_view in) {
+    return classic_ ? parse_text_reply(in, expected, key_) : parse_meta_reply(in, expected);
+  });
   if (parsed.state == MetaParse::State::bad) fail(parsed.problem);
   consumed_ += parsed.consumed;
   if (connection.input.size() > consumed_) {

@@ -1,7 +1,10 @@
 // memcached's meta protocol on connections of our own, for the lock
 // operations (internal). libmemcached does not speak it, and it does an
 // owner-safe lock in 2 round trips: `ms ... ME c` (add, returning the CAS
-// id) and `md ... C<cas>` (delete only if unchanged since).
+// id) and `md ... C<cas>` (delete only if unchanged since). A server before
+// memcached 1.6 is asked the classic text commands on the same connections,
+// so that whatever a server sends to a lock operation is read by our strict
+// parser, never by libmemcached (which aborts on some replies).
 #pragma once
 
 #include <libmemcached/memcached.h>
@@ -41,6 +44,9 @@ std::uint64_t meta_clock() noexcept;
 struct MetaServer {
   enum Speaks : int { unknown, yes, no };
   std::atomic<int> speaks{unknown};
+  // Classic text protocol: a `gets` after one of our adds saw a CAS id (a
+  // server run with -C sends none). The meta protocol's add returns it.
+  std::atomic<bool> sends_cas{false};
   std::mutex mutex;
   std::condition_variable freed;
   // Guarded by mutex: connections not in use, and how many are open in all
@@ -53,8 +59,9 @@ struct MetaServer {
   std::chrono::steady_clock::time_point unreachable_until{};
 };
 
-/// The server does not speak the meta protocol: the call goes the
-/// libmemcached way.
+/// A new connection found that the server does not speak the meta
+/// protocol: the call is made again in the classic text protocol (in
+/// libmemcached's binary protocol for a binary alias).
 struct NoMetaProtocol {};
 
 /// One call on the meta connection of the server that owns `key`: takes an
@@ -78,12 +85,20 @@ class MetaCall {
   /// connection or a bad reply; StaleConnection when a connection that
   /// served before is found closed at the call's first round trip and
   /// allow_retry() was called; NoMetaProtocol when a new connection's `mn`
-  /// is answered with ERROR (memcached before 1.6).
+  /// is answered with ERROR (memcached before 1.6). In classic() mode the
+  /// reply is read as parse_text_reply() reads it.
   MetaReply round_trip(std::string_view request, std::string_view expected);
 
   /// Lets a first round trip that finds its (used) connection closed throw
   /// StaleConnection, for the caller to make the call once more.
   void allow_retry() noexcept { may_retry_ = true; }
+
+  /// Whether the server speaks only the classic text protocol (memcached
+  /// before 1.6): the caller sends add, gets, cas and delete instead.
+  bool classic() const noexcept { return classic_; }
+
+  /// Whether the server is known to send CAS ids (see MetaServer::sends_cas).
+  std::atomic<bool>& sends_cas() noexcept { return server_.sends_cas; }
 
   /// When this call's connection was opened (see MetaConnection::opened).
   std::uint64_t opened() const noexcept { return connection_->opened; }
@@ -100,6 +115,7 @@ class MetaCall {
   const MemcachedOptions& options_;
   std::string_view op_;
   std::string_view key_;
+  const bool classic_;
   std::unique_ptr<MetaConnection> connection_;
   bool in_step_ = true;  // false while a request is out and its reply not read in full
   bool may_retry_ = false;

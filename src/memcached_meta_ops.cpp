@@ -25,12 +25,78 @@ constexpr std::size_t owned_limit = 4096;
 constexpr std::string_view no_cas =
     "the server runs without CAS (memcached -C), so its locks could not be released or extended safely";
 
+// The requests of the protocol `call` speaks: the meta protocol, or the
+// classic text protocol of a server before memcached 1.6. Each is answered
+// with the meta codes the callers expect (see parse_text_reply()).
+struct Requests {
+  const MetaCall& call;
+  std::string_view key;
+
+  // "HDNS", and the CAS id in the meta protocol.
+  std::string add(std::string_view value, Timeout timeout) const {
+    if (call.classic()) {
+      return fmt::format("add {} 0 {} {}\r\n{}\r\n", key, expiration(timeout), value.size(), value);
+    }
+    return fmt::format("ms {} {} T{} ME c\r\n{}\r\n", key, value.size(), expiration(timeout), value);
+  }
+  // "VAEN", with the CAS id.
+  std::string read() const {
+    return call.classic() ? fmt::format("gets {}\r\n", key) : fmt::format("mg {} v c\r\n", key);
+  }
+  // "VAEN".
+  std::string get() const {
+    return call.classic() ? fmt::format("get {}\r\n", key) : fmt::format("mg {} v\r\n", key);
+  }
+  // "HDNFEX": deletes `value` if it still has id `cas`. The classic text
+  // protocol has no delete-if-unchanged: a `cas` stores the value already
+  // expired, which the server then treats as deleted.
+  std::string remove_if(std::string_view value, std::uint64_t cas) const {
+    if (call.classic()) return store_if(value, std::chrono::milliseconds{0}, cas);
+    return fmt::format("md {} C{}\r\n", key, cas);
+  }
+  // "HDNSEXNF" (no NS in the classic text protocol), and the new CAS id in
+  // the meta protocol.
+  std::string store_if(std::string_view value, Timeout timeout, std::uint64_t cas) const {
+    if (call.classic()) {
+      return fmt::format("cas {} 0 {} {} {}\r\n{}\r\n", key, expiration(timeout), value.size(), cas, value);
+    }
+    return fmt::format("ms {} {} T{} C{} c\r\n{}\r\n", key, value.size(), expiration(timeout), cas, value);
+  }
+  // "HDNF": unconditional.
+  std::string remove() const {
+    return call.classic() ? fmt::format("delete {}\r\n", key) : fmt::format("md {}\r\n", key);
+  }
+};
+
 // The value and CAS id under `key`, or nullopt for a miss.
 std::optional<std::pair<std::string, std::uint64_t>> read(MetaCall& call, std::string_view key) {
-  auto reply = call.round_trip(fmt::format("mg {} v c\r\n", key), "VAEN");
+  auto reply = call.round_trip(Requests{call, key}.read(), "VAEN");
   if (reply.code == "EN") return std::nullopt;
-  if (!reply.cas || *reply.cas == 0) call.fail_answered("the server sent no CAS id (is it running with -C, CAS disabled?)");
+  if (!reply.cas || *reply.cas == 0) {
+    call.fail_answered("the server sent no CAS id (is it running with -C, CAS disabled?)");
+  }
   return std::pair{std::string{reply.value}, *reply.cas};
+}
+
+// After an add in the classic text protocol that stored `value`: fails it
+// if the server sends no CAS ids (memcached -C), removing what it stored,
+// as the libmemcached path does. One `gets` per server and process.
+void check_cas(MetaCall& call, std::string_view key, std::string_view value) {
+  auto& known = call.sends_cas();
+  if (known.load(std::memory_order_relaxed)) return;
+  auto reply = call.round_trip(Requests{call, key}.read(), "VAEN");
+  if (reply.code == "EN") return;  // already gone: asked again at the next add
+  if (reply.cas && *reply.cas != 0) {
+    known.store(true, std::memory_order_relaxed);
+    return;
+  }
+  if (reply.value != value) {
+    call.fail_answered(fmt::format("{}; the entry now under the key is another client's, left alone", no_cas));
+  }
+  // Unconditional, as the server has no CAS: only a delete by someone else
+  // within this one round trip could make that another's entry.
+  call.round_trip(Requests{call, key}.remove(), "HDNF");
+  call.fail_answered(fmt::format("{}; the entry just added was removed", no_cas));
 }
 
 }  // namespace
@@ -63,8 +129,7 @@ void MemcachedCache::Impl::forget(std::string_view key, std::string_view value) 
 
 std::optional<bool> MemcachedCache::Impl::meta_add(std::string_view key, std::string_view value, Timeout timeout) {
   return with_meta("add", key, [&](MetaCall& call, bool retrying) {
-    auto reply = call.round_trip(
-        fmt::format("ms {} {} T{} ME c\r\n{}\r\n", key, value.size(), expiration(timeout), value), "HDNS");
+    auto reply = call.round_trip(Requests{call, key}.add(value, timeout), "HDNS");
     std::optional<std::uint64_t> cas = reply.cas;
     if (reply.code == "NS") {
       if (!retrying) return false;
@@ -75,12 +140,14 @@ std::optional<bool> MemcachedCache::Impl::meta_add(std::string_view key, std::st
       if (!found || found->first != value) return false;
       cas = found->second;
     }
+    if (call.classic()) {
+      check_cas(call, key, value);
+      return true;
+    }
     if (!cas || *cas == 0) {
-      // Our entry could be neither released nor extended safely: removed at
-      // once (unconditionally, as the server has no CAS; only a delete by
-      // someone else within this one round trip could make that another's).
-      auto removed = call.round_trip(fmt::format("md {}\r\n", key), "HDNF");
-      (void)removed;
+      // Unconditional, as the server has no CAS: only a delete by someone
+      // else within this one round trip could make that another's entry.
+      call.round_trip(Requests{call, key}.remove(), "HDNF");
       call.fail_answered(fmt::format("{}; the entry just added was removed", no_cas));
     }
     remember(key, value, *cas);
@@ -90,7 +157,7 @@ std::optional<bool> MemcachedCache::Impl::meta_add(std::string_view key, std::st
 
 std::optional<std::optional<std::string>> MemcachedCache::Impl::meta_get(std::string_view key) {
   return with_meta("get", key, [&](MetaCall& call, bool) -> std::optional<std::string> {
-    auto reply = call.round_trip(fmt::format("mg {} v\r\n", key), "VAEN");
+    auto reply = call.round_trip(Requests{call, key}.get(), "VAEN");
     if (reply.code == "EN") return std::nullopt;
     return std::string{reply.value};
   });
@@ -98,10 +165,11 @@ std::optional<std::optional<std::string>> MemcachedCache::Impl::meta_get(std::st
 
 std::optional<bool> MemcachedCache::Impl::meta_erase_if_equals(std::string_view key, std::string_view expected) {
   return with_meta("delete", key, [&](MetaCall& call, bool) {
+    Requests requests{call, key};
     // A retry after a closed connection comes here on a new connection, so
     // it compares the value: the first attempt may have deleted our entry.
     if (auto cas = owned_cas(key, expected, call.opened())) {
-      auto reply = call.round_trip(fmt::format("md {} C{}\r\n", key, *cas), "HDNFEX");
+      auto reply = call.round_trip(requests.remove_if(expected, *cas), "HDNFEX");
       if (reply.code != "EX") {
         forget(key, expected);
         return reply.code == "HD";
@@ -111,40 +179,34 @@ std::optional<bool> MemcachedCache::Impl::meta_erase_if_equals(std::string_view 
     forget(key, expected);
     auto found = read(call, key);
     if (!found || found->first != expected) return false;
-    return call.round_trip(fmt::format("md {} C{}\r\n", key, found->second), "HDNFEX").code == "HD";
+    return call.round_trip(requests.remove_if(expected, found->second), "HDNFEX").code == "HD";
   });
 }
 
 std::optional<bool> MemcachedCache::Impl::meta_replace_if_equals(std::string_view key, std::string_view expected,
                                                                  std::string_view value, Timeout timeout) {
   return with_meta("cas", key, [&](MetaCall& call, bool) {
+    Requests requests{call, key};
     auto store = [&](std::uint64_t cas) {
-      return call.round_trip(fmt::format("ms {} {} T{} C{} c\r\n{}\r\n", key, value.size(), expiration(timeout),
-                                         cas, value),
-                             "HDNSEXNF");
-    };
-    if (auto cas = owned_cas(key, expected, call.opened())) {
-      auto reply = store(*cas);
+      auto reply = call.round_trip(requests.store_if(value, timeout, cas), "HDNSEXNF");
       if (reply.code == "HD" && reply.cas) {
         remember(key, value, *reply.cas);
-        return true;
+      } else if (reply.code == "HD") {
+        forget(key, expected);  // the classic text protocol returns no new id
       }
-      if (reply.code == "HD") {
-        forget(key, expected);
-        return true;
-      }
-      if (reply.code != "EX") {
-        forget(key, expected);
-        return false;
+      return reply.code;
+    };
+    if (auto cas = owned_cas(key, expected, call.opened())) {
+      auto code = store(*cas);
+      if (code != "EX") {
+        if (code != "HD") forget(key, expected);
+        return code == "HD";
       }
     }
     forget(key, expected);
     auto found = read(call, key);
     if (!found || found->first != expected) return false;
-    auto reply = store(found->second);
-    if (reply.code != "HD") return false;
-    if (reply.cas) remember(key, value, *reply.cas);
-    return true;
+    return store(found->second) == "HD";
   });
 }
 

@@ -28,24 +28,43 @@ MetaParse bad(std::string problem) {
   return result;
 }
 
-}  // namespace
-
-MetaParse parse_meta_reply(std::string_view in, std::string_view expected) {
+// The first line of `in`: nullopt while incomplete; `problem` is set for a
+// line too long or an error line the server sends for any command.
+std::optional<std::string_view> first_line(std::string_view in, std::string& problem) {
   auto end = in.substr(0, longest_line + 2).find("\r\n");
   if (end == std::string_view::npos) {
-    if (in.size() >= longest_line + 2) return bad(fmt::format("a reply line longer than {} bytes", longest_line));
-    return {};
+    if (in.size() >= longest_line + 2) problem = fmt::format("a reply line longer than {} bytes", longest_line);
+    return std::nullopt;
   }
   std::string_view line = in.substr(0, end);
   if (line.starts_with("CLIENT_ERROR") || line.starts_with("SERVER_ERROR") || line == "ERROR") {
-    return bad(fmt::format("the server answered {}", quote(line)));
+    problem = fmt::format("the server answered {}", quote(line));
   }
-  auto shown = [&] { return quote(line.substr(0, 64)); };
+  return line;
+}
+
+bool is_expected(std::string_view code, std::string_view expected) {
+  for (std::size_t i = 0; i + 2 <= expected.size(); i += 2) {
+    if (expected.substr(i, 2) == code) return true;
+  }
+  return false;
+}
+
+std::string shown(std::string_view line) { return quote(line.substr(0, 64)); }
+
+}  // namespace
+
+MetaParse parse_meta_reply(std::string_view in, std::string_view expected) {
+  std::string problem;
+  auto read = first_line(in, problem);
+  if (!problem.empty()) return bad(std::move(problem));
+  if (!read) return {};
+  std::string_view line = *read;
+  auto end = line.size();
+  auto shown = [&] { return memcached::shown(line); };
   if (line.size() < 2 || (line.size() > 2 && line[2] != ' ')) return bad(fmt::format("an unknown reply {}", shown()));
   std::string_view code = line.substr(0, 2);
-  bool known = false;
-  for (std::size_t i = 0; i + 2 <= expected.size(); i += 2) known = known || expected.substr(i, 2) == code;
-  if (!known) return bad(fmt::format("an unexpected reply {}", shown()));
+  if (!is_expected(code, expected)) return bad(fmt::format("an unexpected reply {}", shown()));
 
   MetaParse result;
   result.reply.code = code;
@@ -67,7 +86,8 @@ MetaParse parse_meta_reply(std::string_view in, std::string_view expected) {
   // Flags: " <letter><token>" each; only `c` (the CAS id) is read, the others
   // must still be well formed.
   while (!rest.empty()) {
-    if (rest.size() < 2 || rest[0] != ' ' || !((rest[1] >= 'a' && rest[1] <= 'z') || (rest[1] >= 'A' && rest[1] <= 'Z'))) {
+    auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+    if (rest.size() < 2 || rest[0] != ' ' || !letter(rest[1])) {
       return bad(fmt::format("a malformed flag in {}", shown()));
     }
     auto next = rest.find(' ', 1);
@@ -89,6 +109,56 @@ MetaParse parse_meta_reply(std::string_view in, std::string_view expected) {
     result.reply.value = in.substr(consumed, *length);
     consumed += *length + 2;
   }
+  result.state = MetaParse::State::done;
+  result.consumed = consumed;
+  return result;
+}
+
+MetaParse parse_text_reply(std::string_view in, std::string_view expected, std::string_view key) {
+  std::string problem;
+  auto read = first_line(in, problem);
+  if (!problem.empty()) return bad(std::move(problem));
+  if (!read) return {};
+  std::string_view line = *read;
+  static constexpr std::pair<std::string_view, std::string_view> answers[] = {
+      {"STORED", "HD"}, {"DELETED", "HD"}, {"NOT_STORED", "NS"}, {"EXISTS", "EX"}, {"NOT_FOUND", "NF"}, {"END", "EN"}};
+  MetaParse result;
+  std::size_t consumed = line.size() + 2;
+  for (auto [answer, code] : answers) {
+    if (line == answer) result.reply.code = code;
+  }
+  if (result.reply.code.empty()) {
+    // "VALUE <key> <flags> <bytes>[ <cas>]", its data, then END.
+    if (!line.starts_with("VALUE ")) return bad(fmt::format("an unknown reply {}", shown(line)));
+    auto malformed = [&] { return bad(fmt::format("a malformed value line {}", shown(line))); };
+    std::string_view words[4];  // key, flags, bytes, and the CAS id of a gets
+    std::size_t count = 0;
+    for (std::string_view rest = line.substr(6); !rest.empty();) {
+      auto space = rest.find(' ');
+      if (count == 4 || space == 0) return malformed();
+      words[count++] = rest.substr(0, space);
+      if (space == std::string_view::npos) break;
+      rest.remove_prefix(space + 1);
+      if (rest.empty()) return malformed();  // a space at the end
+    }
+    auto flags = number(words[1]);
+    auto size = number(words[2]);
+    if (count < 3 || !flags || *flags > 0xffffffffu || !size || (count == 4 && !number(words[3]))) {
+      return malformed();
+    }
+    if (words[0] != key) return bad(fmt::format("a value for another key: {}", shown(line)));
+    if (*size > meta_value_limit) {
+      return bad(fmt::format("a value of {} bytes, more than the {} a lock's value can be", *size, meta_value_limit));
+    }
+    auto length = static_cast<std::size_t>(*size);
+    if (in.size() < consumed + length + 7) return {};
+    if (in.substr(consumed + length, 7) != "\r\nEND\r\n") return bad("a value not followed by CRLF and END");
+    result.reply.code = "VA";
+    result.reply.value = in.substr(consumed, length);
+    if (count == 4) result.reply.cas = number(words[3]);
+    consumed += length + 7;
+  }
+  if (!is_expected(result.reply.code, expected)) return bad(fmt::format("an unexpected reply {}", shown(line)));
   result.state = MetaParse::State::done;
   result.consumed = consumed;
   return result;

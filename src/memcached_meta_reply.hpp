@@ -1,4 +1,5 @@
-// The replies of memcached's meta protocol, read strictly (internal). The
+// The replies of memcached's meta protocol (and, for older servers, of the
+// classic text protocol's lock commands), read strictly (internal). The
 // one part of the memcached backend where we parse what a server sends
 // ourselves, so it trusts nothing: every reply is checked against what the
 // request can be answered with, and anything else is a problem to report.
@@ -41,5 +42,12 @@ struct MetaParse {
 /// unknown code, a malformed flag, a value without its CRLF, or any other
 /// byte out of place is `bad`, with the reason.
 MetaParse parse_meta_reply(std::string_view in, std::string_view expected);
+
+/// As parse_meta_reply(), for the classic text protocol's answers to add,
+/// cas, delete, get and gets, given as the meta code they mean: STORED and
+/// DELETED as "HD", NOT_STORED "NS", EXISTS "EX", NOT_FOUND "NF", END alone
+/// "EN", and one "VALUE <key> <flags> <bytes>[ <cas>]" block before END as
+/// "VA" (its key must be `key`). For servers before memcached 1.6.
+MetaParse parse_text_reply(std::string_view in, std::string_view expected, std::string_view key);
 
 }  // namespace cachelock::detail::memcached

@@ -195,9 +195,10 @@ struct MemcachedCache::Impl {
     return body(handle);
   }
 
-  // The lock operations in the meta protocol (memcached_meta_ops.cpp):
-  // nullopt when the key's server does not speak it, or the alias does not
-  // use it (meta_protocol: false, or SASL).
+  // The lock operations on connections of our own (memcached_meta_ops.cpp),
+  // in the meta protocol, or the classic text protocol for a server before
+  // memcached 1.6: nullopt for the libmemcached path (meta_protocol: false,
+  // SASL, or a binary alias whose server does not speak the meta protocol).
   std::optional<bool> meta_add(std::string_view key, std::string_view value, Timeout timeout);
   std::optional<std::optional<std::string>> meta_get(std::string_view key);
   std::optional<bool> meta_erase_if_equals(std::string_view key, std::string_view expected);
@@ -216,7 +217,8 @@ struct MemcachedCache::Impl {
     auto& connections = current(op, key);
     auto position = connections.position_of(key);
     auto& server = connections.meta[position];
-    if (server.speaks.load(std::memory_order_relaxed) == MetaServer::no) return std::nullopt;
+    auto libmemcached = [&] { return options.binary && server.speaks.load() == MetaServer::no; };
+    if (libmemcached()) return std::nullopt;
     const auto* instance = connections.server_at(position);
     try {
       try {
@@ -229,8 +231,11 @@ struct MemcachedCache::Impl {
       MetaCall call{server, instance, options, op, key, true};
       return body(call, true);
     } catch (const detail::memcached::NoMetaProtocol&) {
-      return std::nullopt;
+      // Nothing was stored: the server refused the first request unread.
+      if (libmemcached()) return std::nullopt;
     }
+    MetaCall call{server, instance, options, op, key, true};  // in the classic text protocol
+    return body(call, false);
   }
 
   // The CAS id each of our meta adds and extends returned, by stored key,

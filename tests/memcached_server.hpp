@@ -303,6 +303,12 @@ inline MemcachedProcess& second_memcached() {
   return server;
 }
 
+/// A third, for tests that spread keys over three servers.
+inline MemcachedProcess& third_memcached() {
+  static MemcachedProcess server;
+  return server;
+}
+
 /// A MemcachedCache on `servers`, in the text protocol unless `binary`.
 inline std::shared_ptr<cachelock::MemcachedCache> cache_on(std::vector<cachelock::MemcachedServer> servers,
                                                           bool binary = false, cachelock::CacheOptions options = {},

@@ -152,6 +152,27 @@ TEST_CASE("cli: status and release --force fail against a server that is not mem
   }
 }
 
+TEST_CASE("cli: run against a server that answers END to everything exits 69, never aborts") {
+  // libmemcached aborts the process (exit 134) on such a reply to a text
+  // `add`; the lock operations are read by cachelock's own parser, whether
+  // the server answers `mn` (meta protocol) or ERROR to it (before 1.6).
+  Sandbox box;
+  for (bool old_server : {false, true}) {
+    CAPTURE(old_server);
+    test::FakeMemcached end_to_all{[&](const std::string& command) -> std::optional<std::string> {
+      if (command == "mn" && old_server) return std::string{"ERROR\r\n"};
+      return std::string{"END\r\n"};
+    }};
+    auto settings = memcached_settings(box, old_server ? "old" : "end", end_to_all.server().to_string(),
+                                       "{connect_timeout: 0.5, timeout: 0.5}");
+    auto marker = box.dir + "/ran";
+    auto result = box.run({"--settings", settings, "run", "fk", "--", "touch", marker});
+    CHECK(result.code == 69);
+    CHECK_FALSE(std::filesystem::exists(marker));
+    CHECK(result.err.find("add ':1:fk' failed") != std::string::npos);
+  }
+}
+
 TEST_CASE("cli: run --wait rides out a memcached restart, and a dead server ends it with 69 at the deadline") {
   Sandbox box;
   test::MemcachedProcess server;

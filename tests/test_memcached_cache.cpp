@@ -1,5 +1,6 @@
 // MemcachedCache: the conformance suite on a real memcached (text protocol,
-// binary protocol, two servers), then what only this backend stores and
+// binary protocol, three servers; each with and without the meta protocol),
+// then what only this backend stores and
 // reports: flags, expirations, keys, counters, sockets, SASL, clear, stats.
 // The other test_memcached_*.cpp files cover options, failures, peers that
 // are not memcached, CAS, and the pool with fork().
@@ -16,7 +17,10 @@ template <bool Binary, int Servers, bool Meta>
 struct Backend {
   static std::shared_ptr<cachelock::Cache> make(cachelock::CacheOptions options) {
     std::vector<MemcachedServer> servers{test::shared_memcached().server()};
-    if (Servers == 2) servers.push_back(second_memcached().server());
+    if (Servers == 3) {
+      servers.push_back(second_memcached().server());
+      servers.push_back(test::third_memcached().server());
+    }
     return cache_on(std::move(servers), Binary, std::move(options), Meta);
   }
   static constexpr auto short_ttl = 1s;
@@ -25,21 +29,21 @@ struct Backend {
 
 using TextBackend = Backend<false, 1, true>;
 using BinaryBackend = Backend<true, 1, true>;
-using TwoServersBackend = Backend<false, 2, true>;
+using ThreeServersBackend = Backend<false, 3, true>;
 using TextWithoutMeta = Backend<false, 1, false>;
 using BinaryWithoutMeta = Backend<true, 1, false>;
-using TwoServersWithoutMeta = Backend<false, 2, false>;
+using ThreeServersWithoutMeta = Backend<false, 3, false>;
 
 }  // namespace
 
 TYPE_TO_STRING(TextBackend);
 TYPE_TO_STRING(BinaryBackend);
-TYPE_TO_STRING(TwoServersBackend);
+TYPE_TO_STRING(ThreeServersBackend);
 TYPE_TO_STRING(TextWithoutMeta);
 TYPE_TO_STRING(BinaryWithoutMeta);
-TYPE_TO_STRING(TwoServersWithoutMeta);
-CACHELOCK_CONFORMANCE(TextBackend, BinaryBackend, TwoServersBackend, TextWithoutMeta, BinaryWithoutMeta,
-                      TwoServersWithoutMeta);
+TYPE_TO_STRING(ThreeServersWithoutMeta);
+CACHELOCK_CONFORMANCE(TextBackend, BinaryBackend, ThreeServersBackend, TextWithoutMeta, BinaryWithoutMeta,
+                      ThreeServersWithoutMeta);
 
 TEST_CASE("memcached: the fixture runs a real memcached") {
   auto& server = test::shared_memcached();

@@ -152,11 +152,12 @@ TEST_CASE("meta: a release or extend whose CAS id went stale compares the value,
   CHECK(server.raw_get(stored)->value == "their-token");
 }
 
-TEST_CASE("meta: a server that answers mn with ERROR (before memcached 1.6) is served the libmemcached way") {
+TEST_CASE("meta: a server that answers mn with ERROR (before memcached 1.6) is asked add, gets and cas") {
   std::atomic<int> probes{0};
   std::mutex mutex;
   std::map<std::string, std::string> stored;
-  test::FakeMemcached old_server{[&](const std::string& command, const std::string& data) -> std::optional<std::string> {
+  using Reply = std::optional<std::string>;
+  test::FakeMemcached old_server{[&](const std::string& command, const std::string& data) -> Reply {
     auto words = words_of(command);
     std::lock_guard lock{mutex};
     if (words[0] == "mn") {
@@ -181,6 +182,55 @@ TEST_CASE("meta: a server that answers mn with ERROR (before memcached 1.6) is s
     CHECK(cache.erase_if_equals("job", "token"));
   }
   CHECK(probes.load() == 1);  // asked once per process, not at every call
+}
+
+TEST_CASE("meta: a server before 1.6 that sends wrong replies fails the call, never aborts") {
+  // libmemcached 1.1.4 aborts the process on an assertion when a text
+  // `add`, `set` or `cas` is answered with END or a VALUE block. The lock
+  // operations never reach it: to a server that answers `mn` with ERROR
+  // they are sent by cachelock's own connections, and read by its parser.
+  using test::FakeMemcached;
+  const std::vector<std::pair<std::string, std::string>> replies = {
+      {"END", "END\r\n"},
+      {"a VALUE block", "VALUE :1:job 0 1 9\r\nx\r\nEND\r\n"},
+      {"a value for another key", "VALUE :1:other 0 1 9\r\nx\r\nEND\r\n"},
+      {"a value without END", "VALUE :1:job 0 1 9\r\nx\r\n"},
+      {"a value longer than it said", "VALUE :1:job 0 1 9\r\nxyz\r\nEND\r\n"},
+      {"a malformed value line", "VALUE :1:job zero 1\r\nx\r\nEND\r\n"},
+      {"a CAS id that is no number", "VALUE :1:job 0 1 abc\r\nx\r\nEND\r\n"},
+      {"HTTP", "HTTP/1.1 400 Bad Request\r\n\r\n"},
+      {"garbage bytes", std::string{"\x80\x01\x00\xff\r\n", 6}},
+      {"a line cut short, then a close", std::string{"STOR"} + std::string{FakeMemcached::hang_up}},
+      {"two replies", "STORED\r\nSTORED\r\n"},
+      {"SERVER_ERROR", "SERVER_ERROR out of memory\r\n"},
+      {"a silent close", std::string{FakeMemcached::hang_up}},
+  };
+  for (const auto& [what, reply] : replies) {
+    CAPTURE(what);
+    FakeMemcached old_server{[&](const std::string& command) -> std::optional<std::string> {
+      if (command == "mn") return std::string{"ERROR\r\n"};
+      return reply;
+    }};
+    auto cache = std::make_shared<MemcachedCache>(
+        MemcachedOptions{.servers = {old_server.server()}, .connect_timeout = 300ms, .timeout = 300ms});
+    // An acquire answered wrongly fails (a lock is never taken on a reply
+    // that is not STORED).
+    CHECK_THROWS_AS(cachelock::Lock("job", {.cache = cache}), CacheError);
+    CHECK_THROWS_AS(cache->add("job", "token"), CacheError);
+    // To the others some of these replies are answers (END: a miss); any
+    // other is a CacheError. What matters is that the process lives on.
+    for (auto& call : std::vector<std::function<void()>>{
+             [&] { (void)cache->get("job"); },
+             [&] { (void)cache->erase_if_equals("job", "token"); },
+             [&] { (void)cache->replace_if_equals("job", "token", "token-2"); }}) {
+      CHECK_NOTHROW([&] {
+        try {
+          call();
+        } catch (const CacheError&) {
+        }
+      }());
+    }
+  }
 }
 
 TEST_CASE("meta: a wrong, cut or hostile reply fails the call, never aborts, and the next call starts afresh") {

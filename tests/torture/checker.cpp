@@ -5,7 +5,7 @@
 // append, so the driver can check afterwards that no two sections overlapped
 // and that the counter equals the number of sections: no lost update.
 //
-//   checker --backend memory|file|memcached --target DIR|HOST:PORT --key KEY
+//   checker --backend memory|file|memcached|memcached-libmemcached --target DIR|HOST:PORT --key KEY
 //           --counter FILE --history FILE --threads T --seconds S
 //           [--ttl-ms N] [--timeout-ms N] [--max-hold-us N] [--stall-after N --stall-marker FILE]
 //
@@ -86,14 +86,16 @@ std::shared_ptr<cachelock::Cache> make_cache(const Options& o) {
     return std::make_shared<cachelock::FileCache>(cachelock::FileOptions{.directory = o.target});
   }
 #if CACHELOCK_HAS_MEMCACHED
-  if (o.backend == "memcached") {
+  // "memcached-libmemcached": the lock operations without the meta protocol.
+  if (o.backend == "memcached" || o.backend == "memcached-libmemcached") {
     auto timeout = std::chrono::milliseconds{o.timeout_ms};
     return std::make_shared<cachelock::MemcachedCache>(cachelock::MemcachedOptions{
         .servers = {cachelock::MemcachedServer::parse(o.target)},
         .connect_timeout = timeout,
         .timeout = timeout,
         .retry_timeout = std::chrono::milliseconds{0},
-        .pool_size = static_cast<std::size_t>(o.threads)});
+        .pool_size = static_cast<std::size_t>(o.threads),
+        .meta_protocol = o.backend == "memcached"});
   }
 #endif
   std::fprintf(stderr, "checker: unknown backend %s\n", o.backend.c_str());

@@ -342,45 +342,56 @@ TEST_CASE("torture: cli, a PROGRAM's grandchildren write; cachelock SIGKILLed or
 }
 
 #if CACHELOCK_HAS_MEMCACHED
+// Each memcached case runs with the lock operations in the meta protocol
+// (backend "memcached", the default) and without ("memcached-libmemcached").
+constexpr const char* memcached_paths[] = {"memcached", "memcached-libmemcached"};
+
 TEST_CASE("torture: memcached, 4 processes x 2 threads") {
-  test::MemcachedProcess server;
-  plain_run("memcached, 4 processes x 2 threads", "memcached", server.location(), 4, 2);
+  for (auto* path : memcached_paths) {
+    test::MemcachedProcess server;
+    plain_run((std::string{path} + ", 4 processes x 2 threads").c_str(), path, server.location(), 4, 2);
+  }
 }
 
 TEST_CASE("torture: memcached, a holder killed mid-section") {
-  test::MemcachedProcess server;
-  killed_holder("memcached, holder killed (ttl 2 s)", "memcached", server.location(), 2000);
+  for (auto* path : memcached_paths) {
+    test::MemcachedProcess server;
+    killed_holder((std::string{path} + ", holder killed (ttl 2 s)").c_str(), path, server.location(), 2000);
+  }
 }
 
 TEST_CASE("torture: memcached killed mid-run, then restarted") {
-  test::MemcachedProcess server;
-  Run run{"restart"};
-  constexpr long timeout_ms = 300;
-  double seconds = seconds_per_run() + 4;
-  std::vector<std::unique_ptr<test::Process>> checkers;
-  for (int p = 0; p < 3; ++p) {
-    checkers.push_back(std::make_unique<test::Process>(run.args(
-        p, "memcached", server.location(), 2, seconds, {"--timeout-ms", std::to_string(timeout_ms)})));
+  for (auto* path : memcached_paths) {
+    CAPTURE(path);
+    test::MemcachedProcess server;
+    Run run{std::string{"restart-"} + path};
+    constexpr long timeout_ms = 300;
+    double seconds = seconds_per_run() + 4;
+    std::vector<std::unique_ptr<test::Process>> checkers;
+    for (int p = 0; p < 3; ++p) {
+      checkers.push_back(std::make_unique<test::Process>(run.args(
+          p, path, server.location(), 2, seconds, {"--timeout-ms", std::to_string(timeout_ms)})));
+    }
+    std::this_thread::sleep_for(1s);
+    // SIGKILL, as a crash: on SIGTERM memcached 1.6 goes on serving its
+    // connected clients for a while before it exits.
+    ::kill(server.pid(), SIGKILL);
+    server.stop();  // reaps it
+    auto before = run.verdict(3).sections;
+    std::this_thread::sleep_for(1500ms);
+    auto during = run.verdict(3).sections;
+    server.start();
+    auto figures = total(checkers);
+    auto v = run.verdict(3);
+    report((std::string{path} + ", killed, down 1.5 s, restarted").c_str(), v, figures, "server killed, then restarted empty", timeout_ms);
+    CHECK(before > 0);
+    CHECK(during - before <= 6);        // at most the sections under way when it died
+    CHECK(v.sections > during);         // sections resumed after the restart
+    CHECK(figures.cache_errors > 0);    // acquires failed while it was down: never a false "acquired"
+    CHECK(v.overlaps == 0);
+    CHECK(v.lost_updates() == 0);
+    CHECK(figures.max_call_us < (2 * timeout_ms + 500) * 1000);
   }
-  std::this_thread::sleep_for(1s);
-  // SIGKILL, as a crash: on SIGTERM memcached 1.6 goes on serving its
-  // connected clients for a while before it exits.
-  ::kill(server.pid(), SIGKILL);
-  server.stop();  // reaps it
-  auto before = run.verdict(3).sections;
-  std::this_thread::sleep_for(1500ms);
-  auto during = run.verdict(3).sections;
-  server.start();
-  auto figures = total(checkers);
-  auto v = run.verdict(3);
-  report("memcached, killed, down 1.5 s, restarted", v, figures, "server killed, then restarted empty", timeout_ms);
-  CHECK(before > 0);
-  CHECK(during - before <= 6);        // at most the sections under way when it died
-  CHECK(v.sections > during);         // sections resumed after the restart
-  CHECK(figures.cache_errors > 0);    // acquires failed while it was down: never a false "acquired"
-  CHECK(v.overlaps == 0);
-  CHECK(v.lost_updates() == 0);
-  CHECK(figures.max_call_us < (2 * timeout_ms + 500) * 1000);
 }
 
 TEST_CASE("torture: cachelock run --wait waiters across a memcached restart all run, none overlap") {
