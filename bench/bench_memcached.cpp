@@ -179,7 +179,8 @@ void cycles(benchmark::State& state) {
   };
   if (binary) {
     bench::interleave(state, 1,
-                      {"raw_get_miss", "get_miss", "raw_cycle", "raw_meta_cycle", "lock", "lock_without_meta", "extend"},
+                      {"raw_get_miss", "get_miss", "raw_cycle", "raw_meta_cycle", "lock", "lock_without_meta",
+                       "extend"},
                       [&] { raw_get_miss(raw); }, get_miss, raw_cycle, raw_meta_cycle, lock_cycle, lock_without_meta,
                       extend);
   } else {
