@@ -18,6 +18,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   auto codes = expected[(data[0] & 0x7f) % std::size(expected)];
   const bool classic = (data[0] & 0x80) != 0;
   std::string_view in{reinterpret_cast<const char*>(data) + 1, size - 1};
+  if (data[0] == 0x7f) {  // the reply to `version`, and what it decides
+    auto parsed = parse_version_reply(in);
+    if (parsed.state == MetaParse::State::done) {
+      if (parsed.consumed > in.size()) __builtin_trap();
+      static_cast<void>(speaks_meta(parsed.reply.value));
+    }
+    return 0;
+  }
   // Replies one after another, as on one connection.
   while (!in.empty()) {
     auto parsed = classic ? parse_text_reply(in, codes, ":1:job") : parse_meta_reply(in, codes);

@@ -82,8 +82,6 @@ void check_cas(Handle& handle, std::string_view key, std::string_view value) {
     known.store(true, std::memory_order_relaxed);
     return;
   }
-  constexpr std::string_view no_cas =
-      "the server runs without CAS (memcached -C), so its locks could not be released or extended safely";
   // Someone else's entry (ours expired or was removed since the add, and
   // another client stored one): not ours to remove.
   if (found->value != value) {
@@ -110,7 +108,7 @@ std::optional<Fetched> fetch_for_cas(Handle& handle, std::string_view key) {
   // malformed in the text protocol and, in the binary one, an ordinary set
   // that would overwrite whatever another client stored since our `gets`.
   if (found && found->cas == 0) {
-    handle.fail_answered("gets", "the server sent no CAS id (is it running with -C, CAS disabled?)");
+    handle.fail_answered("gets", no_cas_id);
   }
   return found;
 }

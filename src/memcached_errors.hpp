@@ -54,6 +54,12 @@ bool answered(memcached_return_t rc) noexcept;
 /// on the request.
 bool closed_by_server(memcached_return_t rc) noexcept;
 
+/// Why a server run with -C (no CAS ids) cannot hold locks, and how a
+/// missing CAS id reads.
+inline constexpr std::string_view no_cas =
+    "the server runs without CAS (memcached -C), so its locks could not be released or extended safely";
+inline constexpr std::string_view no_cas_id = "the server sent no CAS id (is it running with -C, CAS disabled?)";
+
 /// A connection that had served earlier calls found closed by the server at
 /// a call's first round trip (see Handle::fail): the call is made again.
 struct StaleConnection : CacheError {

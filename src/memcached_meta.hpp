@@ -1,10 +1,10 @@
-// memcached's meta protocol on connections of our own, for the lock
-// operations (internal). libmemcached does not speak it, and it does an
-// owner-safe lock in 2 round trips: `ms ... ME c` (add, returning the CAS
-// id) and `md ... C<cas>` (delete only if unchanged since). A server before
-// memcached 1.6 is asked the classic text commands on the same connections,
-// so that whatever a server sends to a lock operation is read by our strict
-// parser, never by libmemcached (which aborts on some replies).
+// The lock operations' connections of our own to memcached (internal).
+// libmemcached does not speak the meta protocol, which does an owner-safe
+// lock in 2 round trips: `ms ... ME c` (add, returning the CAS id) and
+// `md ... C<cas>` (delete only if unchanged since). A server older than
+// 1.6.10 is asked the classic text commands on the same connections, so that
+// whatever a server sends to a lock operation is read by our strict parser,
+// never by libmemcached (which aborts on some replies).
 #pragma once
 
 #include <libmemcached/memcached.h>
@@ -15,8 +15,10 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "cachelock/memcached_cache.hpp"
@@ -25,53 +27,84 @@
 
 namespace cachelock::detail::memcached {
 
-/// One connection to one server, speaking the meta protocol.
-struct MetaConnection {
-  Socket socket;
-  /// When it was connected, on meta_clock(): a CAS id read after this, on a
-  /// connection that is still open, is from the same run of the server (a
-  /// restart closes every connection, and restarts the CAS count).
-  std::uint64_t opened = 0;
-  bool served = false;  // it answered a call before
-  std::string input;    // what was read and not yet parsed
-};
-
 /// A count that only grows, shared by every connection of the process: the
-/// order of connects and replies.
+/// order of connects and requests.
 std::uint64_t meta_clock() noexcept;
 
-/// Per server: whether it speaks the meta protocol, and its idle connections.
-struct MetaServer {
-  enum Speaks : int { unknown, yes, no };
-  std::atomic<int> speaks{unknown};
-  // Classic text protocol: a `gets` after one of our adds saw a CAS id (a
-  // server run with -C sends none). The meta protocol's add returns it.
-  std::atomic<bool> sends_cas{false};
-  std::mutex mutex;
-  std::condition_variable freed;
-  // Guarded by mutex: connections not in use, and how many are open in all
-  // (at most pool_size: a call waits up to `timeout` for one, as for the
-  // alias's libmemcached handles).
-  std::vector<std::unique_ptr<MetaConnection>> idle;
-  std::size_t open = 0;
-  // Guarded by mutex: until when a server that did not answer a connect is
-  // skipped, so that it costs connect_timeout once per retry_timeout.
-  std::chrono::steady_clock::time_point unreachable_until{};
+/// One connection to one server.
+struct MetaConnection {
+  Socket socket;
+  /// When it was connected, on meta_clock(). A restart of the server closes
+  /// every connection and counts CAS ids from 1 again, so a CAS id returned
+  /// to a request sent after this, while this connection is still open, is
+  /// of the server's current run.
+  std::uint64_t opened = 0;
+  bool classic = false;  // its server answered `version` older than 1.6.10
+  bool served = false;   // it answered a call before
+  std::string input;     // what was read and not yet parsed
 };
 
-/// A new connection found that the server does not speak the meta
-/// protocol: the call is made again in the classic text protocol (in
-/// libmemcached's binary protocol for a binary alias).
+/// Per server (of one process: a child after fork() makes its own): the
+/// pool of connections, and the CAS ids our meta adds got.
+///
+/// Thread safety: shared by the threads of a process; each field says what
+/// guards it.
+struct MetaServer {
+  // Guarded by mutex: connections not in use, how many are open in all (at
+  // most pool_size: a call waits up to `timeout` for one, as for the alias's
+  // libmemcached handles), and until when a server that did not answer a
+  // connect is skipped, so that it costs connect_timeout once per
+  // retry_timeout.
+  std::mutex mutex;
+  std::condition_variable freed;
+  std::vector<std::unique_ptr<MetaConnection>> idle;
+  std::size_t open = 0;
+  std::chrono::steady_clock::time_point unreachable_until{};
+  // A binary alias's server that closed a text connection at once (memcached
+  // -B binary, or SASL): the alias's libmemcached path serves it.
+  std::atomic<bool> binary_only{false};
+  // Classic text protocol: a `gets` after one of our adds saw a CAS id (a
+  // server run with -C sends none). Asked again after a failure.
+  std::atomic<bool> sends_cas{false};
+
+  /// Keeps the CAS id `cas` (not 0) a meta request sent at `sent` (on
+  /// meta_clock()) got for `key` holding `value`, so that a release or
+  /// extend is one round trip. Bounded: a key left out costs a release one
+  /// round trip more.
+  void remember(std::string_view key, std::string_view value, std::uint64_t cas, std::uint64_t sent);
+  /// The CAS id of ours for `key` holding `value`, if a connection opened at
+  /// `opened` (and open since) can trust it: opened before the request that
+  /// got it was sent.
+  std::optional<std::uint64_t> owned_cas(std::string_view key, std::string_view value, std::uint64_t opened);
+  void forget(std::string_view key, std::string_view value);
+
+ private:
+  struct Owned {
+    std::string value;
+    std::uint64_t cas;
+    std::uint64_t sent;
+  };
+  std::mutex owned_mutex_;
+  std::unordered_map<std::string, Owned> owned_;  // guarded by owned_mutex_
+};
+
+/// A binary alias's server speaks only the binary protocol: the call goes
+/// the libmemcached way.
 struct NoMetaProtocol {};
 
-/// One call on the meta connection of the server that owns `key`: takes an
-/// idle connection or opens one (asking a new server `mn` first), and gives
+/// One call on a connection to the server that owns `key`: takes an idle
+/// connection (one the server closed while idle, or that holds bytes nobody
+/// asked for, is dropped) or opens one and asks the server its `version`
+/// (which decides between the meta and the classic text protocol), and gives
 /// it back at scope exit, unless the call failed before a whole reply was
 /// read (a late reply on it would be read as the next call's answer).
+///
+/// Thread safety: one thread at a time.
 class MetaCall {
  public:
   /// Takes an idle connection unless `fresh`. Throws: CacheError naming the
-  /// server, `op` and `key` when it cannot connect.
+  /// server, `op` and `key` when it cannot connect, or the server does not
+  /// answer `version` as memcached does; NoMetaProtocol (binary aliases).
   MetaCall(MetaServer& server, const memcached_instance_st* instance, const MemcachedOptions& options,
            std::string_view op, std::string_view key, bool fresh);
   ~MetaCall();
@@ -80,47 +113,50 @@ class MetaCall {
   MetaCall& operator=(const MetaCall&) = delete;
 
   /// Sends `request` and reads one reply with one of the `expected` codes
-  /// (see parse_meta_reply), within the timeout. The reply's views live
-  /// until the next round trip. Throws: CacheError for a timeout, a closed
-  /// connection or a bad reply; StaleConnection when a connection that
-  /// served before is found closed at the call's first round trip and
-  /// allow_retry() was called; NoMetaProtocol when a new connection's `mn`
-  /// is answered with ERROR (memcached before 1.6). In classic() mode the
-  /// reply is read as parse_text_reply() reads it.
+  /// (parse_meta_reply(), or parse_text_reply() if classic()), within the
+  /// timeout. The reply's views live until the next round trip. Throws:
+  /// CacheError for a timeout, a closed connection or a bad reply;
+  /// StaleConnection when a connection that served before is found closed
+  /// at the call's first round trip and allow_retry() was called.
   MetaReply round_trip(std::string_view request, std::string_view expected);
 
   /// Lets a first round trip that finds its (used) connection closed throw
   /// StaleConnection, for the caller to make the call once more.
   void allow_retry() noexcept { may_retry_ = true; }
 
-  /// Whether the server speaks only the classic text protocol (memcached
-  /// before 1.6): the caller sends add, gets, cas and delete instead.
-  bool classic() const noexcept { return classic_; }
+  /// Whether the server speaks only the classic text protocol: the caller
+  /// sends add, gets, cas and delete instead of the meta commands.
+  bool classic() const noexcept { return connection_->classic; }
 
-  /// Whether the server is known to send CAS ids (see MetaServer::sends_cas).
-  std::atomic<bool>& sends_cas() noexcept { return server_.sends_cas; }
-
-  /// When this call's connection was opened (see MetaConnection::opened).
+  /// When this call's connection was opened, and when its last request was
+  /// sent (see MetaServer::remember()).
   std::uint64_t opened() const noexcept { return connection_->opened; }
+  std::uint64_t sent() const noexcept { return sent_; }
+
+  MetaServer& server() noexcept { return server_; }
 
   /// Throws the CacheError for a problem found in a reply read in full.
   [[noreturn]] void fail_answered(std::string_view problem);
 
  private:
   [[noreturn]] void fail(std::string_view problem);
-  void close() noexcept;  // after the connection is gone: frees its place in the pool
+  void release_slot() noexcept;  // after the connection is gone: frees its place in the pool
+  void connect();
+  // The next reply in the input, as `parse` reads it; `probing`: the
+  // `version` of a new connection.
+  template <class Parse>
+  MetaParse next(Parse&& parse, Socket::Clock::time_point deadline, bool stale_retry, bool probing);
 
   MetaServer& server_;
   const memcached_instance_st* instance_;
   const MemcachedOptions& options_;
   std::string_view op_;
   std::string_view key_;
-  const bool classic_;
   std::unique_ptr<MetaConnection> connection_;
   bool in_step_ = true;  // false while a request is out and its reply not read in full
   bool may_retry_ = false;
-  bool probe_ = false;         // the next round trip asks `mn` first
-  std::size_t consumed_ = 0;  // bytes of input the replies read so far took
+  std::size_t consumed_ = 0;  // bytes of input the last reply took
+  std::uint64_t sent_ = 0;
   int round_trips_ = 0;
 };
 

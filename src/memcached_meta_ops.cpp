@@ -18,15 +18,11 @@ using detail::memcached::expiration;
 using detail::memcached::MetaCall;
 using detail::memcached::MetaReply;
 
-// Enough for every lock a process holds at once; past it a release costs
-// one round trip more.
-constexpr std::size_t owned_limit = 4096;
-
-constexpr std::string_view no_cas =
-    "the server runs without CAS (memcached -C), so its locks could not be released or extended safely";
+using detail::memcached::no_cas;
+using detail::memcached::no_cas_id;
 
 // The requests of the protocol `call` speaks: the meta protocol, or the
-// classic text protocol of a server before memcached 1.6. Each is answered
+// classic text protocol of a server older than memcached 1.6.10. Each is answered
 // with the meta codes the callers expect (see parse_text_reply()).
 struct Requests {
   const MetaCall& call;
@@ -73,7 +69,7 @@ std::optional<std::pair<std::string, std::uint64_t>> read(MetaCall& call, std::s
   auto reply = call.round_trip(Requests{call, key}.read(), "VAEN");
   if (reply.code == "EN") return std::nullopt;
   if (!reply.cas || *reply.cas == 0) {
-    call.fail_answered("the server sent no CAS id (is it running with -C, CAS disabled?)");
+    call.fail_answered(no_cas_id);
   }
   return std::pair{std::string{reply.value}, *reply.cas};
 }
@@ -82,7 +78,7 @@ std::optional<std::pair<std::string, std::uint64_t>> read(MetaCall& call, std::s
 // if the server sends no CAS ids (memcached -C), removing what it stored,
 // as the libmemcached path does. One `gets` per server and process.
 void check_cas(MetaCall& call, std::string_view key, std::string_view value) {
-  auto& known = call.sends_cas();
+  auto& known = call.server().sends_cas;
   if (known.load(std::memory_order_relaxed)) return;
   auto reply = call.round_trip(Requests{call, key}.read(), "VAEN");
   if (reply.code == "EN") return;  // already gone: asked again at the next add
@@ -100,32 +96,6 @@ void check_cas(MetaCall& call, std::string_view key, std::string_view value) {
 }
 
 }  // namespace
-
-void MemcachedCache::Impl::remember(std::string_view key, std::string_view value, std::uint64_t cas) {
-  auto seen = detail::memcached::meta_clock();
-  std::lock_guard lock{owned_mutex};
-  auto found = owned.find(std::string{key});
-  if (found != owned.end()) {
-    found->second = Owned{std::string{value}, cas, seen};
-  } else {
-    if (owned.size() >= owned_limit) owned.erase(owned.begin());
-    owned.emplace(std::string{key}, Owned{std::string{value}, cas, seen});
-  }
-}
-
-std::optional<std::uint64_t> MemcachedCache::Impl::owned_cas(std::string_view key, std::string_view value,
-                                                             std::uint64_t opened) {
-  std::lock_guard lock{owned_mutex};
-  auto found = owned.find(std::string{key});
-  if (found == owned.end() || found->second.value != value || opened > found->second.seen) return std::nullopt;
-  return found->second.cas;
-}
-
-void MemcachedCache::Impl::forget(std::string_view key, std::string_view value) {
-  std::lock_guard lock{owned_mutex};
-  auto found = owned.find(std::string{key});
-  if (found != owned.end() && found->second.value == value) owned.erase(found);
-}
 
 std::optional<bool> MemcachedCache::Impl::meta_add(std::string_view key, std::string_view value, Timeout timeout) {
   return with_meta("add", key, [&](MetaCall& call, bool retrying) {
@@ -150,7 +120,7 @@ std::optional<bool> MemcachedCache::Impl::meta_add(std::string_view key, std::st
       call.round_trip(Requests{call, key}.remove(), "HDNF");
       call.fail_answered(fmt::format("{}; the entry just added was removed", no_cas));
     }
-    remember(key, value, *cas);
+    call.server().remember(key, value, *cas, call.sent());
     return true;
   });
 }
@@ -168,15 +138,16 @@ std::optional<bool> MemcachedCache::Impl::meta_erase_if_equals(std::string_view 
     Requests requests{call, key};
     // A retry after a closed connection comes here on a new connection, so
     // it compares the value: the first attempt may have deleted our entry.
-    if (auto cas = owned_cas(key, expected, call.opened())) {
+    auto& server = call.server();
+    if (auto cas = server.owned_cas(key, expected, call.opened())) {
       auto reply = call.round_trip(requests.remove_if(expected, *cas), "HDNFEX");
       if (reply.code != "EX") {
-        forget(key, expected);
+        server.forget(key, expected);
         return reply.code == "HD";
       }
       // Changed since: our extend whose reply was lost, or another owner.
     }
-    forget(key, expected);
+    server.forget(key, expected);
     auto found = read(call, key);
     if (!found || found->first != expected) return false;
     return call.round_trip(requests.remove_if(expected, found->second), "HDNFEX").code == "HD";
@@ -187,23 +158,24 @@ std::optional<bool> MemcachedCache::Impl::meta_replace_if_equals(std::string_vie
                                                                  std::string_view value, Timeout timeout) {
   return with_meta("cas", key, [&](MetaCall& call, bool) {
     Requests requests{call, key};
+    auto& server = call.server();
     auto store = [&](std::uint64_t cas) {
       auto reply = call.round_trip(requests.store_if(value, timeout, cas), "HDNSEXNF");
-      if (reply.code == "HD" && reply.cas) {
-        remember(key, value, *reply.cas);
-      } else if (reply.code == "HD") {
-        forget(key, expected);  // the classic text protocol returns no new id
+      if (reply.code == "HD") {
+        server.forget(key, expected);
+        // The classic text protocol returns no new id.
+        if (reply.cas) server.remember(key, value, *reply.cas, call.sent());
       }
       return reply.code;
     };
-    if (auto cas = owned_cas(key, expected, call.opened())) {
+    if (auto cas = server.owned_cas(key, expected, call.opened())) {
       auto code = store(*cas);
       if (code != "EX") {
-        if (code != "HD") forget(key, expected);
+        if (code != "HD") server.forget(key, expected);
         return code == "HD";
       }
     }
-    forget(key, expected);
+    server.forget(key, expected);
     auto found = read(call, key);
     if (!found || found->first != expected) return false;
     return store(found->second) == "HD";

@@ -1,5 +1,6 @@
 #include "memcached_meta_reply.hpp"
 
+#include <algorithm>
 #include <charconv>
 
 #include <fmt/format.h>
@@ -162,6 +163,39 @@ MetaParse parse_text_reply(std::string_view in, std::string_view expected, std::
   result.state = MetaParse::State::done;
   result.consumed = consumed;
   return result;
+}
+
+MetaParse parse_version_reply(std::string_view in) {
+  std::string problem;
+  auto read = first_line(in, problem);
+  if (!read && problem.empty()) return {};
+  std::string_view line = read.value_or(std::string_view{});
+  std::string_view text = line.starts_with("VERSION ") ? line.substr(8) : std::string_view{};
+  bool printable = !text.empty() && text.size() <= 64 &&
+                   std::all_of(text.begin(), text.end(), [](char c) { return c >= ' ' && c <= '~'; });
+  if (!problem.empty() || !printable) {
+    return bad(fmt::format("its reply to 'version' is not memcached's: {}", shown(in.substr(0, 64))));
+  }
+  MetaParse result;
+  result.state = MetaParse::State::done;
+  result.reply.code = "VE";
+  result.reply.value = text;
+  result.consumed = line.size() + 2;
+  return result;
+}
+
+bool speaks_meta(std::string_view version) {
+  unsigned numbers[3] = {0, 0, 0};
+  for (auto& n : numbers) {
+    auto [end, ec] = std::from_chars(version.data(), version.data() + version.size(), n);
+    if (ec != std::errc{}) return false;
+    version.remove_prefix(static_cast<std::size_t>(end - version.data()));
+    if (&n != &numbers[2]) {
+      if (!version.starts_with('.')) return false;
+      version.remove_prefix(1);
+    }
+  }
+  return numbers[0] > 1 || (numbers[0] == 1 && (numbers[1] > 6 || (numbers[1] == 6 && numbers[2] >= 10)));
 }
 
 }  // namespace cachelock::detail::memcached

@@ -24,9 +24,10 @@ struct MetaReply {
   std::string_view value;
 };
 
-/// A value longer than this is not one we stored: the reply is refused
-/// rather than buffered.
-inline constexpr std::size_t meta_value_limit = 1 << 20;
+/// A value longer than this is refused rather than buffered: a peer cannot
+/// make us hold more. memcached's largest item (its -I) is 1 GiB, its
+/// default 1 MiB; lock tokens are about a hundred bytes.
+inline constexpr std::size_t meta_value_limit = 64 << 20;
 
 /// What reading the start of `in` found.
 struct MetaParse {
@@ -43,11 +44,21 @@ struct MetaParse {
 /// byte out of place is `bad`, with the reason.
 MetaParse parse_meta_reply(std::string_view in, std::string_view expected);
 
+/// The reply to `version`: "VERSION <text>" with a short printable text (a
+/// memcached's "1.6.18", or a proxy's "mcrouter 0.41.0 mcrouter"), given as
+/// the reply's value; anything else is `bad`.
+MetaParse parse_version_reply(std::string_view in);
+
+/// Whether a server of version `version` speaks the meta protocol as it is
+/// used here: memcached 1.6.10 and later (1.6.6 to 1.6.9 wrote `ms`
+/// another way). A version that is not memcached's numbers: no.
+bool speaks_meta(std::string_view version);
+
 /// As parse_meta_reply(), for the classic text protocol's answers to add,
 /// cas, delete, get and gets, given as the meta code they mean: STORED and
 /// DELETED as "HD", NOT_STORED "NS", EXISTS "EX", NOT_FOUND "NF", END alone
 /// "EN", and one "VALUE <key> <flags> <bytes>[ <cas>]" block before END as
-/// "VA" (its key must be `key`). For servers before memcached 1.6.
+/// "VA" (its key must be `key`). For servers older than memcached 1.6.10.
 MetaParse parse_text_reply(std::string_view in, std::string_view expected, std::string_view key);
 
 }  // namespace cachelock::detail::memcached

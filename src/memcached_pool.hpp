@@ -14,7 +14,6 @@
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "cachelock/memcached_cache.hpp"
@@ -74,7 +73,8 @@ struct Connections {
   std::unique_ptr<MetaServer[]> meta;
   /// The position of the server that owns `key`, as libmemcached places it.
   std::uint32_t position_of(std::string_view key);
-  /// The server at `position` (its name and address do not change).
+  /// The server at `position`. Read without `mutex`: a server's name, port
+  /// and type do not change once the handles are made.
   const memcached_instance_st* server_at(std::uint32_t position) const;
   // For rendezvous distribution: the hash of every handle above points to
   // it (see make_master); null otherwise.
@@ -196,9 +196,9 @@ struct MemcachedCache::Impl {
   }
 
   // The lock operations on connections of our own (memcached_meta_ops.cpp),
-  // in the meta protocol, or the classic text protocol for a server before
-  // memcached 1.6: nullopt for the libmemcached path (meta_protocol: false,
-  // SASL, or a binary alias whose server does not speak the meta protocol).
+  // in the meta protocol, or the classic text protocol for a server older
+  // than memcached 1.6.10: nullopt for the libmemcached path (meta_protocol:
+  // false, SASL, or a binary alias whose server speaks only that protocol).
   std::optional<bool> meta_add(std::string_view key, std::string_view value, Timeout timeout);
   std::optional<std::optional<std::string>> meta_get(std::string_view key);
   std::optional<bool> meta_erase_if_equals(std::string_view key, std::string_view expected);
@@ -212,13 +212,11 @@ struct MemcachedCache::Impl {
   auto with_meta(std::string_view op, std::string_view key, Body&& body)
       -> std::optional<decltype(body(std::declval<detail::memcached::MetaCall&>(), false))> {
     using detail::memcached::MetaCall;
-    using detail::memcached::MetaServer;
     if (!options.meta_protocol || !options.username.empty()) return std::nullopt;
     auto& connections = current(op, key);
     auto position = connections.position_of(key);
     auto& server = connections.meta[position];
-    auto libmemcached = [&] { return options.binary && server.speaks.load() == MetaServer::no; };
-    if (libmemcached()) return std::nullopt;
+    if (options.binary && server.binary_only.load(std::memory_order_relaxed)) return std::nullopt;
     const auto* instance = connections.server_at(position);
     try {
       try {
@@ -231,28 +229,9 @@ struct MemcachedCache::Impl {
       MetaCall call{server, instance, options, op, key, true};
       return body(call, true);
     } catch (const detail::memcached::NoMetaProtocol&) {
-      // Nothing was stored: the server refused the first request unread.
-      if (libmemcached()) return std::nullopt;
+      return std::nullopt;  // asked nothing but `version`
     }
-    MetaCall call{server, instance, options, op, key, true};  // in the classic text protocol
-    return body(call, false);
   }
-
-  // The CAS id each of our meta adds and extends returned, by stored key,
-  // so that a release or extend is one round trip. Bounded: a key left out
-  // is released by comparing its value first (one round trip more).
-  struct Owned {
-    std::string value;
-    std::uint64_t cas;
-    std::uint64_t seen;  // meta_clock() when the server returned it
-  };
-  void remember(std::string_view key, std::string_view value, std::uint64_t cas);
-  // The CAS id of ours for `key` holding `value`, if a connection opened at
-  // `opened` (and open since) can trust it: see MetaConnection::opened.
-  std::optional<std::uint64_t> owned_cas(std::string_view key, std::string_view value, std::uint64_t opened);
-  void forget(std::string_view key, std::string_view value);
-  std::mutex owned_mutex;
-  std::unordered_map<std::string, Owned> owned;  // guarded by owned_mutex
 
   MemcachedOptions options;
   std::atomic<Connections*> connections{nullptr};

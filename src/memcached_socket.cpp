@@ -16,16 +16,6 @@ namespace cachelock::detail::memcached {
 
 using std::chrono::milliseconds;
 
-Socket::Socket(Socket&& other) noexcept : fd_{std::exchange(other.fd_, -1)} {}
-
-Socket& Socket::operator=(Socket&& other) noexcept {
-  if (this != &other) {
-    close();
-    fd_ = std::exchange(other.fd_, -1);
-  }
-  return *this;
-}
-
 Socket::~Socket() { close(); }
 
 void Socket::close() noexcept {
@@ -112,6 +102,15 @@ Socket::Connect Socket::connect(const memcached_instance_st* instance, const Mem
   }
   close();
   return timed_out ? Connect::timed_out : Connect::failed;
+}
+
+bool Socket::quiet() const noexcept {
+  char byte;
+  for (;;) {
+    auto n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
 }
 
 bool Socket::send_all(std::string_view data, Clock::time_point deadline) {

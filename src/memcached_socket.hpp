@@ -17,6 +17,7 @@ namespace cachelock::detail::memcached {
 /// (-c) before closing it.
 inline constexpr std::string_view too_many_connections = "ERROR Too many open connections";
 
+/// Thread safety: one thread at a time.
 class Socket {
  public:
   using Clock = std::chrono::steady_clock;
@@ -28,9 +29,9 @@ class Socket {
   };
 
   Socket() = default;
-  Socket(Socket&& other) noexcept;
-  Socket& operator=(Socket&& other) noexcept;
   ~Socket();
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
 
   /// Connects to `instance` within `o.connect_timeout`, trying each of its
   /// addresses in turn as libmemcached does ("localhost" may be ::1 first);
@@ -41,6 +42,10 @@ class Socket {
   std::string error() const;
 
   bool is_open() const noexcept { return fd_ >= 0; }
+
+  /// Whether the connection is open and nothing waits to be read on it,
+  /// without waiting.
+  bool quiet() const noexcept;
   void close() noexcept;
 
   /// Sends all of `data` before `deadline`; false if it could not.

@@ -154,15 +154,16 @@ TEST_CASE("cli: status and release --force fail against a server that is not mem
 
 TEST_CASE("cli: run against a server that answers END to everything exits 69, never aborts") {
   // libmemcached aborts the process (exit 134) on such a reply to a text
-  // `add`; the lock operations are read by cachelock's own parser, whether
-  // the server answers `mn` (meta protocol) or ERROR to it (before 1.6).
+  // `add`; the lock operations are read by cachelock's own parser, whatever
+  // version the server claims (meta protocol from 1.6.10, else classic).
   Sandbox box;
   for (bool old_server : {false, true}) {
     CAPTURE(old_server);
     test::FakeMemcached end_to_all{[&](const std::string& command) -> std::optional<std::string> {
-      if (command == "mn" && old_server) return std::string{"ERROR\r\n"};
+      if (command == "version" && old_server) return std::string{"VERSION 1.5.22\r\n"};
       return std::string{"END\r\n"};
     }};
+    end_to_all.script_version = true;
     auto settings = memcached_settings(box, old_server ? "old" : "end", end_to_all.server().to_string(),
                                        "{connect_timeout: 0.5, timeout: 0.5}");
     auto marker = box.dir + "/ran";

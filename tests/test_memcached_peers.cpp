@@ -128,7 +128,12 @@ TEST_CASE("memcached: a call whose connection closed after the server carried it
       if (hang_up_after.exchange(false)) return std::string{FakeMemcached::hang_up};
       return reply;
     }};
-    MemcachedCache cache{{.servers = {fake.server()}, .binary = binary, .connect_timeout = 300ms, .timeout = 300ms}};
+    // The libmemcached path (test_memcached_meta.cpp has the meta path's retries).
+    MemcachedCache cache{{.servers = {fake.server()},
+                          .binary = binary,
+                          .connect_timeout = 300ms,
+                          .timeout = 300ms,
+                          .meta_protocol = false}};
     CHECK(cache.add("warm", "connection"));  // a connection that served a call
 
     hang_up_after = true;
@@ -159,8 +164,11 @@ TEST_CASE("memcached: the handshake calls a slow or busy memcached so, and accep
     if (command.starts_with("gets ")) return "VALUE " + command.substr(5) + " 0 1 7\r\nx\r\nEND\r\n";
     return "ERROR\r\n";
   };
-  for (bool binary : {false, true}) {
+  // The same on both paths: the libmemcached handshake, and the `version`
+  // that each new connection of the lock operations asks.
+  for (auto [binary, meta] : {std::pair{false, true}, {true, true}, {false, false}, {true, false}}) {
     CAPTURE(binary);
+    CAPTURE(meta);
     FakeMemcached slow{[&](const std::string& command) -> std::optional<std::string> {
       if (command == "version") {
         std::this_thread::sleep_for(500ms);
@@ -169,7 +177,11 @@ TEST_CASE("memcached: the handshake calls a slow or busy memcached so, and accep
       return healthy(command);
     }};
     slow.script_version = true;
-    MemcachedCache on_slow{{.servers = {slow.server()}, .binary = binary, .connect_timeout = 300ms, .timeout = 300ms}};
+    MemcachedCache on_slow{{.servers = {slow.server()},
+                            .binary = binary,
+                            .connect_timeout = 300ms,
+                            .timeout = 300ms,
+                            .meta_protocol = meta}};
     CHECK(cache_error_of([&] { on_slow.add("k", "v"); }) ==
           "memcached " + slow.server().to_string() + ": add ':1:k' failed: no complete reply to 'version' within 300 ms");
 
@@ -179,12 +191,17 @@ TEST_CASE("memcached: the handshake calls a slow or busy memcached so, and accep
              std::string{FakeMemcached::hang_up};
     }};
     busy.script_version = true;
-    MemcachedCache on_busy{{.servers = {busy.server()}, .binary = binary, .connect_timeout = 300ms, .timeout = 300ms}};
+    MemcachedCache on_busy{{.servers = {busy.server()},
+                            .binary = binary,
+                            .connect_timeout = 300ms,
+                            .timeout = 300ms,
+                            .meta_protocol = meta}};
     CHECK(cache_error_of([&] { on_busy.add("k", "v"); }) ==
           "memcached " + busy.server().to_string() +
               ": add ':1:k' failed: the server is at its connection limit: 'ERROR Too many open connections'");
   }
-  // mcrouter speaks memcached's text protocol; its version is no number.
+  // mcrouter speaks memcached's text protocol; its version is no number, so
+  // the lock operations use the classic commands (add, gets, cas).
   FakeMemcached mcrouter{[&](const std::string& command) -> std::optional<std::string> {
     if (command == "version") return "VERSION mcrouter 0.41.0 mcrouter\r\n";
     return healthy(command);

@@ -76,7 +76,7 @@ struct MemcachedOptions {
   /// Connections kept for concurrent use; a call waits up to `timeout` for one.
   std::size_t pool_size = 8;
   /// The lock operations (add, release, extend, and get) in memcached's meta
-  /// protocol where a server speaks it (memcached 1.6 and later): a lock
+  /// protocol where a server speaks it (memcached 1.6.10 and later): a lock
   /// cycle in 2 round trips instead of 3, on connections of cachelock's own.
   /// Turn it off behind a proxy that can hide a restart of the memcached
   /// behind it (see docs/guarantees.md). Not used with SASL.
