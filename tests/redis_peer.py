@@ -8,6 +8,7 @@ client, serializer and compressor. Commands:
 
     make_key KEY           cache.make_key(KEY)                 -> {"result": "prefix:version:key"}
     add KEY VALUE          cache.add(KEY, int(VALUE))          -> {"result": true|false}
+    set KEY VALUE          cache.set(KEY, VALUE), a str        -> {"result": true}
     get KEY                cache.get(KEY)                      -> {"result": ..., "type": ...}
     delete KEY             cache.delete(KEY)                   -> {"result": true|false}
     lock KEY               cache.lock(KEY, timeout=60).acquire(blocking=False), left held
@@ -52,6 +53,9 @@ def main(argv):
         out = {"result": str(cache.client.make_key(args[0]))}
     elif command == "add":
         out = {"result": cache.add(args[0], int(args[1]))}
+    elif command == "set":
+        cache.set(args[0], args[1])
+        out = {"result": True}
     elif command == "get":
         value = cache.get(args[0])
         shown = value.decode("latin-1") if isinstance(value, bytes) else value

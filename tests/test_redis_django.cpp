@@ -113,4 +113,11 @@ TEST_CASE("django-redis: Django's values read as held by someone else, never as 
   Lock lock{"other", {.cache = cache}};
   CHECK_FALSE(cache->erase_if_equals("n", lock.token()));
   CHECK(cache->get("n") == "12");
+  // Neither an int nor a pickled str of Django's parses as an owner token.
+  CHECK_FALSE(cachelock::LockOwner::parse(*cache->get("n")).has_value());
+  CHECK(django({"set", "s", "report running"}) == R"({"result": true})");
+  CHECK(cache->get("s") == "report running");
+  CHECK_FALSE(cachelock::LockOwner::parse(*cache->get("s")).has_value());
+  CHECK(cachelock::LockOwner::parse(*cache->get("other")).has_value());
+  CHECK_THROWS_AS(Lock("s", {.cache = cache}), LockError);
 }
