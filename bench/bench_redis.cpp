@@ -48,16 +48,7 @@ struct Raw {
   Raw(const Raw&) = delete;
   Raw& operator=(const Raw&) = delete;
 
-  redisReply* command(const std::vector<std::string>& args) {
-    std::vector<const char*> argv;
-    std::vector<std::size_t> lengths;
-    for (const auto& arg : args) {
-      argv.push_back(arg.data());
-      lengths.push_back(arg.size());
-    }
-    return static_cast<redisReply*>(
-        redisCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lengths.data()));
-  }
+  redisReply* command(const std::vector<std::string>& args) { return test::send_command(context, args); }
   static void expect(redisReply* reply, int type, const char* what) {
     bool ok = reply != nullptr && reply->type == type;
     freeReplyObject(reply);

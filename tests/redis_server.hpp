@@ -34,6 +34,18 @@ struct RedisReply {
   bool is_nil() const { return type == REDIS_REPLY_NIL; }
 };
 
+/// One command on `context`, binary-safe; null if the connection failed.
+inline redisReply* send_command(redisContext* context, const std::vector<std::string>& words) {
+  std::vector<const char*> argv;
+  std::vector<std::size_t> lengths;
+  for (const auto& word : words) {
+    argv.push_back(word.data());
+    lengths.push_back(word.size());
+  }
+  return static_cast<redisReply*>(
+      redisCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lengths.data()));
+}
+
 /// The redis-server binary to run.
 inline std::string redis_binary() {
   const char* configured = std::getenv("CACHELOCK_REDIS");
@@ -73,18 +85,8 @@ class RedisProcess : public ServerProcess {
       throw std::runtime_error("cannot connect to redis at " + location() + ": " + why);
     }
     redisSetTimeout(context, limit);
-    auto send = [&](const std::vector<std::string>& words) {
-      std::vector<const char*> argv;
-      std::vector<std::size_t> lengths;
-      for (const auto& word : words) {
-        argv.push_back(word.data());
-        lengths.push_back(word.size());
-      }
-      return static_cast<redisReply*>(
-          redisCommandArgv(context, static_cast<int>(argv.size()), argv.data(), lengths.data()));
-    };
-    if (!password.empty()) freeReplyObject(send({"AUTH", password}));
-    auto* reply = send(args);
+    if (!password.empty()) freeReplyObject(send_command(context, {"AUTH", password}));
+    auto* reply = send_command(context, args);
     if (reply == nullptr) {
       std::string why = context->errstr;
       redisFree(context);

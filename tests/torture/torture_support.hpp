@@ -194,6 +194,38 @@ inline void killed_holder(const char* name, const std::string& backend, const st
   CHECK(figures.lost == 0);
 }
 
+// 3 checkers x 2 threads on `backend` at `target`; after 1 s `stop` cuts the
+// server off for 1.5 s, then `resume` brings it back. Sections stop during
+// the outage (acquires fail within their timeout, never a false "acquired"),
+// resume after it, and none overlaps another.
+template <class Stop, class Resume>
+void outage(const char* name, std::string_view faults, const std::string& backend, const std::string& target,
+            Stop stop, Resume resume) {
+  constexpr long timeout_ms = 300;
+  Run run{backend + "-outage"};
+  std::vector<std::unique_ptr<test::Process>> checkers;
+  for (int p = 0; p < 3; ++p) {
+    checkers.push_back(std::make_unique<test::Process>(
+        run.args(p, backend, target, 2, seconds_per_run() + 4, {"--timeout-ms", std::to_string(timeout_ms)})));
+  }
+  std::this_thread::sleep_for(1s);
+  stop();
+  auto before = run.verdict(3).sections;
+  std::this_thread::sleep_for(1500ms);
+  auto during = run.verdict(3).sections;
+  resume();
+  auto figures = total(checkers);
+  auto v = run.verdict(3);
+  report(name, v, figures, faults, timeout_ms);
+  CHECK(before > 0);
+  CHECK(during - before <= 6);      // at most the sections under way when it stopped
+  CHECK(v.sections > during);       // sections resumed after it
+  CHECK(figures.cache_errors > 0);  // acquires failed meanwhile: never a false "acquired"
+  CHECK(v.overlaps == 0);
+  CHECK(v.lost_updates() == 0);
+  CHECK(figures.max_call_us < (2 * timeout_ms + 500) * 1000);
+}
+
 // A holder whose section outlives its ttl: it learns so from extend() and
 // release(), and never deletes the next owner's lock.
 inline void outlived_ttl(const std::shared_ptr<cachelock::Cache>& cache, std::chrono::milliseconds ttl,
