@@ -1,5 +1,7 @@
 #include "redis_pool.hpp"
 
+#include <pthread.h>
+#include <signal.h>
 #include <sys/time.h>
 
 #include <cctype>
@@ -26,6 +28,37 @@ std::string lowercase(std::string_view text) {
   for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
 }
+
+// hiredis writes with write(), not send(MSG_NOSIGNAL): a write to a
+// connection the server closed raises SIGPIPE, which ends a process that
+// does not ignore it. The signal is blocked in this thread during a call,
+// and one the call raised is taken off before it is unblocked.
+class NoSigpipe {
+ public:
+  NoSigpipe() noexcept {
+    sigemptyset(&pipe_);
+    sigaddset(&pipe_, SIGPIPE);
+    sigset_t pending;
+    sigpending(&pending);
+    was_pending_ = sigismember(&pending, SIGPIPE) == 1;
+    pthread_sigmask(SIG_BLOCK, &pipe_, &old_);
+  }
+  ~NoSigpipe() {
+    sigset_t pending;
+    if (!was_pending_ && sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) == 1) {
+      const timespec now{0, 0};
+      while (sigtimedwait(&pipe_, nullptr, &now) < 0 && errno == EINTR) {
+      }
+    }
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  NoSigpipe(const NoSigpipe&) = delete;
+  NoSigpipe& operator=(const NoSigpipe&) = delete;
+
+ private:
+  sigset_t pipe_, old_;
+  bool was_pending_ = false;
+};
 
 // Connections a child inherited from its parent. Never used, never freed:
 // kept reachable so that leak checkers do not report them. A lock-free list,
@@ -139,8 +172,12 @@ Reply Connection::command(std::span<const std::string_view> args) {
     argv.push_back(arg.data());
     lengths.push_back(arg.size());
   }
-  auto* reply = static_cast<redisReply*>(
-      redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data()));
+  redisReply* reply = nullptr;
+  {
+    NoSigpipe no_sigpipe;
+    reply = static_cast<redisReply*>(
+        redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data()));
+  }
   if (reply == nullptr) {
     // A timeout, a closed or reset connection, a reply hiredis could not
     // parse: what is left on the socket is unknown, so it is closed.

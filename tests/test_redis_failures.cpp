@@ -135,3 +135,18 @@ TEST_CASE("redis: when every pooled connection is busy, a call waits for one at 
   CHECK(test::elapsed_ms(start) < test::slow(900ms).count());
   busy.join();
 }
+
+TEST_CASE("redis: a connection the server closed never raises SIGPIPE in the caller") {
+  // hiredis writes with write(), not send(MSG_NOSIGNAL): a second write to a
+  // connection the server closed would raise SIGPIPE, which ends a process
+  // that does not ignore it. A value larger than the socket's send buffer
+  // makes hiredis write more than once.
+  test::RedisProcess server;
+  auto cache = cache_on(server, {.pool_size = 1});
+  cache->set("k", "v");  // the pooled connection
+  server.command({"CLIENT", "KILL", "TYPE", "normal"});
+  std::this_thread::sleep_for(50ms);
+  CHECK_THROWS_AS(cache->set("big", std::string(32 << 20, 'x')), CacheError);
+  cache->set("k", "w");  // a new connection
+  CHECK(cache->get("k") == "w");
+}
