@@ -75,27 +75,28 @@ def time_cycles(cache, sequence, min_time):
             return elapsed * 1e9 / cycles
 
 
-def our_cycle_ns(program, location, min_time):
-    """Nanoseconds per Lock cycle: one run of bench_memcached's lock_cycle/0."""
+def our_cycle_ns(program, location, min_time, flag="--memcached=", benchmark=OURS):
+    """Nanoseconds per Lock cycle: one run of PROGRAM's `benchmark` against
+    the server at `location` (given as flag + location)."""
     with tempfile.TemporaryDirectory() as scratch:
         rows = os.path.join(scratch, "rows.jsonl")
         command = [
             program,
-            "--memcached=" + location,
-            "--benchmark_filter=^" + OURS + "$",
+            flag + location,
+            "--benchmark_filter=^" + benchmark + "$",
             f"--benchmark_min_time={min_time}",
             "--rows_out=" + rows,
         ]
         done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if done.returncode != 0:
             sys.stderr.write(done.stdout)
-            raise SystemExit(f"django_peer_bench: {' '.join(command)} exited {done.returncode}")
+            raise SystemExit(f"{os.path.basename(program)}: {' '.join(command)} exited {done.returncode}")
         with open(rows) as lines:
             for line in lines:
                 row = json.loads(line)
-                if row.get("median") == OURS:
+                if row.get("median") == benchmark:
                     return row["ns"]
-    raise SystemExit(f"django_peer_bench: {program} reported no {OURS}")
+    raise SystemExit(f"{os.path.basename(program)} reported no {benchmark}")
 
 
 def main(argv):

@@ -15,6 +15,7 @@ namespace cachelock::detail {
 // Each is defined in its own <name>_entry.cpp, constinit: a settings file
 // loaded during another file's static initialization finds every backend.
 extern const Backend memory_backend, file_backend, django_file_backend, memcached_backend, dummy_backend;
+extern const Backend redis_backend;
 
 #if !CACHELOCK_HAS_MEMCACHED
 // Built without libmemcached: its names still load, to say so.
@@ -35,17 +36,14 @@ namespace {
 
 // The table: one line per backend, in the order messages list them.
 constinit const Backend* const backends[] = {&memory_backend, &file_backend, &django_file_backend, &memcached_backend,
-                                             &dummy_backend};
+                                             &redis_backend, &dummy_backend};
 
 // Caches Django projects use that cachelock does not serve, and why.
 struct Unserved {
   std::string_view name;
   std::string_view why;
 };
-constexpr std::string_view no_redis = "it has no Redis backend yet";
 constexpr Unserved unserved[] = {
-    {"django.core.cache.backends.redis.RedisCache", no_redis},
-    {"django_redis.cache.RedisCache", no_redis},
     {"django.core.cache.backends.db.DatabaseCache", "it does not keep locks in a database table"},
 };
 

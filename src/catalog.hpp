@@ -66,8 +66,8 @@ const Backend* find_backend(std::string_view name);
 /// Every accepted BACKEND value, for the message about an unknown one:
 /// "memory, file, ... or dummy, or Django's locmem.LocMemCache, ...".
 std::string known_backends();
-/// Why cachelock does not serve the BACKEND `name` ("it has no Redis
-/// backend yet"): for Django's Redis and database caches, django-redis, and
+/// Why cachelock does not serve the BACKEND `name` ("it does not keep locks
+/// in a database table"): for Django's database cache, and
 /// any other dotted Python path. Empty for a backend it serves, and for a
 /// name that is no backend anywhere (a typo, such as "memcache" or a
 /// django.core.cache.backends path Django does not have), which stays an

@@ -34,70 +34,15 @@
 
 #include <cachelock/memcached_cache.hpp>
 
-#include "process.hpp"
+#include "loopback.hpp"
+#include "server_process.hpp"
 
 namespace test {
-
-/// "localhost" where the host resolves that name (a minimal root may have no
-/// /etc/hosts), else "127.0.0.1": a server named by a host name, where possible.
-inline std::string loopback_name() {
-  addrinfo hints{};
-  hints.ai_family = AF_INET;
-  addrinfo* found = nullptr;
-  if (::getaddrinfo("localhost", nullptr, &hints, &found) != 0) return "127.0.0.1";
-  ::freeaddrinfo(found);
-  return "localhost";
-}
 
 /// The memcached binary to run.
 inline std::string memcached_binary() {
   const char* configured = std::getenv("CACHELOCK_MEMCACHED");
   return configured && *configured ? configured : "/usr/bin/memcached";
-}
-
-/// A loopback TCP port nobody listens on right now (the kernel's choice).
-inline int free_loopback_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error(std::string{"socket: "} + std::strerror(errno));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    ::close(fd);
-    throw std::runtime_error(std::string{"bind to a free port: "} + std::strerror(errno));
-  }
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
-/// A connection to 127.0.0.1:`port`, or to the unix socket `path` if not
-/// empty, with 5 s send/receive limits; -1 if refused.
-inline int connect_loopback(int port, const std::string& path = {}) {
-  int fd = ::socket(path.empty() ? AF_INET : AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  timeval limit{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
-  int rc = -1;
-  if (path.empty()) {
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    rc = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  } else {
-    sockaddr_un address{};
-    address.sun_family = AF_UNIX;
-    path.copy(address.sun_path, sizeof address.sun_path - 1);
-    rc = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  }
-  if (rc != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
 }
 
 /// An entry read from the server directly, bypassing libmemcached.
@@ -108,75 +53,29 @@ struct RawItem {
 
 /// A memcached process on 127.0.0.1 and a free port (or on a unix socket),
 /// running from construction to destruction (or between start() and stop()).
-class MemcachedProcess {
+class MemcachedProcess : public ServerProcess {
  public:
   /// Starts memcached with `extra_args` (e.g. {"-m", "1"}) after the usual
   /// `-l 127.0.0.1 -p PORT -U 0`, or `-s SOCKET_PATH` if that is given.
   /// Throws std::runtime_error if it cannot.
   explicit MemcachedProcess(std::vector<std::string> extra_args = {}, std::string socket_path = {})
-      : extra_args_{std::move(extra_args)}, socket_path_{std::move(socket_path)} {
+      : ServerProcess{launch_command(std::move(extra_args), socket_path), socket_path} {
     start();
   }
-  ~MemcachedProcess() {
-    stop();
-    if (process_) process_->disown();  // in a forked child: the parent's server
-  }
-  MemcachedProcess(const MemcachedProcess&) = delete;
-  MemcachedProcess& operator=(const MemcachedProcess&) = delete;
 
-  /// Starts the server (again), on the same port as before if it ran already.
-  void start() {
-    if (process_) return;
-    auto binary = memcached_binary();
-    if (::access(binary.c_str(), X_OK) != 0) {
-      throw std::runtime_error("memcached is not installed (no executable " + binary +
-                               "): install it with 'apt-get install memcached' (scripts/setup test does)");
-    }
-    std::string last_error;
-    for (int attempt = 0; attempt < 10; ++attempt) {
-      int port = port_ ? port_ : socket_path_.empty() ? free_loopback_port() : 0;
-      if (launch(binary, port, last_error)) {
-        port_ = port;
-        return;
-      }
-      if (port_ && attempt >= 4) break;  // a restart keeps its port; try a few times only
-    }
-    throw std::runtime_error("cannot start memcached: " + last_error);
-  }
-
-  /// Stops the server: SIGTERM, then SIGKILL if it lingers; waits for it.
-  void stop() {
-    if (!process_) return;
-    if (::getpid() != owner_) return;  // a forked child leaves its parent's server alone
-    process_->signal(SIGTERM);
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds{3};
-    while (!process_->ended()) {
-      if (std::chrono::steady_clock::now() > until) {
-        process_->signal(SIGKILL);
-        process_->wait();
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds{5});
-    }
-    process_.reset();
-  }
-
-  bool running() const noexcept { return process_ != nullptr; }
-  pid_t pid() const noexcept { return process_ ? process_->pid() : -1; }
-  int port() const noexcept { return port_; }
   /// "127.0.0.1:PORT" or "unix:/path", as in Django's LOCATION.
   std::string location() const {
-    return socket_path_.empty() ? "127.0.0.1:" + std::to_string(port_) : "unix:" + socket_path_;
+    return socket_path().empty() ? "127.0.0.1:" + std::to_string(port()) : "unix:" + socket_path();
   }
   cachelock::MemcachedServer server() const {
-    if (!socket_path_.empty()) return {socket_path_, 0};
-    return {"127.0.0.1", static_cast<std::uint16_t>(port_)};
+    if (!socket_path().empty()) return {socket_path(), 0};
+    return {"127.0.0.1", static_cast<std::uint16_t>(port())};
   }
 
   /// Sends one text-protocol command (with its "\r\n") on a new connection
   /// and returns the reply: up to "END\r\n" if `until_end`, else one line.
   std::string command(std::string_view text, bool until_end = false) const {
-    int fd = connect_loopback(port_, socket_path_);
+    int fd = connect_loopback(port(), socket_path());
     if (fd < 0) throw std::runtime_error("cannot connect to memcached at " + location());
     std::string reply;
     if (::send(fd, text.data(), text.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(text.size())) {
@@ -246,49 +145,19 @@ class MemcachedProcess {
   }
 
  private:
-  bool launch(const std::string& binary, int port, std::string& error) {
-    std::vector<std::string> args{binary};
-    if (socket_path_.empty()) {
-      args.insert(args.end(), {"-l", "127.0.0.1", "-p", std::to_string(port), "-U", "0"});
-    } else {
-      args.insert(args.end(), {"-s", socket_path_, "-a", "0700"});
-    }
-    if (::geteuid() == 0) args.insert(args.end(), {"-u", "root"});  // memcached refuses root otherwise
-    args.insert(args.end(), extra_args_.begin(), extra_args_.end());
-    auto process = std::make_unique<Process>(args);
-    if (process->pid() <= 0) {
-      error = process->start_error();
-      return false;
-    }
-    // Ready when it accepts a connection; gone if it could not bind the port.
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds{10};
-    while (std::chrono::steady_clock::now() < until) {
-      if (process->ended()) {
-        error = "memcached exited at start on " + where(port) + " (exit " + std::to_string(process->wait()) +
-                "): " + process->err();
-        return false;
-      }
-      if (int fd = connect_loopback(port, socket_path_); fd >= 0) {
-        ::close(fd);
-        process_ = std::move(process);
-        owner_ = ::getpid();
-        return true;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds{10});
-    }
-    error = "memcached did not accept connections on " + where(port) + " within 10 s";
-    return false;  // ~Process kills it
+  static ServerCommand launch_command(std::vector<std::string> extra_args, std::string socket_path) {
+    return {"memcached", memcached_binary(), "memcached", [extra_args, socket_path](int port) {
+              std::vector<std::string> args{memcached_binary()};
+              if (socket_path.empty()) {
+                args.insert(args.end(), {"-l", "127.0.0.1", "-p", std::to_string(port), "-U", "0"});
+              } else {
+                args.insert(args.end(), {"-s", socket_path, "-a", "0700"});
+              }
+              if (::geteuid() == 0) args.insert(args.end(), {"-u", "root"});  // memcached refuses root otherwise
+              args.insert(args.end(), extra_args.begin(), extra_args.end());
+              return args;
+            }};
   }
-
-  std::string where(int port) const {
-    return socket_path_.empty() ? "port " + std::to_string(port) : "socket " + socket_path_;
-  }
-
-  std::vector<std::string> extra_args_;
-  std::string socket_path_;
-  std::unique_ptr<Process> process_;
-  pid_t owner_ = -1;
-  int port_ = 0;
 };
 
 /// The memcached of this test program, started at first use and stopped at exit.

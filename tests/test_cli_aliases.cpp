@@ -56,8 +56,9 @@ void check_refused(const test::Ran& ran, int code, const std::string& error) {
 }
 
 const std::string sessions_error =
-    ":10:14: CACHES.sessions.BACKEND: alias 'sessions' cannot be used: BACKEND 'django_redis.cache.RedisCache' "
-    "is not served by cachelock: it has no Redis backend yet";
+    ":10:14: CACHES.sessions.BACKEND: alias 'sessions' cannot be used: BACKEND "
+    "'django.core.cache.backends.db.DatabaseCache' is not served by cachelock: it does not keep locks in a "
+    "database table";
 const std::string table_error =
     ":12:14: CACHES.table.BACKEND: alias 'table' cannot be used: BACKEND "
     "'django.core.cache.backends.db.DatabaseCache' is not served by cachelock: it does not keep locks in a "
@@ -67,7 +68,7 @@ const std::string table_error =
 std::string mixed_caches(const std::string& locks) {
   return "CACHES:\n" + locks +
          "  default:\n    BACKEND: memory\n    TIMEOUT: 60\n"
-         "  sessions:\n    BACKEND: django_redis.cache.RedisCache\n"
+         "  sessions:\n    BACKEND: django.core.cache.backends.db.DatabaseCache\n"
          "  table:\n    BACKEND: django.core.cache.backends.db.DatabaseCache\n    LOCATION: cache_table\n";
 }
 
@@ -105,11 +106,12 @@ TEST_CASE("cli aliases: unserved aliases are listed by check, refused when used,
 }
 
 TEST_CASE("cli aliases: an unserved default alias fails commands without --alias, and check says so") {
-  Project project{"CACHES:\n  default:\n    BACKEND: django_redis.cache.RedisCache\n"
+  Project project{"CACHES:\n  default:\n    BACKEND: django.core.cache.backends.db.DatabaseCache\n"
                   "  locks:\n    BACKEND: file\n    LOCATION: LOCKS\n"};
   auto error = project.settings +
                ":3:14: CACHES.default.BACKEND: alias 'default' cannot be used: BACKEND "
-               "'django_redis.cache.RedisCache' is not served by cachelock: it has no Redis backend yet";
+               "'django.core.cache.backends.db.DatabaseCache' is not served by cachelock: it does not keep locks "
+               "in a database table";
   check_refused(project.run({"run", "job", "--", "true"}), 78,
                 error + "; it is the default alias: name a served one with DEFAULT_CACHELOCK_ALIAS, or give the "
                         "lock an alias");

@@ -183,7 +183,7 @@ TEST_CASE("cli: run refuses aliases that cannot exclude other processes") {
   auto memory = box.run({"--settings", settings, "run", "job", "--", "true"});
   CHECK(memory.code == 78);
   CHECK(memory.err == "cachelock: alias 'default' is a memory cache: it cannot exclude other processes; "
-                      "use a file, django-file or memcached alias\n");
+                      "use a file, django-file, memcached or redis alias\n");
   auto forever = box.run({"--settings", settings, "--alias", "forever", "run", "job", "--", "true"});
   CHECK(forever.code == 64);
   CHECK(forever.err.find("has TIMEOUT null: without --ttl the lock would never expire") != std::string::npos);
@@ -209,7 +209,7 @@ TEST_CASE("cli: run refuses a dummy alias, which locks nothing") {
   auto dummy = box.run({"--settings", settings, "run", "job", "--", "touch", box.dir + "/ran"});
   CHECK(dummy.code == 78);
   CHECK(dummy.err == "cachelock: alias 'default' is a dummy cache: it stores nothing, so it locks nothing; "
-                     "use a file, django-file or memcached alias\n");
+                     "use a file, django-file, memcached or redis alias\n");
   CHECK_FALSE(fs::exists(box.dir + "/ran"));
 }
 

@@ -77,10 +77,10 @@ TEST_CASE("cli: check lists the aliases and reaches each") {
 TEST_CASE("cli: bad settings, aliases and keys get their exit codes") {
   Sandbox box;
   auto broken = box.dir + "/broken.yaml";
-  std::ofstream{broken} << "CACHES:\n  default:\n    BACKEND: redis\n";
+  std::ofstream{broken} << "CACHES:\n  default:\n    BACKEND: rediss\n";
   auto bad = box.run({"--settings", broken, "run", "job", "--", "true"});
   CHECK(bad.code == 78);
-  CHECK(bad.err.rfind("cachelock: " + broken + ":3:14: CACHES.default.BACKEND: unknown BACKEND 'redis'", 0) == 0);
+  CHECK(bad.err.rfind("cachelock: " + broken + ":3:14: CACHES.default.BACKEND: unknown BACKEND 'rediss'", 0) == 0);
   auto unknown = box.run({"--alias", "nope", "status", "job"});
   CHECK(unknown.code == 78);
   CHECK(unknown.err == "cachelock: unknown cache alias 'nope' (known: 'default', 'other')\n");

@@ -1,5 +1,5 @@
 // A Django project's CACHES pasted as it is: aliases cachelock does not
-// serve (Redis, a database, a backend of the project's own) load and fail
+// serve (a database, a backend of the project's own) load and fail
 // only when used; KEY_FUNCTION names a key function registered in code;
 // TIMEOUT 0 or less loads, as in Django, and locks on it need a ttl.
 #include <doctest/doctest.h>
@@ -24,14 +24,14 @@ namespace {
 // Aliases a Django project may have beside the ones it locks with.
 constexpr const char* unserved_aliases = R"(
   sessions:
-    BACKEND: django_redis.cache.RedisCache
-    LOCATION: redis://127.0.0.1:6379/1
+    BACKEND: django.core.cache.backends.db.DatabaseCache
+    LOCATION: my_session_table
     KEY_PREFIX: my site
     OPTIONS:
-      CLIENT_CLASS: django_redis.client.DefaultClient
+      MAX_ENTRY: 10
   pages:
-    BACKEND: django.core.cache.backends.redis.RedisCache
-    LOCATION: [redis://10.0.0.1:6379, redis://10.0.0.2:6379]
+    BACKEND: django_elasticache.memcached.ElastiCache
+    LOCATION: [10.0.0.1:11211, 10.0.0.2:11211]
   table:
     BACKEND: django.core.cache.backends.db.DatabaseCache
     LOCATION: my_cache_table
@@ -40,7 +40,11 @@ constexpr const char* unserved_aliases = R"(
     BACKEND: myproject.cache.ShardedCache
 )";
 
-const std::string redis_reason = "it has no Redis backend yet";
+const std::string table_reason = "it does not keep locks in a database table";
+const std::string only_served =
+    "it serves only memory, file, django-file, memcached, redis or dummy, or Django's locmem.LocMemCache, "
+    "filebased.FileBasedCache, memcached.PyMemcacheCache, memcached.PyLibMCCache, memcached.MemcachedCache, "
+    "redis.RedisCache, django_redis.cache.RedisCache or dummy.DummyCache";
 
 std::string unserved_message(const std::string& where, const std::string& alias, const std::string& backend,
                              const std::string& why) {
@@ -54,14 +58,10 @@ std::vector<std::pair<std::string, std::string>> unserved_messages(int default_l
   // Lines of unserved_aliases count from its first, empty one.
   auto line = [&](int n) { return "<django>:" + std::to_string(default_lines + 2 + n) + ":14"; };
   return {
-      {"sessions", unserved_message(line(2), "sessions", "django_redis.cache.RedisCache", redis_reason)},
-      {"pages", unserved_message(line(8), "pages", "django.core.cache.backends.redis.RedisCache", redis_reason)},
-      {"table", unserved_message(line(11), "table", "django.core.cache.backends.db.DatabaseCache",
-                                 "it does not keep locks in a database table")},
-      {"own", unserved_message(line(15), "own", "myproject.cache.ShardedCache",
-                               "it serves only memory, file, django-file, memcached or dummy, or Django's "
-                               "locmem.LocMemCache, filebased.FileBasedCache, memcached.PyMemcacheCache, "
-                               "memcached.PyLibMCCache, memcached.MemcachedCache or dummy.DummyCache")},
+      {"sessions", unserved_message(line(2), "sessions", "django.core.cache.backends.db.DatabaseCache", table_reason)},
+      {"pages", unserved_message(line(8), "pages", "django_elasticache.memcached.ElastiCache", only_served)},
+      {"table", unserved_message(line(11), "table", "django.core.cache.backends.db.DatabaseCache", table_reason)},
+      {"own", unserved_message(line(15), "own", "myproject.cache.ShardedCache", only_served)},
   };
 }
 
@@ -105,7 +105,7 @@ TEST_CASE("django settings: aliases cachelock does not serve load, and fail when
 }
 
 #if CACHELOCK_HAS_MEMCACHED
-TEST_CASE("django settings: with Redis and database aliases beside it, a memcached alias locks on a real server") {
+TEST_CASE("django settings: with database and other aliases beside it, a memcached alias locks on a real server") {
   test::FreshRegistry fresh;
   auto& server = test::shared_memcached();
   server.flush();
@@ -133,19 +133,18 @@ TEST_CASE("django settings: an unserved default alias loads; a lock without an a
       "; it is the default alias: name a served one with DEFAULT_CACHELOCK_ALIAS, or give the lock an alias";
   std::string expected, name;
   SUBCASE("the alias named default") {
-    registry.load_yaml("CACHES:\n  default:\n    BACKEND: django_redis.cache.RedisCache\n"
+    registry.load_yaml("CACHES:\n  default:\n    BACKEND: myproject.cache.ShardedCache\n"
                        "  locks:\n    BACKEND: memory\n",
                        "<django>");
     name = "default";
-    expected = unserved_message("<django>:3:14", name, "django_redis.cache.RedisCache", redis_reason);
+    expected = unserved_message("<django>:3:14", name, "myproject.cache.ShardedCache", only_served);
   }
   SUBCASE("DEFAULT_CACHELOCK_ALIAS") {
     registry.load_yaml("DEFAULT_CACHELOCK_ALIAS: table\nCACHES:\n  locks:\n    BACKEND: memory\n"
                        "  table:\n    BACKEND: django.core.cache.backends.db.DatabaseCache\n",
                        "<django>");
     name = "table";
-    expected = unserved_message("<django>:6:14", name, "django.core.cache.backends.db.DatabaseCache",
-                                "it does not keep locks in a database table");
+    expected = unserved_message("<django>:6:14", name, "django.core.cache.backends.db.DatabaseCache", table_reason);
   }
   CHECK(registry.default_alias() == name);
   CHECK(message_of([] { cachelock::Lock lock{"job"}; }) == expected + hint);
@@ -166,29 +165,29 @@ TEST_CASE("django settings: typos stay errors, in served and unserved aliases al
     const char* message;
   };
   const Case cases[] = {
-      {"CACHES:\n  default:\n    BACKEND: memory\n  sessions:\n    BACKEND: django_redis.cache.RedisCache\n"
-       "    LOCATON: redis://127.0.0.1\n",
+      {"CACHES:\n  default:\n    BACKEND: memory\n  sessions:\n    BACKEND: django.core.cache.backends.db.DatabaseCache\n"
+       "    LOCATON: my_cache_table\n",
        "<s>:6:5: CACHES.sessions.LOCATON: unknown cache setting; known: BACKEND, LOCATION, TIMEOUT, KEY_PREFIX, "
        "VERSION, KEY_FUNCTION, OPTIONS"},
       {"CACHES:\n  default:\n    BACKEND: memory\n    OPTIONS:\n      MAX_ENTRY: 10\n",
        "<s>:5:7: CACHES.default.OPTIONS.MAX_ENTRY: unknown memory option; known: MAX_ENTRIES, CULL_FREQUENCY"},
       // Not a Python path: a misspelt short name.
       {"CACHES:\n  default:\n    BACKEND: memcache\n",
-       "<s>:3:14: CACHES.default.BACKEND: unknown BACKEND 'memcache'; expected memory, file, django-file, memcached or "
-       "dummy, "
-       "or Django's locmem.LocMemCache, filebased.FileBasedCache, memcached.PyMemcacheCache, "
-       "memcached.PyLibMCCache, memcached.MemcachedCache or dummy.DummyCache"},
+       "<s>:3:14: CACHES.default.BACKEND: unknown BACKEND 'memcache'; expected memory, file, django-file, memcached, redis "
+       "or dummy, or Django's locmem.LocMemCache, filebased.FileBasedCache, memcached.PyMemcacheCache, "
+       "memcached.PyLibMCCache, memcached.MemcachedCache, redis.RedisCache, django_redis.cache.RedisCache or "
+       "dummy.DummyCache"},
       // Django has no such backend: Django itself would not load it.
       {"CACHES:\n  default:\n    BACKEND: django.core.cache.backends.memcached.PyMemcachCache\n",
        "<s>:3:14: CACHES.default.BACKEND: unknown BACKEND 'django.core.cache.backends.memcached.PyMemcachCache'; "
-       "expected memory, file, django-file, memcached or dummy, or Django's locmem.LocMemCache, "
-       "filebased.FileBasedCache, "
-       "memcached.PyMemcacheCache, memcached.PyLibMCCache, memcached.MemcachedCache or dummy.DummyCache"},
+       "expected memory, file, django-file, memcached, redis or dummy, or Django's locmem.LocMemCache, "
+       "filebased.FileBasedCache, memcached.PyMemcacheCache, memcached.PyLibMCCache, memcached.MemcachedCache, "
+       "redis.RedisCache, django_redis.cache.RedisCache or dummy.DummyCache"},
       {"CACHES:\n  default:\n    BACKEND: my project.Cache\n",
        "<s>:3:14: CACHES.default.BACKEND: unknown BACKEND 'my project.Cache'; expected memory, file, django-file, "
-       "memcached "
-       "or dummy, or Django's locmem.LocMemCache, filebased.FileBasedCache, memcached.PyMemcacheCache, "
-       "memcached.PyLibMCCache, memcached.MemcachedCache or dummy.DummyCache"},
+       "memcached, redis or dummy, or Django's locmem.LocMemCache, filebased.FileBasedCache, "
+       "memcached.PyMemcacheCache, memcached.PyLibMCCache, memcached.MemcachedCache, redis.RedisCache, "
+       "django_redis.cache.RedisCache or dummy.DummyCache"},
       {"CACHES:\n  default:\n    BACKEND: memory\n    KEY_FUNCTION: [a, b]\n",
        "<s>:4:19: CACHES.default.KEY_FUNCTION: expected a string, got a list"},
       {"CACHES:\n  default:\n    BACKEND: memory\n    KEY_FUNCTION: ''\n",

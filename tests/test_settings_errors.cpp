@@ -42,9 +42,9 @@ TEST_CASE("malformed settings: each gets its exact error, none crashes") {
       {"backend-missing", ":3:5: CACHES.default: BACKEND is missing; e.g. BACKEND: memory"},
       {"backend-unknown",
        ":3:14: CACHES.default.BACKEND: unknown BACKEND 'django.core.cache.backends.redis.RedisCach'; "
-       "expected memory, file, django-file, memcached or dummy, or Django's locmem.LocMemCache, "
+       "expected memory, file, django-file, memcached, redis or dummy, or Django's locmem.LocMemCache, "
        "filebased.FileBasedCache, memcached.PyMemcacheCache, memcached.PyLibMCCache, "
-       "memcached.MemcachedCache or dummy.DummyCache"},
+       "memcached.MemcachedCache, redis.RedisCache, django_redis.cache.RedisCache or dummy.DummyCache"},
       {"backend-list", ":3:14: CACHES.default.BACKEND: expected a string, got a list"},
       {"default-missing",
        ":2:3: CACHES: no 'default' alias (known: 'locks', 'jobs'); define one, or name another with "

@@ -15,4 +15,7 @@
 #include "cachelock/memcached_cache.hpp"
 #endif
 #include "cachelock/options.hpp"
+#if CACHELOCK_HAS_REDIS
+#include "cachelock/redis_cache.hpp"
+#endif
 #include "cachelock/registry.hpp"

@@ -62,11 +62,12 @@ class CACHELOCK_API CacheRegistry {
   /// served or not.
   bool contains(std::string_view alias) const;
   /// Why `alias` cannot be used: the ConfigError get() throws for an alias
-  /// loaded from settings whose BACKEND cachelock does not serve (a Redis or
-  /// database cache, a backend it does not know), e.g.
-  /// "settings.yaml:9:14: CACHES.sessions.BACKEND: alias 'sessions' cannot be
-  /// used: BACKEND 'django_redis.cache.RedisCache' is not served by
-  /// cachelock: it has no Redis backend yet". nullopt for any other alias.
+  /// loaded from settings whose BACKEND cachelock does not serve (a database
+  /// cache, a backend it does not know), e.g.
+  /// "settings.yaml:9:14: CACHES.table.BACKEND: alias 'table' cannot be
+  /// used: BACKEND 'django.core.cache.backends.db.DatabaseCache' is not served
+  /// by cachelock: it does not keep locks in a database table". nullopt for
+  /// any other alias.
   /// Throws: ConfigError for an unknown alias.
   std::optional<std::string> unavailable(std::string_view alias) const;
   /// Configured aliases, sorted.

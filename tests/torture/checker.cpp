@@ -5,7 +5,8 @@
 // append, so the driver can check afterwards that no two sections overlapped
 // and that the counter equals the number of sections: no lost update.
 //
-//   checker --backend memory|file|memcached|memcached-libmemcached --target DIR|HOST:PORT --key KEY
+//   checker --backend memory|file|memcached|memcached-libmemcached|redis
+//           --target DIR|HOST:PORT|redis://HOST:PORT --key KEY
 //           --counter FILE --history FILE --threads T --seconds S
 //           [--ttl-ms N] [--timeout-ms N] [--max-hold-us N] [--stall-after N --stall-marker FILE]
 //
@@ -96,6 +97,16 @@ std::shared_ptr<cachelock::Cache> make_cache(const Options& o) {
         .retry_timeout = std::chrono::milliseconds{0},
         .pool_size = static_cast<std::size_t>(o.threads),
         .meta_protocol = o.backend == "memcached"});
+  }
+#endif
+#if CACHELOCK_HAS_REDIS
+  if (o.backend == "redis") {
+    auto timeout = std::chrono::milliseconds{o.timeout_ms};
+    return std::make_shared<cachelock::RedisCache>(cachelock::RedisOptions{
+        .server = cachelock::RedisServer::parse(o.target),
+        .connect_timeout = timeout,
+        .timeout = timeout,
+        .pool_size = static_cast<std::size_t>(o.threads)});
   }
 #endif
   std::fprintf(stderr, "checker: unknown backend %s\n", o.backend.c_str());
