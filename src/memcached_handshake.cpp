@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "memcached_meta_reply.hpp"
 #include "memcached_socket.hpp"
 #include "text.hpp"
 
@@ -57,24 +58,16 @@ Handshake handshake(const memcached_instance_st* instance, const MemcachedOption
                               reply.empty() ? std::string{} : ", after " + detail::quote(reply))};
   }
   if (std::string_view{reply}.starts_with(too_many_connections)) {
-    return {true, fmt::format("the server is at its connection limit: {}", detail::quote(too_many_connections)),
-            false};
+    return {true, at_connection_limit(), false};
   }
-  // Any short printable version is accepted: memcached's ("1.6.18") and
-  // those of servers that speak its protocol ("mcrouter 0.41.0 mcrouter").
-  auto printable = [](std::string_view text) {
-    return !text.empty() && text.size() <= 64 &&
-           std::all_of(text.begin(), text.end(), [](char c) { return c >= ' ' && c <= '~'; });
-  };
   bool good = false;
   if (o.binary) {
     // Response magic, opcode VERSION, no key, no extras, status 0, the version as the body.
     good = complete() && static_cast<unsigned char>(reply[0]) == 0x81 && reply[1] == 0x0b && reply[2] == 0 &&
            reply[3] == 0 && reply[4] == 0 && reply[6] == 0 && reply[7] == 0 &&
-           printable(std::string_view{reply}.substr(24));
+           is_version(std::string_view{reply}.substr(24));
   } else {
-    std::string_view line{reply.data(), std::min(reply.find("\r\n"), reply.size())};
-    good = complete() && line.starts_with("VERSION ") && printable(line.substr(8));
+    good = parse_version_reply(reply).state == MetaParse::State::done;
   }
   if (good) return {true, {}};
   return {true, fmt::format("its reply to 'version' is not memcached's: {}", detail::quote(reply.substr(0, 64)))};

@@ -133,7 +133,7 @@ void MetaCall::connect() {
     auto reply = next([](std::string_view in) { return parse_version_reply(in); }, deadline, false, true);
     if (reply.state == MetaParse::State::bad) {
       if (std::string_view{connection_->input}.starts_with(too_many_connections)) {
-        fail(fmt::format("the server is at its connection limit: {}", quote(too_many_connections)));
+        fail(at_connection_limit());
       }
       fail("the server does not speak memcached's protocol: " + reply.problem);
     }

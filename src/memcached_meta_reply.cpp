@@ -165,15 +165,18 @@ MetaParse parse_text_reply(std::string_view in, std::string_view expected, std::
   return result;
 }
 
+bool is_version(std::string_view text) {
+  return !text.empty() && text.size() <= 64 &&
+         std::all_of(text.begin(), text.end(), [](char c) { return c >= ' ' && c <= '~'; });
+}
+
 MetaParse parse_version_reply(std::string_view in) {
   std::string problem;
   auto read = first_line(in, problem);
   if (!read && problem.empty()) return {};
   std::string_view line = read.value_or(std::string_view{});
   std::string_view text = line.starts_with("VERSION ") ? line.substr(8) : std::string_view{};
-  bool printable = !text.empty() && text.size() <= 64 &&
-                   std::all_of(text.begin(), text.end(), [](char c) { return c >= ' ' && c <= '~'; });
-  if (!problem.empty() || !printable) {
+  if (!problem.empty() || !is_version(text)) {
     return bad(fmt::format("its reply to 'version' is not memcached's: {}", shown(in.substr(0, 64))));
   }
   MetaParse result;

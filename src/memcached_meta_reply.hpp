@@ -44,9 +44,13 @@ struct MetaParse {
 /// byte out of place is `bad`, with the reason.
 MetaParse parse_meta_reply(std::string_view in, std::string_view expected);
 
-/// The reply to `version`: "VERSION <text>" with a short printable text (a
-/// memcached's "1.6.18", or a proxy's "mcrouter 0.41.0 mcrouter"), given as
-/// the reply's value; anything else is `bad`.
+/// Whether `text` can be a server's version: any short printable text, a
+/// memcached's ("1.6.18") or a server's that speaks its protocol ("mcrouter
+/// 0.41.0 mcrouter").
+bool is_version(std::string_view text);
+
+/// The reply to `version`: "VERSION <text>" with is_version(text), the text
+/// given as the reply's value; anything else is `bad`.
 MetaParse parse_version_reply(std::string_view in);
 
 /// Whether a server of version `version` speaks the meta protocol as it is

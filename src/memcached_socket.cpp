@@ -12,9 +12,18 @@
 #include <cstring>
 #include <utility>
 
+#include <fmt/format.h>
+
+#include "quiet_socket.hpp"
+#include "text.hpp"
+
 namespace cachelock::detail::memcached {
 
 using std::chrono::milliseconds;
+
+std::string at_connection_limit() {
+  return fmt::format("the server is at its connection limit: {}", detail::quote(too_many_connections));
+}
 
 Socket::~Socket() { close(); }
 
@@ -104,14 +113,7 @@ Socket::Connect Socket::connect(const memcached_instance_st* instance, const Mem
   return timed_out ? Connect::timed_out : Connect::failed;
 }
 
-bool Socket::quiet() const noexcept {
-  char byte;
-  for (;;) {
-    auto n = ::recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR) continue;
-    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
-  }
-}
+bool Socket::quiet() const noexcept { return detail::quiet(fd_); }
 
 bool Socket::send_all(std::string_view data, Clock::time_point deadline) {
   while (!data.empty()) {

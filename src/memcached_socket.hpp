@@ -17,6 +17,9 @@ namespace cachelock::detail::memcached {
 /// (-c) before closing it.
 inline constexpr std::string_view too_many_connections = "ERROR Too many open connections";
 
+/// How a call fails on a memcached at its connection limit.
+std::string at_connection_limit();
+
 /// Thread safety: one thread at a time.
 class Socket {
  public:
@@ -44,7 +47,7 @@ class Socket {
   bool is_open() const noexcept { return fd_ >= 0; }
 
   /// Whether the connection is open and nothing waits to be read on it,
-  /// without waiting.
+  /// without waiting (see detail::quiet()).
   bool quiet() const noexcept;
   void close() noexcept;
 

@@ -1,5 +1,6 @@
 // MemcachedCache: the conformance suite on a real memcached (text protocol,
-// binary protocol, three servers; each with and without the meta protocol),
+// binary protocol, three servers; each with and without the meta protocol;
+// and a server older than 1.6.10),
 // then what only this backend stores and
 // reports: flags, expirations, keys, counters, sockets, SASL, clear, stats.
 // The other test_memcached_*.cpp files cover options, failures, peers that
@@ -27,6 +28,28 @@ struct Backend {
   static constexpr auto expired_after = 3s;
 };
 
+// A memcached that says it is 1.5.22 (a relay to the real one): the lock
+// operations then go over cachelock's own connections in the classic text
+// protocol (add, gets, cas), the others through libmemcached.
+struct OlderServerBackend {
+  static const test::FakeMemcached& server() {
+    static Relay relay{test::shared_memcached()};
+    using Reply = std::optional<std::string>;
+    static test::FakeMemcached older{[](const std::string& command, const std::string& data) -> Reply {
+      if (command == "version") return std::string{"VERSION 1.5.22\r\n"};
+      return relay(command, data);
+    }};
+    static const bool scripted = older.script_version.exchange(true);
+    (void)scripted;
+    return older;
+  }
+  static std::shared_ptr<cachelock::Cache> make(cachelock::CacheOptions options) {
+    return cache_on({server().server()}, false, std::move(options));
+  }
+  static constexpr auto short_ttl = 1s;
+  static constexpr auto expired_after = 3s;
+};
+
 using TextBackend = Backend<false, 1, true>;
 using BinaryBackend = Backend<true, 1, true>;
 using ThreeServersBackend = Backend<false, 3, true>;
@@ -42,8 +65,9 @@ TYPE_TO_STRING(ThreeServersBackend);
 TYPE_TO_STRING(TextWithoutMeta);
 TYPE_TO_STRING(BinaryWithoutMeta);
 TYPE_TO_STRING(ThreeServersWithoutMeta);
+TYPE_TO_STRING(OlderServerBackend);
 CACHELOCK_CONFORMANCE(TextBackend, BinaryBackend, ThreeServersBackend, TextWithoutMeta, BinaryWithoutMeta,
-                      ThreeServersWithoutMeta);
+                      ThreeServersWithoutMeta, OlderServerBackend);
 
 TEST_CASE("memcached: the fixture runs a real memcached") {
   auto& server = test::shared_memcached();

@@ -5,8 +5,8 @@
 // append, so the driver can check afterwards that no two sections overlapped
 // and that the counter equals the number of sections: no lost update.
 //
-//   checker --backend memory|file|memcached|memcached-libmemcached|redis
-//           --target DIR|HOST:PORT|redis://HOST:PORT --key KEY
+//   checker --backend memory|file|memcached[-binary][-libmemcached]|redis
+//           --target DIR|HOST:PORT[,HOST:PORT...]|redis://HOST:PORT --key KEY
 //           --counter FILE --history FILE --threads T --seconds S
 //           [--ttl-ms N] [--timeout-ms N] [--max-hold-us N] [--stall-after N --stall-marker FILE]
 //
@@ -87,16 +87,25 @@ std::shared_ptr<cachelock::Cache> make_cache(const Options& o) {
     return std::make_shared<cachelock::FileCache>(cachelock::FileOptions{.directory = o.target});
   }
 #if CACHELOCK_HAS_MEMCACHED
-  // "memcached-libmemcached": the lock operations without the meta protocol.
-  if (o.backend == "memcached" || o.backend == "memcached-libmemcached") {
+  // "memcached[-binary][-libmemcached]": the binary protocol, the lock
+  // operations without the meta protocol. The target may list servers,
+  // separated by commas.
+  if (o.backend.starts_with("memcached")) {
     auto timeout = std::chrono::milliseconds{o.timeout_ms};
+    std::vector<cachelock::MemcachedServer> servers;
+    for (std::size_t at = 0; at <= o.target.size();) {
+      auto comma = std::min(o.target.find(',', at), o.target.size());
+      servers.push_back(cachelock::MemcachedServer::parse(o.target.substr(at, comma - at)));
+      at = comma + 1;
+    }
     return std::make_shared<cachelock::MemcachedCache>(cachelock::MemcachedOptions{
-        .servers = {cachelock::MemcachedServer::parse(o.target)},
+        .servers = servers,
+        .binary = o.backend.find("-binary") != std::string::npos,
         .connect_timeout = timeout,
         .timeout = timeout,
         .retry_timeout = std::chrono::milliseconds{0},
         .pool_size = static_cast<std::size_t>(o.threads),
-        .meta_protocol = o.backend == "memcached"});
+        .meta_protocol = !o.backend.ends_with("-libmemcached")});
   }
 #endif
 #if CACHELOCK_HAS_REDIS

@@ -142,6 +142,18 @@ TEST_CASE("torture: memcached, 4 processes x 2 threads") {
   }
 }
 
+TEST_CASE("torture: memcached, binary protocol and three servers, with and without meta") {
+  test::MemcachedProcess a, b, c;
+  auto three = a.location() + "," + b.location() + "," + c.location();
+  for (std::string path : {"memcached-binary", "memcached-binary-libmemcached"}) {
+    plain_run((path + ", 4 processes x 2 threads").c_str(), path, a.location(), 4, 2);
+  }
+  for (std::string path : memcached_paths) {
+    // One key, which the placement puts on one of the three: every process must look for it there.
+    plain_run((path + ", three servers, 4 processes x 2 threads").c_str(), path, three, 4, 2);
+  }
+}
+
 TEST_CASE("torture: memcached, a holder killed mid-section") {
   for (auto* path : memcached_paths) {
     test::MemcachedProcess server;
