@@ -64,6 +64,9 @@ bool parse_option(const std::string& name, const Field& value, std::string_view 
     options.server.password = value.text();
   } else if (lower && name == "username") {
     options.server.username = value.text();
+  } else if (backend == django_redis_backend && name == "DB") {
+    value.fail_at_key("django-redis does not read OPTIONS.DB: give the database in LOCATION "
+                      "(redis://host:port/N), where django-redis takes it from");
   } else if ((upper && name == "DB") || (lower && name == "db")) {
     options.server.db = static_cast<int>(integer_between(value, 0, 1'000'000));
   } else if ((upper && name == "SOCKET_CONNECT_TIMEOUT") || (lower && name == "socket_connect_timeout")) {
@@ -112,14 +115,29 @@ std::string_view known_options(std::string_view backend) {
     return "db, password, username, socket_connect_timeout, socket_timeout, max_connections, parser_class";
   }
   if (backend == django_redis_backend) {
-    return "DB, PASSWORD, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT, CONNECTION_POOL_KWARGS, PARSER_CLASS, "
+    return "PASSWORD, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT, CONNECTION_POOL_KWARGS, PARSER_CLASS, "
            "PICKLE_VERSION, CLIENT_CLASS, SERIALIZER, COMPRESSOR, IGNORE_EXCEPTIONS";
   }
   return "django-redis's DB, PASSWORD, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT, CONNECTION_POOL_KWARGS, ... "
          "or Django's db, password, username, socket_timeout, max_connections, ...";
 }
 
-void add_servers(const Field& field, std::string_view text, RedisOptions& options, bool& first) {
+// Whether a LOCATION names its database (a path, or ?db=N): redis-py then
+// takes that one, whatever the OPTIONS say.
+bool names_database(std::string_view location) {
+  if (auto mark = location.find('?'); mark != std::string_view::npos) {
+    auto query = location.substr(mark + 1);
+    if (query.starts_with("db=") || query.find("&db=") != std::string_view::npos) return true;
+    location = location.substr(0, mark);
+  }
+  if (!location.starts_with("redis://")) return false;
+  auto rest = location.substr(8);
+  auto slash = rest.find('/');
+  return slash != std::string_view::npos && slash + 1 < rest.size();
+}
+
+void add_servers(const Field& field, std::string_view text, RedisOptions& options, bool& first,
+                 bool& primary_names_db) {
   // Django and django-redis split a LOCATION string on ';' and ','.
   for (std::size_t start = 0; start <= text.size();) {
     auto end = std::min(text.find_first_of(";,", start), text.size());
@@ -130,6 +148,7 @@ void add_servers(const Field& field, std::string_view text, RedisOptions& option
       auto server = RedisServer::parse(part);
       if (first) {
         options.server = std::move(server);
+        primary_names_db = names_database(part);
       } else {
         options.replicas.push_back(std::move(server));
       }
@@ -150,24 +169,33 @@ CacheRegistry::Factory parse(const AliasFields& alias, CacheOptions cache) {
   }
   RedisOptions options;
   bool first = true;
+  bool primary_names_db = false;
   if (location->node().IsSequence()) {
     if (location->node().size() == 0) location->expected("at least one server");
     for (std::size_t i = 0; i < location->node().size(); ++i) {
       auto item = location->item(i, location->node()[i]);
-      add_servers(item, item.text(), options, first);
+      add_servers(item, item.text(), options, first, primary_names_db);
     }
   } else if (location->node().IsScalar()) {
-    add_servers(*location, location->text(), options, first);
+    add_servers(*location, location->text(), options, first, primary_names_db);
   } else {
     location->expected(forms);
   }
   if (alias.options) {
+    // As redis-py's from_url(): the database and the credentials a LOCATION
+    // names win over those in OPTIONS.
+    const RedisServer named = options.server;
     auto backend = alias.backend.text();
     alias.options->for_each_entry([&](const std::string& name, const Field& value) {
       if (!parse_option(name, value, backend, options)) {
         value.fail_at_key(fmt::format("unknown redis option; known: {}", known_options(backend)));
       }
     });
+    if (primary_names_db) options.server.db = named.db;
+    if (!named.password.empty()) {
+      options.server.username = named.username;
+      options.server.password = named.password;
+    }
   }
   try {
     RedisCache::check(options);

@@ -13,8 +13,22 @@ namespace cachelock {
 
 namespace {
 
+// `location` with its password shown as "***": an error message goes to
+// logs, and settings keep credentials in LOCATION.
+std::string masked(std::string_view location) {
+  auto scheme_end = location.find("://");
+  if (scheme_end == std::string_view::npos) return std::string{location};
+  auto rest = location.substr(scheme_end + 3);
+  auto at = rest.rfind('@');
+  if (at == std::string_view::npos) return std::string{location};
+  auto userinfo = rest.substr(0, at);
+  auto colon = userinfo.find(':');
+  if (colon == std::string_view::npos) return std::string{location};
+  return fmt::format("{}{}:***{}", location.substr(0, scheme_end + 3), userinfo.substr(0, colon), rest.substr(at));
+}
+
 [[noreturn]] void refuse(std::string_view location, std::string_view problem) {
-  throw ConfigError(fmt::format("redis location {}: {}", detail::quote(location), problem));
+  throw ConfigError(fmt::format("redis location {}: {}", detail::quote(masked(location)), problem));
 }
 
 std::optional<unsigned> number(std::string_view text, unsigned most) {

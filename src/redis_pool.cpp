@@ -1,5 +1,6 @@
 #include "redis_pool.hpp"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/time.h>
@@ -12,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "cachelock/errors.hpp"
+#include "quiet_socket.hpp"
 #include "fork.hpp"
 #include "text.hpp"
 
@@ -94,10 +96,15 @@ redisContext* Connections::fetch(std::string_view command, std::string_view key)
                                          options.timeout.count(), options.pool_size)));
   }
   --available;
-  if (idle.empty()) return nullptr;
-  auto* context = idle.back();
-  idle.pop_back();
-  return context;
+  // A connection the server closed while it was idle, or with bytes nobody
+  // asked for, is not used: a new one takes its place.
+  while (!idle.empty()) {
+    auto* context = idle.back();
+    idle.pop_back();
+    if (detail::quiet(context->fd)) return context;
+    redisFree(context);
+  }
+  return nullptr;
 }
 
 void Connections::keep(redisContext* context) noexcept {
@@ -147,6 +154,9 @@ void Connection::open() {
                                 : redisConnectWithTimeout(server.host.c_str(), server.port, limit);
   if (context_ == nullptr) fail("cannot connect: out of memory");
   if (context_->err) fail(fmt::format("cannot connect: {}", context_->errstr));
+  // hiredis 0.14 makes its sockets without close-on-exec: a program the
+  // process starts must not inherit a connection.
+  ::fcntl(context_->fd, F_SETFD, FD_CLOEXEC);
   if (redisSetTimeout(context_, timeval_of(options.timeout)) != REDIS_OK) {
     fail(fmt::format("cannot set the timeout: {}", context_->errstr));
   }

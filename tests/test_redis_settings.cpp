@@ -79,8 +79,9 @@ TEST_CASE("redis: RedisServer::parse reads the LOCATION URLs both Django clients
   CHECK(socket_auth.password == "pw");
 
   struct Bad {
-    const char* location;
-    const char* why;
+    std::string_view location;
+    std::string_view why;
+    std::string_view shown = {};  // the location as the message shows it, if not as it is
   };
   const Bad bad[] = {
       {"127.0.0.1:6379", "expected a URL: redis://[[user]:password@]host[:port][/db] or unix://[:password@]/path?db=N"},
@@ -96,14 +97,16 @@ TEST_CASE("redis: RedisServer::parse reads the LOCATION URLs both Django clients
       {"redis://cache?db=-1", "database '-1' is not a number, 0 or more"},
       {"redis://cache?timeout=1", "unknown parameter 'timeout=1': only db=N is taken (put the others in OPTIONS)"},
       {"redis://user@cache", "a user needs a password: redis://user:password@host, or redis://:password@host"},
-      {"redis://:p%4@cache", "'%4' is not a %XX escape"},
+      {"redis://:p%4@cache", "'%4' is not a %XX escape", "redis://:***@cache"},
       {"redis://[::1:6379", "an IPv6 address needs its closing ']'"},
       {"unix://relative.sock", "the socket path must be absolute: unix:///run/redis.sock"},
   };
   for (const auto& b : bad) {
     CAPTURE(b.location);
-    CHECK_THROWS_WITH_AS(RedisServer::parse(b.location),
-                         ("redis location '" + std::string{b.location} + "': " + b.why).c_str(), ConfigError);
+    // The password is never shown.
+    auto shown = b.shown.empty() ? std::string{b.location} : std::string{b.shown};
+    CHECK_THROWS_WITH_AS(RedisServer::parse(b.location), ("redis location '" + shown + "': " + std::string{b.why}).c_str(),
+                         ConfigError);
   }
 }
 
@@ -126,11 +129,11 @@ TEST_CASE("redis: every BACKEND name loads, and several LOCATIONs are a primary 
 
 TEST_CASE("redis: django-redis's OPTIONS and Django's, each for its own BACKEND") {
   auto upper = options_of(django_redis, "redis://h",
-                          "{PASSWORD: pw, DB: 4, SOCKET_CONNECT_TIMEOUT: 0.25, SOCKET_TIMEOUT: 2, "
+                          "{PASSWORD: pw, SOCKET_CONNECT_TIMEOUT: 0.25, SOCKET_TIMEOUT: 2, "
                           "CONNECTION_POOL_KWARGS: {max_connections: 3}, CLIENT_CLASS: django_redis.client.DefaultClient, "
                           "PARSER_CLASS: redis.connection.HiredisParser, PICKLE_VERSION: -1, IGNORE_EXCEPTIONS: false}");
   CHECK(upper.server.password == "pw");
-  CHECK(upper.server.db == 4);
+  CHECK(upper.server.db == 0);
   CHECK(upper.connect_timeout == 250ms);
   CHECK(upper.timeout == 2s);
   CHECK(upper.pool_size == 3);
@@ -147,6 +150,27 @@ TEST_CASE("redis: django-redis's OPTIONS and Django's, each for its own BACKEND"
   auto either = options_of("redis", "redis://h", "{DB: 1, socket_timeout: 3}");
   CHECK(either.server.db == 1);
   CHECK(either.timeout == 3s);
+
+  // As redis-py's from_url(): what LOCATION names wins over OPTIONS, so that
+  // both sides use one database.
+  auto named = options_of(django, "redis://:urlpw@h/1", "{db: 2, password: optpw}");
+  CHECK(named.server.db == 1);
+  CHECK(named.server.password == "urlpw");
+  CHECK(options_of(django, "redis://h?db=3", "{db: 2}").server.db == 3);
+  CHECK(options_of(django, "redis://h/", "{db: 2}").server.db == 2);
+  CHECK(options_of(django_redis, "redis://:urlpw@h", "{PASSWORD: optpw}").server.password == "urlpw");
+}
+
+TEST_CASE("redis: a LOCATION's password never appears in an error") {
+  CHECK(error_of("redis", "'redis://app:Sup3rS3cret@cache.internal:70000/0'") ==
+        "<redis>:4:15: CACHES.default.LOCATION: redis location 'redis://app:***@cache.internal:70000/0': port "
+        "'70000' is not a number from 1 to 65535");
+}
+
+TEST_CASE("redis: django-redis's DB option, which django-redis does not read, is refused") {
+  CHECK(error_of(django_redis, "redis://h/0", "{DB: 3}") ==
+        "<redis>:5:15: CACHES.default.OPTIONS.DB: django-redis does not read OPTIONS.DB: give the database in "
+        "LOCATION (redis://host:port/N), where django-redis takes it from");
 }
 
 TEST_CASE("redis: bad LOCATIONs and OPTIONS are ConfigErrors naming the setting") {
@@ -159,7 +183,7 @@ TEST_CASE("redis: bad LOCATIONs and OPTIONS are ConfigErrors naming the setting"
         "<redis>:4:5: CACHES.default.LOCATION: the redis backend needs LOCATION: "
         "redis://[[user]:password@]host[:port][/db], unix://[:password@]/path?db=N, or a list of them");
   CHECK(error_of(django_redis, "redis://h", "{password: pw}") ==
-        "<redis>:5:15: CACHES.default.OPTIONS.password: unknown redis option; known: DB, PASSWORD, "
+        "<redis>:5:15: CACHES.default.OPTIONS.password: unknown redis option; known: PASSWORD, "
         "SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT, CONNECTION_POOL_KWARGS, PARSER_CLASS, PICKLE_VERSION, "
         "CLIENT_CLASS, SERIALIZER, COMPRESSOR, IGNORE_EXCEPTIONS");
   CHECK(error_of(django, "redis://h", "{PASSWORD: pw}") ==

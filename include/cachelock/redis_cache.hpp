@@ -55,7 +55,8 @@ struct RedisOptions {
   std::vector<RedisServer> replicas{};
   /// Limit on connecting (SOCKET_CONNECT_TIMEOUT); at least 1 ms.
   std::chrono::milliseconds connect_timeout{1000};
-  /// Limit on each send and on each wait for a reply (SOCKET_TIMEOUT); at least 1 ms.
+  /// Limit on each read and write on the socket (SOCKET_TIMEOUT; hiredis's
+  /// socket timeouts, not a bound on a whole reply); at least 1 ms.
   std::chrono::milliseconds timeout{1000};
   /// Connections kept for concurrent use (CONNECTION_POOL_KWARGS.max_connections);
   /// a call waits up to `timeout` for one.
@@ -82,8 +83,9 @@ struct RedisOptions {
 ///
 /// Every failure is a CacheError reading `redis SERVER: COMMAND 'KEY' failed:
 /// REASON`. A server that is down or silent fails the call within
-/// connect_timeout + timeout (plus up to timeout waiting for a free
-/// connection when all pool_size are busy). A failure that may leave a reply
+/// connect_timeout + timeout per round trip (plus up to timeout waiting for
+/// a free connection when all pool_size are busy); the host name lookup and
+/// a reply trickled in byte by byte are not bounded by them. A failure that may leave a reply
 /// unread (a timeout, a broken connection) closes the connection, so a late
 /// reply is never taken for a later call's. AUTH and SELECT run on every new
 /// connection.
