@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include "abandoned.hpp"
 #include "cachelock/errors.hpp"
 #include "fork.hpp"
 #include "memcached_behaviors.hpp"
@@ -108,18 +109,10 @@ memcached_st* make_master(const MemcachedOptions& o, const detail::Rendezvous* p
   return master;
 }
 
-// Connections a child inherited from its parent. Never freed, never used:
-// kept reachable so that leak checkers do not report them. A lock-free list,
-// since a fork can leave any mutex locked in the child.
+// The connections children inherited from their parents (detail::abandon()).
 std::atomic<Connections*> abandoned{nullptr};
 
-void abandon(Connections* connections) noexcept {
-  auto* head = abandoned.load(std::memory_order_relaxed);
-  do {
-    connections->next_abandoned = head;
-  } while (!abandoned.compare_exchange_weak(head, connections, std::memory_order_release,
-                                            std::memory_order_relaxed));
-}
+void abandon(Connections* connections) noexcept { detail::abandon(abandoned, connections); }
 
 }  // namespace
 

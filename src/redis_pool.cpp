@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "abandoned.hpp"
 #include "cachelock/errors.hpp"
 #include "quiet_socket.hpp"
 #include "fork.hpp"
@@ -62,18 +63,10 @@ class NoSigpipe {
   bool was_pending_ = false;
 };
 
-// Connections a child inherited from its parent. Never used, never freed:
-// kept reachable so that leak checkers do not report them. A lock-free list,
-// since a fork can leave any mutex locked in the child.
+// The connections children inherited from their parents (detail::abandon()).
 std::atomic<Connections*> abandoned{nullptr};
 
-void abandon(Connections* connections) noexcept {
-  auto* head = abandoned.load(std::memory_order_relaxed);
-  do {
-    connections->next_abandoned = head;
-  } while (!abandoned.compare_exchange_weak(head, connections, std::memory_order_release,
-                                            std::memory_order_relaxed));
-}
+void abandon(Connections* connections) noexcept { detail::abandon(abandoned, connections); }
 
 }  // namespace
 
