@@ -154,7 +154,17 @@ std::optional<std::int64_t> RedisCache::incr_(std::string_view key, std::int64_t
 
 bool RedisCache::erase_if_equals_(std::string_view key, std::string_view expected) {
   Connection connection{impl_->current(), "release", key};
-  return flag(connection, *run(connection, detail::redis::release, key, {encode(expected)}));
+  if (flag(connection, *run(connection, detail::redis::release, key, {encode(expected)}))) return true;
+  // Not the bytes we would write: a value that reads back as `expected` all
+  // the same (redis-py's raw token, a str Django pickled at another
+  // protocol), as `cachelock release --force` shows it, is compared as
+  // stored. One round trip more, only when the first found no match.
+  auto reply = connection.command({"GET", key});
+  if (reply->type == REDIS_REPLY_NIL) return false;
+  if (reply->type != REDIS_REPLY_STRING) connection.fail(*reply);
+  std::string stored{reply->str, reply->len};
+  if (stored == encode(expected) || decode(stored) != expected) return false;
+  return flag(connection, *run(connection, detail::redis::release, key, {stored}));
 }
 
 bool RedisCache::replace_if_equals_(std::string_view key, std::string_view expected, std::string_view value,

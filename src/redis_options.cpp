@@ -1,5 +1,7 @@
 // LOCATION URLs and the checks of RedisOptions: what settings and the
 // constructor refuse before connecting.
+#include <sys/un.h>
+
 #include <charconv>
 #include <optional>
 
@@ -137,8 +139,10 @@ RedisServer RedisServer::parse(std::string_view location) {
   }
   RedisServer server;
   auto rest = location.substr(scheme_end + 3);
+  // Read last: as in redis-py, ?db=N wins over a path's database.
+  std::string_view parameters;
   if (auto mark = rest.find('?'); mark != std::string_view::npos) {
-    query(location, rest.substr(mark + 1), server);
+    parameters = rest.substr(mark + 1);
     rest = rest.substr(0, mark);
   }
   // Credentials come before the host (redis://) or the path (unix://); a
@@ -154,6 +158,7 @@ RedisServer RedisServer::parse(std::string_view location) {
     if (!server.socket_path.starts_with('/')) {
       refuse(location, "the socket path must be absolute: unix:///run/redis.sock");
     }
+    query(location, parameters, server);
     return server;
   }
   auto slash = rest.find('/');
@@ -161,6 +166,7 @@ RedisServer RedisServer::parse(std::string_view location) {
   if (slash != std::string_view::npos && slash + 1 < rest.size()) {
     server.db = database(location, rest.substr(slash + 1));
   }
+  query(location, parameters, server);
   return server;
 }
 
@@ -171,6 +177,13 @@ void RedisCache::check(const RedisOptions& o) {
   if (o.server.host.empty() && o.server.socket_path.empty()) refuse_option("no server: give a host or a socket path");
   if (o.server.is_socket() && !o.server.socket_path.starts_with('/')) {
     refuse_option(fmt::format("socket path {} is not absolute", detail::quote(o.server.socket_path)));
+  }
+  // hiredis copies the path into the address without a check: a longer one
+  // would be cut short, and name another socket.
+  constexpr std::size_t longest_path = sizeof(sockaddr_un::sun_path) - 1;
+  if (o.server.socket_path.size() > longest_path || o.server.socket_path.find('\0') != std::string::npos) {
+    refuse_option(fmt::format("socket path {} is not one a unix socket address can hold (at most {} bytes, no NUL)",
+                              detail::quote_key(o.server.socket_path), longest_path));
   }
   if (o.server.port == 0 && !o.server.is_socket()) refuse_option("port must be from 1 to 65535");
   if (o.server.db < 0) refuse_option("db must be 0 or more");

@@ -120,4 +120,15 @@ TEST_CASE("django-redis: Django's values read as held by someone else, never as 
   CHECK_FALSE(cachelock::LockOwner::parse(*cache->get("s")).has_value());
   CHECK(cachelock::LockOwner::parse(*cache->get("other")).has_value());
   CHECK_THROWS_AS(Lock("s", {.cache = cache}), LockError);
+
+  // What `cachelock release --force` does: compare with what get() showed.
+  // A str Django pickled (at its own protocol) and redis-py's raw token are
+  // removed by what they read as, and only by that.
+  CHECK_FALSE(cache->erase_if_equals("s", "report done"));
+  CHECK(cache->erase_if_equals("s", "report running"));
+  CHECK(django({"get", "s"}) == R"({"result": null, "type": "NoneType"})");
+  auto held = django({"lock", "pylock"});
+  REQUIRE(held.starts_with(R"({"result": true)"));
+  CHECK(cache->erase_if_equals("pylock", *cache->get("pylock")));
+  CHECK(django({"try_lock", "pylock"}) == R"({"result": true})");
 }

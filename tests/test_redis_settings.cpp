@@ -68,6 +68,9 @@ TEST_CASE("redis: RedisServer::parse reads the LOCATION URLs both Django clients
   CHECK(v6.db == 2);
   CHECK(v6.to_string() == "[::1]:7000");
 
+  // As in redis-py, ?db=N wins over the path's database.
+  CHECK(RedisServer::parse("redis://cache/1?db=2").db == 2);
+
   auto socket = RedisServer::parse("unix:///run/redis/redis.sock?db=5");
   CHECK(socket.is_socket());
   CHECK(socket.socket_path == "/run/redis/redis.sock");
@@ -159,6 +162,16 @@ TEST_CASE("redis: django-redis's OPTIONS and Django's, each for its own BACKEND"
   CHECK(options_of(django, "redis://h?db=3", "{db: 2}").server.db == 3);
   CHECK(options_of(django, "redis://h/", "{db: 2}").server.db == 2);
   CHECK(options_of(django_redis, "redis://:urlpw@h", "{PASSWORD: optpw}").server.password == "urlpw");
+}
+
+TEST_CASE("redis: a socket path no unix socket address can hold is refused") {
+  // hiredis would cut it short, and connect to another socket.
+  std::string long_path = "/tmp/" + std::string(120, 's') + ".sock";
+  CHECK_THROWS_WITH_AS(RedisCache::check({.server = {.socket_path = long_path}}),
+                       doctest::Contains("is not one a unix socket address can hold (at most 107 bytes, no NUL)"),
+                       ConfigError);
+  CHECK_THROWS_AS(RedisCache::check({.server = {.socket_path = std::string{"/tmp/a\0b", 8}}}), ConfigError);
+  CHECK_NOTHROW(RedisCache::check({.server = {.socket_path = "/tmp/" + std::string(90, 's')}}));
 }
 
 TEST_CASE("redis: a LOCATION's password never appears in an error") {
