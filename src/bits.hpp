@@ -1,9 +1,13 @@
 // Word-level helpers shared by the hashes and tokens (internal).
 #pragma once
 
+#include <sys/random.h>
+
+#include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <random>
+#include <system_error>
 
 namespace cachelock::detail {
 
@@ -24,11 +28,21 @@ inline std::uint64_t load32(const char* p) noexcept {
   return v;
 }
 
-/// 64 bits from the system's random source, to seed a generator or a hash.
-/// Throws: std::system_error (std::random_device) if there is no source.
+/// 64 bits from the kernel's random source, to seed a generator or a hash.
+/// getrandom(2) rather than std::random_device, whose set-up asks the CPU
+/// what it has (CPUID): on a virtual machine each ask is a trip to the
+/// hypervisor, tens of microseconds of every `cachelock run`.
+/// Throws: std::system_error if the kernel has no source for us.
 inline std::uint64_t random_seed() {
-  std::random_device device;
-  return (std::uint64_t{device()} << 32) ^ device();
+  std::uint64_t seed = 0;
+  auto* at = reinterpret_cast<unsigned char*>(&seed);
+  for (std::size_t got = 0; got < sizeof seed;) {
+    auto n = ::getrandom(at + got, sizeof seed - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw std::system_error(errno, std::generic_category(), "getrandom");
+    got += static_cast<std::size_t>(n);
+  }
+  return seed;
 }
 
 }  // namespace cachelock::detail

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "cachelock/errors.hpp"
+#include "bits.hpp"
 #include "django_file_record.hpp"
 #include "file_store.hpp"
 #include "text.hpp"
@@ -97,7 +98,7 @@ class Entry : public EntryFile {
   }
 
   static std::uint64_t random_bits() {
-    thread_local std::mt19937_64 engine{std::random_device{}()};
+    thread_local std::mt19937_64 engine{detail::random_seed()};
     return engine();
   }
 };
@@ -136,7 +137,7 @@ struct DjangoFileCache::Impl : Store {
     auto names = entry_names(*dir, is_entry_name);
     if (names.size() < *max_entries) return;
     std::size_t victims = cull_frequency == 0 ? names.size() : names.size() / cull_frequency;
-    std::shuffle(names.begin(), names.end(), std::mt19937_64{std::random_device{}()});
+    std::shuffle(names.begin(), names.end(), std::mt19937_64{detail::random_seed()});
     for (std::size_t i = 0; i < victims; ++i) ::unlinkat(dir->fd, names[i].c_str(), 0);
   }
 };

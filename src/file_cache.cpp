@@ -10,13 +10,13 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
-#include <random>
 #include <thread>
 #include <utility>
 
 #include <fmt/format.h>
 
 #include "cachelock/errors.hpp"
+#include "bits.hpp"
 #include "file_record.hpp"
 #include "file_store.hpp"
 #include "text.hpp"
@@ -103,7 +103,7 @@ FileCache::FileCache(FileOptions file, CacheOptions options)
   // A random start: a process makes few writes (a `run` makes 1 to 3), so a
   // count from 0 would never reach a sweep step; this way about one process
   // in 256 / writes does one.
-  impl_->writes.store(std::random_device{}() % sweep_every, std::memory_order_relaxed);
+  impl_->writes.store(detail::random_seed() % sweep_every, std::memory_order_relaxed);
 }
 
 FileCache::~FileCache() = default;

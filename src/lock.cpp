@@ -11,6 +11,7 @@
 #include "cachelock/cache.hpp"
 #include "cachelock/errors.hpp"
 #include "cachelock/registry.hpp"
+#include "bits.hpp"
 #include "hold.hpp"
 #include "text.hpp"
 #include "fork.hpp"
@@ -33,7 +34,7 @@ class Backoff {
   bool sleep_before_retry(Clock::time_point deadline) {
     auto now = Clock::now();
     if (now >= deadline) return false;
-    thread_local std::minstd_rand random{std::random_device{}()};
+    thread_local std::minstd_rand random{static_cast<std::uint_fast32_t>(detail::random_seed())};
     std::uniform_int_distribution<long long> spread{next_.count() / 2, next_.count()};
     auto pause = std::min<Clock::duration>(microseconds{spread(random)}, deadline - now);
     std::this_thread::sleep_for(pause);
