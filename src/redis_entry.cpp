@@ -103,7 +103,9 @@ bool parse_option(const std::string& name, const Field& value, std::string_view 
     value.fail_at_key("not supported: a pool class of its own cannot be reproduced here; cachelock pools its "
                       "own connections (max_connections sets how many)");
   } else if (lower && name == "serializer") {
-    value.fail_at_key("not supported: Django would not read our owner token; only the default serializer");
+    if (!is_one_of(value, {"django.core.cache.backends.redis.RedisSerializer"})) {
+      value.fail("not supported: Django would not read our owner token; only the default RedisSerializer");
+    }
   } else {
     return false;
   }
@@ -112,7 +114,8 @@ bool parse_option(const std::string& name, const Field& value, std::string_view 
 
 std::string_view known_options(std::string_view backend) {
   if (backend == django_backend) {
-    return "db, password, username, socket_connect_timeout, socket_timeout, max_connections, parser_class";
+    return "db, password, username, socket_connect_timeout, socket_timeout, max_connections, parser_class, "
+           "serializer";
   }
   if (backend == django_redis_backend) {
     return "PASSWORD, SOCKET_CONNECT_TIMEOUT, SOCKET_TIMEOUT, CONNECTION_POOL_KWARGS, PARSER_CLASS, "

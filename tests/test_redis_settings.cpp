@@ -143,7 +143,8 @@ TEST_CASE("redis: django-redis's OPTIONS and Django's, each for its own BACKEND"
 
   auto lower = options_of(django, "redis://h",
                           "{password: pw, username: app, db: 2, socket_connect_timeout: 1.5, socket_timeout: 0.5, "
-                          "max_connections: 9, parser_class: redis.connection.PythonParser}");
+                          "max_connections: 9, parser_class: redis.connection.PythonParser, "
+                          "serializer: django.core.cache.backends.redis.RedisSerializer}");
   CHECK(lower.server.username == "app");
   CHECK(lower.server.db == 2);
   CHECK(lower.connect_timeout == 1500ms);
@@ -201,7 +202,7 @@ TEST_CASE("redis: bad LOCATIONs and OPTIONS are ConfigErrors naming the setting"
         "CLIENT_CLASS, SERIALIZER, COMPRESSOR, IGNORE_EXCEPTIONS");
   CHECK(error_of(django, "redis://h", "{PASSWORD: pw}") ==
         "<redis>:5:15: CACHES.default.OPTIONS.PASSWORD: unknown redis option; known: db, password, username, "
-        "socket_connect_timeout, socket_timeout, max_connections, parser_class");
+        "socket_connect_timeout, socket_timeout, max_connections, parser_class, serializer");
   CHECK(error_of(django, "redis://h", "{pool_class: my.Pool}") ==
         "<redis>:5:15: CACHES.default.OPTIONS.pool_class: not supported: a pool class of its own cannot be "
         "reproduced here; cachelock pools its own connections (max_connections sets how many)");
@@ -214,6 +215,9 @@ TEST_CASE("redis: bad LOCATIONs and OPTIONS are ConfigErrors naming the setting"
   CHECK(error_of(django_redis, "redis://h", "{SERIALIZER: django_redis.serializers.json.JSONSerializer}") ==
         "<redis>:5:27: CACHES.default.OPTIONS.SERIALIZER: not supported: Django would not read our owner token; "
         "only the default PickleSerializer");
+  CHECK(error_of(django, "redis://h", "{serializer: myapp.JSONSerializer}") ==
+        "<redis>:5:27: CACHES.default.OPTIONS.serializer: not supported: Django would not read our owner token; "
+        "only the default RedisSerializer");
   CHECK(error_of(django_redis, "redis://h", "{CONNECTION_POOL_KWARGS: {retry_on_timeout: true}}") ==
         "<redis>:5:40: CACHES.default.OPTIONS.CONNECTION_POOL_KWARGS.retry_on_timeout: unknown connection pool "
         "option; known: max_connections");
