@@ -198,12 +198,4 @@ std::map<std::string, std::string> RedisCache::info(std::string_view section) {
   return values;
 }
 
-std::string RedisCache::config(std::string_view name) {
-  Connection connection{impl_->current(), "config get", {}};
-  auto reply = connection.command({"CONFIG", "GET", name});
-  if (reply->type != REDIS_REPLY_ARRAY) connection.fail(*reply);
-  if (reply->elements < 2 || reply->element[1]->type != REDIS_REPLY_STRING) return {};
-  return {reply->element[1]->str, reply->element[1]->len};
-}
-
 }  // namespace cachelock

@@ -106,9 +106,6 @@ class CACHELOCK_API RedisCache final : public Cache {
   /// check` reads the version and the eviction settings from it.
   /// Throws: CacheError.
   std::map<std::string, std::string> info(std::string_view section);
-  /// `CONFIG GET name` (one round trip): the value, or empty if the server
-  /// does not say. Throws: CacheError.
-  std::string config(std::string_view name);
 
   const RedisOptions& redis_options() const noexcept;
   /// connect_timeout + timeout: how long a call to a server that went silent
