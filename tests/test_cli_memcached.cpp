@@ -16,6 +16,7 @@
 #include "support.hpp"
 #if CACHELOCK_HAS_MEMCACHED
 #include "fake_memcached.hpp"
+#include "fake_scripts.hpp"
 #include "memcached_server.hpp"
 #endif
 
@@ -94,6 +95,49 @@ TEST_CASE("cli: check says whether each memcached may evict, and names a dead on
   auto failure = failed.out.substr(at);
   CHECK(failure.find("memcached " + dead + ": ") != std::string::npos);
   CHECK(failure.find(evicting.location()) == std::string::npos);
+}
+
+TEST_CASE("cli: check says which protocol the lock operations speak to each memcached") {
+  Sandbox box;
+  test::MemcachedProcess real;
+  for (const auto& [options, says] : std::vector<std::pair<std::string, std::string>>{
+           {"", "lock operations in the meta protocol\n"},
+           {"{meta_protocol: false}", "lock operations through libmemcached (meta_protocol: false)\n"},
+           {"{binary: true}", "lock operations in the meta protocol; through libmemcached instead if it closes "
+                              "text connections (-B binary)\n"},
+       }) {
+    CAPTURE(options);
+    auto checked = box.run({"--settings", memcached_settings(box, "real", real.location(), options), "check"});
+    CHECK(checked.code == 0);
+    CHECK(checked.out.find("\n  memcached " + real.location() + ": version 1.") != std::string::npos);
+    CHECK(checked.out.find(", " + says) != std::string::npos);
+  }
+
+  // A server that says it is older (a relay to the real one): classic commands.
+  {
+    const std::string version = "1.5.22";
+    test::Relay relay{real};
+    test::FakeMemcached older{[&](const std::string& command, const std::string& data) -> std::optional<std::string> {
+      if (command == "version") return "VERSION " + version + "\r\n";
+      if (command == "stats" || command == "stats ") {  // libmemcached sends the latter
+        auto stats = real.command("stats\r\n", true);
+        auto at = stats.find("STAT version ");
+        auto end = stats.find("\r\n", at);
+        return stats.replace(at, end - at, "STAT version " + version);
+      }
+      if (command.starts_with("stats")) return real.command(command + "\r\n", true);
+      return relay(command, data);
+    }};
+    older.script_version = true;
+    auto settings = memcached_settings(box, "older", older.server().to_string());
+    auto checked = box.run({"--settings", settings, "check"});
+    CAPTURE(checked.out);
+    CAPTURE(checked.err);
+    CHECK(checked.code == 0);
+    CHECK(checked.out.find("\n  memcached " + older.server().to_string() + ": version " + version +
+                           ", lock operations in classic commands (add, gets, cas): older than 1.6.10\n") !=
+          std::string::npos);
+  }
 }
 
 TEST_CASE("cli: a full memcached run with -M refuses new locks instead of evicting held ones") {
