@@ -1,7 +1,9 @@
 // Word-level helpers shared by the hashes and tokens (internal).
 #pragma once
 
+#include <fcntl.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
@@ -31,17 +33,38 @@ inline std::uint64_t load32(const char* p) noexcept {
 /// 64 bits from the kernel's random source, to seed a generator or a hash.
 /// getrandom(2) rather than std::random_device, whose set-up asks the CPU
 /// what it has (CPUID): on a virtual machine each ask is a trip to the
-/// hypervisor, tens of microseconds of every `cachelock run`.
-/// Throws: std::system_error if the kernel has no source for us.
+/// hypervisor, about 45 us of every `cachelock run` here (perf:
+/// std::random_device::_M_init). Never blocks: where getrandom is missing
+/// (ENOSYS), filtered out (EPERM under some seccomp profiles) or would wait
+/// for the pool at early boot (EAGAIN), /dev/urandom is read instead.
+/// Throws: std::system_error if neither source gives 8 bytes.
 inline std::uint64_t random_seed() {
   std::uint64_t seed = 0;
   auto* at = reinterpret_cast<unsigned char*>(&seed);
-  for (std::size_t got = 0; got < sizeof seed;) {
-    auto n = ::getrandom(at + got, sizeof seed - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw std::system_error(errno, std::generic_category(), "getrandom");
-    got += static_cast<std::size_t>(n);
+  std::size_t got = 0;
+  while (got < sizeof seed) {
+    auto n = ::getrandom(at + got, sizeof seed - got, GRND_NONBLOCK);
+    if (n > 0) {
+      got += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno != EINTR) {
+      break;
+    }
   }
+  if (got == sizeof seed) return seed;
+  int fd = ::open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::system_error(errno, std::generic_category(), "cannot open /dev/urandom");
+  got = 0;
+  while (got < sizeof seed) {
+    auto n = ::read(fd, at + got, sizeof seed - got);
+    if (n > 0) {
+      got += static_cast<std::size_t>(n);
+    } else if (n == 0 || errno != EINTR) {
+      int error = n == 0 ? EIO : errno;
+      ::close(fd);
+      throw std::system_error(error, std::generic_category(), "cannot read /dev/urandom");
+    }
+  }
+  ::close(fd);
   return seed;
 }
 

@@ -34,7 +34,7 @@ class Backoff {
   bool sleep_before_retry(Clock::time_point deadline) {
     auto now = Clock::now();
     if (now >= deadline) return false;
-    thread_local std::minstd_rand random{static_cast<std::uint_fast32_t>(detail::random_seed())};
+    thread_local std::minstd_rand random{static_cast<std::minstd_rand::result_type>(detail::random_seed())};
     std::uniform_int_distribution<long long> spread{next_.count() / 2, next_.count()};
     auto pause = std::min<Clock::duration>(microseconds{spread(random)}, deadline - now);
     std::this_thread::sleep_for(pause);

@@ -1,11 +1,19 @@
 // The seed source (src/bits.hpp, internal) that token nonces, the memory
 // cache's hash and the file caches' sweeps start from: a new value on every
-// call, and a child of fork() does not repeat its parent's.
+// call, a child of fork() does not repeat its parent's, and where getrandom(2)
+// is refused it reads /dev/urandom.
 #include <doctest/doctest.h>
 
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <set>
 
@@ -20,21 +28,65 @@ TEST_CASE("random seeds differ from call to call") {
 }
 
 TEST_CASE("a child of fork() draws seeds its parent does not") {
+  // As a source kept in the process (a generator seeded once) would not.
   int pipe_fds[2];
   REQUIRE(::pipe(pipe_fds) == 0);
   pid_t child = ::fork();
   REQUIRE(child >= 0);
   if (child == 0) {
-    std::uint64_t seed = random_seed();
-    ::_exit(::write(pipe_fds[1], &seed, sizeof seed) == static_cast<ssize_t>(sizeof seed) ? 0 : 1);
+    try {
+      std::uint64_t seed = random_seed();
+      ::_exit(::write(pipe_fds[1], &seed, sizeof seed) == static_cast<ssize_t>(sizeof seed) ? 0 : 1);
+    } catch (...) {
+      ::_exit(2);
+    }
   }
+  ::close(pipe_fds[1]);  // a child that dies without writing: end of file, not a hang
   std::uint64_t parent_seed = random_seed();
   std::uint64_t child_seed = 0;
   CHECK(::read(pipe_fds[0], &child_seed, sizeof child_seed) == static_cast<ssize_t>(sizeof child_seed));
+  ::close(pipe_fds[0]);
   int status = 0;
   REQUIRE(::waitpid(child, &status, 0) == child);
   CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
   CHECK(child_seed != parent_seed);
-  ::close(pipe_fds[0]);
+}
+
+TEST_CASE("where getrandom is refused (a seccomp filter), seeds come from /dev/urandom") {
+  int pipe_fds[2];
+  REQUIRE(::pipe(pipe_fds) == 0);
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // getrandom fails with EPERM in this child from here on, as under
+    // container runtimes whose seccomp profiles predate it.
+    sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_getrandom, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog program{static_cast<unsigned short>(sizeof filter / sizeof filter[0]), filter};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0) {
+      ::_exit(3);
+    }
+    char probe;
+    if (::getrandom(&probe, 1, GRND_NONBLOCK) != -1 || errno != EPERM) ::_exit(4);
+    try {
+      std::uint64_t seeds[2] = {random_seed(), random_seed()};
+      ::_exit(::write(pipe_fds[1], seeds, sizeof seeds) == static_cast<ssize_t>(sizeof seeds) ? 0 : 1);
+    } catch (...) {
+      ::_exit(2);
+    }
+  }
   ::close(pipe_fds[1]);
+  std::uint64_t seeds[2] = {};
+  CHECK(::read(pipe_fds[0], seeds, sizeof seeds) == static_cast<ssize_t>(sizeof seeds));
+  ::close(pipe_fds[0]);
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);  // 3: no filter; 4: getrandom not refused; 2: random_seed threw
+  CHECK(seeds[0] != seeds[1]);
 }
