@@ -5,7 +5,6 @@
 #include "cachelock/memcached_cache.hpp"
 #include "catalog.hpp"
 #include "memcached_behaviors.hpp"
-#include "memcached_meta_reply.hpp"
 #include "memcached_names.hpp"
 #include "settings_field.hpp"
 #include "text.hpp"
@@ -193,17 +192,6 @@ std::optional<std::string> placement_warning(const MemcachedOptions& options) {
                      name_of(options.distribution), client, how);
 }
 
-// How a server of `version` is asked for the lock operations (see
-// memcached_meta.hpp), for `check`.
-std::string lock_protocol(const MemcachedOptions& options, std::string_view version) {
-  if (!options.meta_protocol) return "through libmemcached (meta_protocol: false)";
-  if (!options.username.empty()) return "through libmemcached (SASL)";
-  std::string how = memcached::speaks_meta(version) ? "in the meta protocol"
-                                                   : "in classic commands (add, gets, cas): older than 1.6.10";
-  if (options.binary) how += "; through libmemcached instead if it closes text connections (-B binary)";
-  return how;
-}
-
 // An evicting memcached can drop a held lock before its ttl: say for each
 // server whether it may evict (`stats settings`), and whether it has; and
 // which protocol the lock operations speak to it.
@@ -213,16 +201,16 @@ std::vector<std::string> warnings(Cache& cache) {
   if (auto warning = placement_warning(memcached.memcached_options())) lines.push_back(*warning);
   auto counters = memcached.stats();
   auto settings = memcached.stats("settings");
+  auto protocols = memcached.lock_protocols();
   for (std::size_t i = 0; i < settings.size(); ++i) {
     const auto& values = settings[i].values;
     auto setting = values.find("evictions");
     const auto& server = settings[i].server;
-    if (i < counters.size()) {
+    if (i < counters.size() && i < protocols.size()) {
       auto version = counters[i].values.find("version");
-      auto version_text = version == counters[i].values.end() ? std::string_view{} : version->second;
       lines.push_back(fmt::format("memcached {}: version {}, lock operations {}", server,
-                                  version_text.empty() ? "unknown" : printable(version_text),
-                                  lock_protocol(memcached.memcached_options(), version_text)));
+                                  version == counters[i].values.end() ? "unknown" : printable(version->second.substr(0, 64)),
+                                  protocols[i]));
     }
     if (setting != values.end() && setting->second == "off") {
       lines.push_back(fmt::format("memcached {}: evictions off (-M)", server));
@@ -240,7 +228,7 @@ std::vector<std::string> warnings(Cache& cache) {
         lines.push_back(fmt::format("warning: memcached {} has evicted {} items since it started: held locks "
                                     "can be lost before their ttl; give locks a memcached of their own, or more "
                                     "memory (-m)",
-                                    counters[i].server, evicted->second));
+                                    counters[i].server, printable(evicted->second.substr(0, 64))));
       }
     }
   }

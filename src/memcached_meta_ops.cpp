@@ -182,4 +182,28 @@ std::optional<bool> MemcachedCache::Impl::meta_replace_if_equals(std::string_vie
   });
 }
 
+std::vector<std::string> MemcachedCache::lock_protocols() {
+  auto& connections = impl_->current("version", "");
+  // As a lock operation's first call would: a connection of the lock path,
+  // asked `version` if it is new.
+  auto ask = [&](std::uint32_t position) -> std::string {
+    auto& server = connections.meta[position];
+    if (!(impl_->options.binary && server.binary_only.load(std::memory_order_relaxed))) {
+      try {
+        MetaCall call{server, connections.server_at(position), impl_->options, "version", "", false};
+        return call.classic() ? "in classic commands (add, gets, cas)" : "in the meta protocol";
+      } catch (const detail::memcached::NoMetaProtocol&) {
+        // A binary alias's server closed the text connection at once.
+      }
+    }
+    return "through libmemcached (the server closes text connections, as with -B binary)";
+  };
+  const auto reason = impl_->libmemcached_only();
+  std::vector<std::string> protocols;
+  for (std::uint32_t position = 0; position < memcached_server_count(connections.master); ++position) {
+    protocols.push_back(reason.empty() ? ask(position) : fmt::format("through libmemcached ({})", reason));
+  }
+  return protocols;
+}
+
 }  // namespace cachelock

@@ -205,6 +205,14 @@ struct MemcachedCache::Impl {
   std::optional<bool> meta_replace_if_equals(std::string_view key, std::string_view expected,
                                              std::string_view value, Timeout timeout);
 
+  // Why every lock operation of this alias takes the libmemcached path
+  // ("meta_protocol: false", "SASL"), or empty if none has to.
+  std::string_view libmemcached_only() const noexcept {
+    if (!options.meta_protocol) return "meta_protocol: false";
+    if (!options.username.empty()) return "SASL";
+    return {};
+  }
+
   // Runs `body(call, retrying)` on a meta connection to the key's server,
   // once more on a new connection if the first found its connection closed
   // by the server (every meta call may be made twice: see the callers).
@@ -212,7 +220,7 @@ struct MemcachedCache::Impl {
   auto with_meta(std::string_view op, std::string_view key, Body&& body)
       -> std::optional<decltype(body(std::declval<detail::memcached::MetaCall&>(), false))> {
     using detail::memcached::MetaCall;
-    if (!options.meta_protocol || !options.username.empty()) return std::nullopt;
+    if (!libmemcached_only().empty()) return std::nullopt;
     auto& connections = current(op, key);
     auto position = connections.position_of(key);
     auto& server = connections.meta[position];

@@ -155,6 +155,14 @@ class CACHELOCK_API MemcachedCache final : public Cache {
   /// Throws: CacheError naming each server that failed and why.
   std::vector<MemcachedServerStats> stats(std::string_view group = {});
 
+  /// How the lock operations reach each server, in LOCATION order, as they
+  /// would now: "in the meta protocol", "in classic commands (add, gets,
+  /// cas)" (a server older than 1.6.10, or not memcached), or "through
+  /// libmemcached (...)" and why. Asks a server its `version` on a
+  /// connection of the lock operations unless one is open already. For
+  /// `cachelock check`. Throws: CacheError naming a server that failed.
+  std::vector<std::string> lock_protocols();
+
   const MemcachedOptions& memcached_options() const noexcept;
   /// connect_timeout + timeout: how long a call to a server that went silent
   /// takes to fail.
