@@ -111,6 +111,14 @@ class RedisProcess : public ServerProcess {
     return reply.text;
   }
 
+  /// `stored_key` in database `db`, read through a script, which may SELECT
+  /// (a nil reply if it is absent).
+  RedisReply get_in_db(int db, const std::string& stored_key, const std::string& password = {}) const {
+    return command({"EVAL", "redis.call('select', ARGV[1]) return redis.call('get', KEYS[1])", "1", stored_key,
+                    std::to_string(db)},
+                   password);
+  }
+
   /// Milliseconds `stored_key` has left: -1 without expiry, -2 if absent.
   long long pttl(const std::string& stored_key) const { return command({"PTTL", stored_key}).integer; }
 

@@ -98,6 +98,25 @@ TEST_CASE("redis: after a restart without persistence locks are gone, and the ca
   CHECK(cache->erase_if_equals("job", "next"));  // the scripts are loaded again with EVAL
 }
 
+TEST_CASE("redis: after a restart, new connections AUTH and SELECT again: a lock stays in its database") {
+  // Were SELECT skipped on a reconnect, the lock would land in database 0,
+  // where a Django on database 2 would never see it.
+  test::RedisProcess secured{{"--requirepass", "s3cret"}};
+  RedisOptions redis{.server = secured.server()};
+  redis.server.password = "s3cret";
+  redis.server.db = 2;
+  auto cache = std::make_shared<RedisCache>(std::move(redis));
+  REQUIRE(cache->add("job", "before", 60s));
+  REQUIRE(secured.get_in_db(2, ":1:job", "s3cret").text.find("before") != std::string::npos);
+  secured.stop();
+  secured.start();
+  cachelock::Lock lock{"job", {.cache = cache, .ttl = 60s}};
+  CHECK(secured.get_in_db(0, ":1:job", "s3cret").is_nil());
+  CHECK(secured.get_in_db(2, ":1:job", "s3cret").text.find(lock.token()) != std::string::npos);
+  CHECK(lock.release());
+  CHECK(secured.get_in_db(2, ":1:job", "s3cret").is_nil());
+}
+
 TEST_CASE("redis: a connection the server closed while idle is not used: a release still frees the key") {
   // The server's idle timeout (as a restart, CLIENT KILL or a proxy's cut)
   // closes the pooled connection while a lock is held; the release must not
