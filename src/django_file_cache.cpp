@@ -13,7 +13,7 @@
 #include <fmt/format.h>
 
 #include "cachelock/errors.hpp"
-#include "bits.hpp"
+#include "seed.hpp"
 #include "django_file_record.hpp"
 #include "file_store.hpp"
 #include "text.hpp"

@@ -16,7 +16,7 @@
 #include <fmt/format.h>
 
 #include "cachelock/errors.hpp"
-#include "bits.hpp"
+#include "seed.hpp"
 #include "file_record.hpp"
 #include "file_store.hpp"
 #include "text.hpp"

@@ -11,7 +11,7 @@
 #include "cachelock/cache.hpp"
 #include "cachelock/errors.hpp"
 #include "cachelock/registry.hpp"
-#include "bits.hpp"
+#include "seed.hpp"
 #include "hold.hpp"
 #include "text.hpp"
 #include "fork.hpp"

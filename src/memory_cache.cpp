@@ -15,7 +15,7 @@
 #include <fmt/format.h>
 
 #include "cachelock/errors.hpp"
-#include "bits.hpp"
+#include "seed.hpp"
 #include "clock.hpp"
 #include "memory_table.hpp"
 #include "text.hpp"

@@ -9,7 +9,7 @@
 #include <charconv>
 #include <climits>
 
-#include "bits.hpp"
+#include "seed.hpp"
 #include "clock.hpp"
 #include "fork.hpp"
 
