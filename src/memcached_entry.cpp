@@ -1,5 +1,6 @@
 // The memcached backend in the catalog: Django's PyMemcacheCache,
 // PyLibMCCache and MemcachedCache.
+#include <algorithm>
 #include <optional>
 
 #include "cachelock/memcached_cache.hpp"
@@ -192,6 +193,15 @@ std::optional<std::string> placement_warning(const MemcachedOptions& options) {
                      name_of(options.distribution), client, how);
 }
 
+std::string describe_path(const MemcachedLockPath& path) {
+  switch (path.protocol) {
+    case MemcachedLockPath::Protocol::meta: return "in the meta protocol";
+    case MemcachedLockPath::Protocol::classic: return "in classic commands (add, gets, cas)";
+    case MemcachedLockPath::Protocol::libmemcached: break;
+  }
+  return fmt::format("through libmemcached ({})", path.reason);
+}
+
 // An evicting memcached can drop a held lock before its ttl: say for each
 // server whether it may evict (`stats settings`), and whether it has; and
 // which protocol the lock operations speak to it.
@@ -201,16 +211,17 @@ std::vector<std::string> warnings(Cache& cache) {
   if (auto warning = placement_warning(memcached.memcached_options())) lines.push_back(*warning);
   auto counters = memcached.stats();
   auto settings = memcached.stats("settings");
-  auto protocols = memcached.lock_protocols();
+  auto paths = memcached.lock_paths();
   for (std::size_t i = 0; i < settings.size(); ++i) {
     const auto& values = settings[i].values;
     auto setting = values.find("evictions");
     const auto& server = settings[i].server;
-    if (i < counters.size() && i < protocols.size()) {
+    auto path = std::find_if(paths.begin(), paths.end(), [&](const auto& p) { return p.server == server; });
+    if (i < counters.size() && path != paths.end()) {
       auto version = counters[i].values.find("version");
+      bool known = version != counters[i].values.end() && !version->second.empty();
       lines.push_back(fmt::format("memcached {}: version {}, lock operations {}", server,
-                                  version == counters[i].values.end() ? "unknown" : printable(version->second.substr(0, 64)),
-                                  protocols[i]));
+                                  known ? printable(version->second.substr(0, 64)) : "unknown", describe_path(*path)));
     }
     if (setting != values.end() && setting->second == "off") {
       lines.push_back(fmt::format("memcached {}: evictions off (-M)", server));

@@ -182,28 +182,25 @@ std::optional<bool> MemcachedCache::Impl::meta_replace_if_equals(std::string_vie
   });
 }
 
-std::vector<std::string> MemcachedCache::lock_protocols() {
+std::vector<MemcachedLockPath> MemcachedCache::lock_paths() {
+  using Protocol = MemcachedLockPath::Protocol;
   auto& connections = impl_->current("version", "");
-  // As a lock operation's first call would: a connection of the lock path,
-  // asked `version` if it is new.
-  auto ask = [&](std::uint32_t position) -> std::string {
-    auto& server = connections.meta[position];
-    if (!(impl_->options.binary && server.binary_only.load(std::memory_order_relaxed))) {
-      try {
-        MetaCall call{server, connections.server_at(position), impl_->options, "version", "", false};
-        return call.classic() ? "in classic commands (add, gets, cas)" : "in the meta protocol";
-      } catch (const detail::memcached::NoMetaProtocol&) {
-        // A binary alias's server closed the text connection at once.
-      }
+  std::vector<MemcachedLockPath> paths;
+  for (std::uint32_t position = 0; position < impl_->options.servers.size(); ++position) {
+    MemcachedLockPath path{.server = detail::memcached::name_of(connections.server_at(position))};
+    // The lock path's own choice, as a lock operation's first call makes it.
+    auto classic = impl_->with_meta_at(connections, position, "version", "",
+                                       [](MetaCall& call, bool) { return call.classic(); });
+    if (classic) {
+      path.protocol = *classic ? Protocol::classic : Protocol::meta;
+    } else {
+      path.protocol = Protocol::libmemcached;
+      auto only = impl_->libmemcached_only();
+      path.reason = only.empty() ? "the server closes text connections" : std::string{only};
     }
-    return "through libmemcached (the server closes text connections, as with -B binary)";
-  };
-  const auto reason = impl_->libmemcached_only();
-  std::vector<std::string> protocols;
-  for (std::uint32_t position = 0; position < memcached_server_count(connections.master); ++position) {
-    protocols.push_back(reason.empty() ? ask(position) : fmt::format("through libmemcached ({})", reason));
+    paths.push_back(std::move(path));
   }
-  return protocols;
+  return paths;
 }
 
 }  // namespace cachelock

@@ -217,12 +217,17 @@ struct MemcachedCache::Impl {
   // once more on a new connection if the first found its connection closed
   // by the server (every meta call may be made twice: see the callers).
   template <class Body>
-  auto with_meta(std::string_view op, std::string_view key, Body&& body)
-      -> std::optional<decltype(body(std::declval<detail::memcached::MetaCall&>(), false))> {
+  auto with_meta(std::string_view op, std::string_view key, Body&& body) {
+    auto& connections = current(op, key);
+    return with_meta_at(connections, connections.position_of(key), op, key, std::forward<Body>(body));
+  }
+
+  // As with_meta(), on the server at `position` (`key` only names the call).
+  template <class Body>
+  auto with_meta_at(Connections& connections, std::uint32_t position, std::string_view op, std::string_view key,
+                    Body&& body) -> std::optional<decltype(body(std::declval<detail::memcached::MetaCall&>(), false))> {
     using detail::memcached::MetaCall;
     if (!libmemcached_only().empty()) return std::nullopt;
-    auto& connections = current(op, key);
-    auto position = connections.position_of(key);
     auto& server = connections.meta[position];
     if (options.binary && server.binary_only.load(std::memory_order_relaxed)) return std::nullopt;
     const auto* instance = connections.server_at(position);

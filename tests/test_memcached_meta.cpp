@@ -400,3 +400,54 @@ TEST_CASE("meta: libmemcached aborts on a text add answered with END, which the 
     }
   }
 }
+
+TEST_CASE("meta: lock_paths() says how the lock operations reach each server, as they find it") {
+  using Path = cachelock::MemcachedLockPath;
+  using Protocol = Path::Protocol;
+  auto only_path = [](MemcachedOptions options) {
+    auto paths = MemcachedCache{std::move(options)}.lock_paths();
+    REQUIRE(paths.size() == 1);
+    return paths.front();
+  };
+  auto& real = test::shared_memcached();
+  auto meta = only_path({.servers = {real.server()}});
+  CHECK(meta.server == real.location());
+  CHECK(meta.protocol == Protocol::meta);
+  CHECK(meta.reason.empty());
+  CHECK(only_path({.servers = {real.server()}, .binary = true}).protocol == Protocol::meta);
+  auto off = only_path({.servers = {real.server()}, .meta_protocol = false});
+  CHECK(off.protocol == Protocol::libmemcached);
+  CHECK(off.reason == "meta_protocol: false");
+  // SASL is told from the options alone: nothing is asked.
+  auto sasl = only_path({.servers = {real.server()}, .binary = true, .username = "u", .password = "p"});
+  CHECK(sasl.protocol == Protocol::libmemcached);
+  CHECK(sasl.reason == "SASL");
+
+  // A server that closes text connections, to a binary alias: found out by
+  // asking, as a first lock operation would.
+  test::MemcachedProcess binary_only{{"-B", "binary"}};
+  auto closes = only_path({.servers = {binary_only.server()}, .binary = true});
+  CHECK(closes.protocol == Protocol::libmemcached);
+  CHECK(closes.reason == "the server closes text connections");
+
+  // A server that says it is 1.5.22 (a relay to the real one).
+  Relay relay{real};
+  test::FakeMemcached older{[&](const std::string& command, const std::string& data) -> std::optional<std::string> {
+    if (command == "version") return std::string{"VERSION 1.5.22\r\n"};
+    return relay(command, data);
+  }};
+  older.script_version = true;
+  CHECK(only_path({.servers = {older.server()}}).protocol == Protocol::classic);
+
+  // Several servers, each its own; a dead one fails the call, named.
+  auto both = MemcachedCache{MemcachedOptions{.servers = {real.server(), older.server()}}}.lock_paths();
+  REQUIRE(both.size() == 2);
+  CHECK(both[0].protocol == (both[0].server == real.location() ? Protocol::meta : Protocol::classic));
+  CHECK(both[1].protocol == (both[1].server == real.location() ? Protocol::meta : Protocol::classic));
+  test::MemcachedProcess gone;
+  auto dead = gone.server();
+  gone.stop();
+  const auto named = "memcached " + dead.to_string() + ": version";
+  CHECK_THROWS_WITH_AS(MemcachedCache(MemcachedOptions{.servers = {dead}}).lock_paths(),
+                       doctest::Contains(named.c_str()), CacheError);
+}

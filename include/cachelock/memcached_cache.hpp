@@ -103,6 +103,22 @@ struct MemcachedServerStats {
   std::map<std::string, std::string> values;
 };
 
+/// How the lock operations (acquire, release, extend, and `get`) reach one
+/// memcached server: MemcachedCache::lock_paths().
+struct MemcachedLockPath {
+  enum class Protocol {
+    meta,          ///< memcached's meta protocol, on connections of cachelock's own
+    classic,       ///< add, gets, cas on those connections: before 1.6.10, or not memcached
+    libmemcached,  ///< through libmemcached, as every other operation
+  };
+  /// The server, as MemcachedServerStats names it.
+  std::string server;
+  Protocol protocol = Protocol::meta;
+  /// Why libmemcached: "meta_protocol: false", "SASL", or "the server closes
+  /// text connections"; empty otherwise.
+  std::string reason{};
+};
+
 /// A cache on memcached servers, through a pool of libmemcached handles: a
 /// handle is never used by two threads at once, and a child process made by
 /// fork() opens its own connections instead of sharing its parent's.
@@ -155,13 +171,10 @@ class CACHELOCK_API MemcachedCache final : public Cache {
   /// Throws: CacheError naming each server that failed and why.
   std::vector<MemcachedServerStats> stats(std::string_view group = {});
 
-  /// How the lock operations reach each server, in LOCATION order, as they
-  /// would now: "in the meta protocol", "in classic commands (add, gets,
-  /// cas)" (a server older than 1.6.10, or not memcached), or "through
-  /// libmemcached (...)" and why. Asks a server its `version` on a
-  /// connection of the lock operations unless one is open already. For
-  /// `cachelock check`. Throws: CacheError naming a server that failed.
-  std::vector<std::string> lock_protocols();
+  /// How the lock operations reach each server now, in the order of
+  /// stats(); asks each its `version` on a connection of theirs, unless one
+  /// is open. Throws: CacheError naming a server that failed.
+  std::vector<MemcachedLockPath> lock_paths();
 
   const MemcachedOptions& memcached_options() const noexcept;
   /// connect_timeout + timeout: how long a call to a server that went silent
