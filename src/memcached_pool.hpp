@@ -218,6 +218,8 @@ struct MemcachedCache::Impl {
   // by the server (every meta call may be made twice: see the callers).
   template <class Body>
   auto with_meta(std::string_view op, std::string_view key, Body&& body) {
+    using Result = decltype(with_meta_at(std::declval<Connections&>(), 0, op, key, body));
+    if (!libmemcached_only().empty()) return Result{};  // not even the key's server to find
     auto& connections = current(op, key);
     return with_meta_at(connections, connections.position_of(key), op, key, std::forward<Body>(body));
   }
