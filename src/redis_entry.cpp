@@ -195,10 +195,9 @@ CacheRegistry::Factory parse(const AliasFields& alias, CacheOptions cache) {
       }
     });
     if (primary_names_db) options.server.db = named.db;
-    if (!named.password.empty()) {
-      options.server.username = named.username;
-      options.server.password = named.password;
-    }
+    // Each credential the LOCATION has, as redis-py's parse_url() takes them.
+    if (!named.username.empty()) options.server.username = named.username;
+    if (!named.password.empty()) options.server.password = named.password;
   }
   try {
     RedisCache::check(options);

@@ -25,8 +25,9 @@ std::string masked(std::string_view location) {
   if (at == std::string_view::npos) return std::string{location};
   auto userinfo = rest.substr(0, at);
   auto colon = userinfo.find(':');
-  if (colon == std::string_view::npos) return std::string{location};
-  return fmt::format("{}{}:***{}", location.substr(0, scheme_end + 3), userinfo.substr(0, colon), rest.substr(at));
+  // Without a colon it may be a password written without one: hidden too.
+  auto user = colon == std::string_view::npos ? std::string_view{} : userinfo.substr(0, colon);
+  return fmt::format("{}{}:***{}", location.substr(0, scheme_end + 3), user, rest.substr(at));
 }
 
 [[noreturn]] void refuse(std::string_view location, std::string_view problem) {
@@ -52,7 +53,7 @@ std::string unquote(std::string_view location, std::string_view text) {
     auto digits = text.substr(i + 1, 2);
     auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), byte, 16);
     if (digits.size() != 2 || ec != std::errc{} || end != digits.data() + 2) {
-      refuse(location, fmt::format("{} is not a %XX escape", detail::quote(text.substr(i, 3))));
+      refuse(location, "a '%' is not followed by two hex digits (a %XX escape)");  // its bytes may be a password's
     }
     out += static_cast<char>(byte);
     i += 2;

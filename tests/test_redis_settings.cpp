@@ -99,8 +99,9 @@ TEST_CASE("redis: RedisServer::parse reads the LOCATION URLs both Django clients
       {"redis://cache/one", "database 'one' is not a number, 0 or more"},
       {"redis://cache?db=-1", "database '-1' is not a number, 0 or more"},
       {"redis://cache?timeout=1", "unknown parameter 'timeout=1': only db=N is taken (put the others in OPTIONS)"},
-      {"redis://user@cache", "a user needs a password: redis://user:password@host, or redis://:password@host"},
-      {"redis://:p%4@cache", "'%4' is not a %XX escape", "redis://:***@cache"},
+      {"redis://s3cret@cache", "a user needs a password: redis://user:password@host, or redis://:password@host",
+       "redis://:***@cache"},
+      {"redis://:p%4@cache", "a '%' is not followed by two hex digits (a %XX escape)", "redis://:***@cache"},
       {"redis://[::1:6379", "an IPv6 address needs its closing ']'"},
       {"unix://relative.sock", "the socket path must be absolute: unix:///run/redis.sock"},
   };
@@ -163,6 +164,10 @@ TEST_CASE("redis: django-redis's OPTIONS and Django's, each for its own BACKEND"
   CHECK(options_of(django, "redis://h?db=3", "{db: 2}").server.db == 3);
   CHECK(options_of(django, "redis://h/", "{db: 2}").server.db == 2);
   CHECK(options_of(django_redis, "redis://:urlpw@h", "{PASSWORD: optpw}").server.password == "urlpw");
+  // A LOCATION with a password and no user keeps the user OPTIONS give.
+  auto user = options_of(django, "redis://:urlpw@h", "{username: app, password: optpw}");
+  CHECK(user.server.username == "app");
+  CHECK(user.server.password == "urlpw");
 }
 
 TEST_CASE("redis: a socket path no unix socket address can hold is refused") {
