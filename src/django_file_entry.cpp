@@ -29,8 +29,8 @@ std::string unshown_holder(Cache& cache, std::string_view key) {
       static_cast<std::size_t>(info.st_size) <= django_file::max_file_size) {
     return {};
   }
-  return fmt::format("an entry too large to read: {} bytes, more than the {} cachelock reads", info.st_size,
-                     django_file::max_file_size);
+  return fmt::format("an entry too large to read: {}, {} bytes, more than the {} cachelock reads", path,
+                     info.st_size, django_file::max_file_size);
 }
 }  // namespace
 

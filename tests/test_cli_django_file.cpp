@@ -13,7 +13,7 @@
 
 using test::Sandbox;
 
-TEST_CASE("cli: a django-file entry too large to read is held, and status and run say by what") {
+TEST_CASE("cli: a django-file entry too large to read is held; status and run say by what, release refuses") {
   Sandbox box;
   const auto locks = box.dir + "/django";
   std::ofstream{box.settings} << "CACHES:\n  default:\n    BACKEND: django.core.cache.backends.filebased."
@@ -28,7 +28,8 @@ TEST_CASE("cli: a django-file entry too large to read is held, and status and ru
   std::ofstream{path}.close();
   std::filesystem::resize_file(path, size);
   REQUIRE(std::filesystem::file_size(path) == size);
-  const std::string holder = "an entry too large to read: 16777217 bytes, more than the 16777216 cachelock reads";
+  const std::string holder =
+      "an entry too large to read: " + path + ", 16777217 bytes, more than the 16777216 cachelock reads";
 
   auto status = box.run({"status", "job"});
   CHECK(status.code == 1);
@@ -37,6 +38,13 @@ TEST_CASE("cli: a django-file entry too large to read is held, and status and ru
   auto run = box.run({"run", "job", "--", "true"});
   CHECK(run.code == 75);
   CHECK(run.err == "cachelock: job is held by " + holder + " (alias default)\n");
+
+  // release --force cannot compare what it cannot read: it refuses, saying
+  // which file to remove, and the entry stays.
+  auto release = box.run({"release", "job", "--force"});
+  CHECK(release.code == 69);
+  CHECK(release.err == "cachelock: cannot release 'job': it is held by " + holder + "; remove that file to free it\n");
+  CHECK(std::filesystem::file_size(path) == size);
 
   // A value within the limit is described as before.
   auto small = box.run({"status", "small"});

@@ -197,6 +197,11 @@ int release(const Globals& globals, const std::string& key, bool force) {
   configure(globals);
   auto cache = cachelock::CacheRegistry::global().get(globals.alias);
   auto value = cache->get(key);
+  if (auto holder = value ? unshown_holder(*cache, key) : std::string{}; !holder.empty()) {
+    // No compare-and-delete can match a value that cannot be read.
+    throw Exit{exit_unavailable, fmt::format("cannot release {}: it is held by {}; remove that file to free it",
+                                             quote(key), holder)};
+  }
   // Compare-and-delete, so a lock taken since we looked is left alone.
   if (!value || !cache->erase_if_equals(key, *value)) {
     print(fmt::format("{} was not held (alias {})", key, alias_name(globals)));

@@ -35,9 +35,14 @@ std::string describe_holder(const std::optional<std::string>& value) {
   return fmt::format("{} pid {} since {}", owner->host, owner->pid, local_time(owner->since));
 }
 
+std::string unshown_holder(Cache& cache, const std::string& key) {
+  const auto* backend = detail::backend_of(cache);
+  return backend && backend->unshown_holder ? backend->unshown_holder(cache, key) : std::string{};
+}
+
 std::string describe_holder(Cache& cache, const std::string& key, const std::optional<std::string>& value) {
-  if (const auto* backend = detail::backend_of(cache); value && backend && backend->unshown_holder) {
-    if (auto holder = backend->unshown_holder(cache, key); !holder.empty()) return holder;
+  if (value) {
+    if (auto holder = unshown_holder(cache, key); !holder.empty()) return holder;
   }
   return describe_holder(value);
 }

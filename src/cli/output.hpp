@@ -35,8 +35,11 @@ void print(const std::string& line);
 
 /// "HOST pid PID since TIME", or what else holds the key.
 std::string describe_holder(const std::optional<std::string>& value);
-/// describe_holder() of `value`, the value of `key` in `cache`, unless its
-/// backend says what holds the key where get() shows no value.
+/// What holds `key` in `cache` where get() shows no value of it (an entry
+/// too large to read), as its backend says; empty otherwise.
+std::string unshown_holder(Cache& cache, const std::string& key);
+/// describe_holder() of `value`, the value of `key` in `cache`, unless
+/// unshown_holder() names what holds it.
 std::string describe_holder(Cache& cache, const std::string& key, const std::optional<std::string>& value);
 
 /// Why a lock was lost, as far as the key's current value tells: read it and
