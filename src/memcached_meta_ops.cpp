@@ -177,6 +177,12 @@ std::optional<bool> MemcachedCache::Impl::meta_replace_if_equals(std::string_vie
     }
     server.forget(key, expected);
     auto found = read(call, key);
+    if (found && found->first == value) {
+      // A retry whose first attempt stored our new token before its
+      // connection closed: done (an owner token is unique), as meta_add.
+      server.remember(key, value, found->second, call.sent());
+      return true;
+    }
     if (!found || found->first != expected) return false;
     return store(found->second) == "HD";
   });

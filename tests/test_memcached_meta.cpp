@@ -25,7 +25,21 @@ struct MetaFake {
   using Script = std::function<std::optional<std::string>(const std::string& command)>;
   explicit MetaFake(Script script = {}) : script_{std::move(script)} {}
 
+  /// The next command that starts with this is carried out, and then the
+  /// connection is closed without its reply (a server or network that dies
+  /// between the two).
+  std::string drop_reply_to;
+
   std::optional<std::string> operator()(const std::string& command, const std::string& data) {
+    auto reply = answer(command, data);
+    std::lock_guard lock{mutex_};
+    if (drop_reply_to.empty() || !command.starts_with(drop_reply_to)) return reply;
+    drop_reply_to.clear();
+    return std::string{test::FakeMemcached::hang_up};
+  }
+
+ private:
+  std::optional<std::string> answer(const std::string& command, const std::string& data) {
     auto words = words_of(command);
     if (script_) {
       if (auto reply = script_(command)) return reply;
@@ -62,7 +76,6 @@ struct MetaFake {
     return std::string{"ERROR\r\n"};
   }
 
- private:
   Script script_;
   std::mutex mutex_;
   std::map<std::string, std::pair<std::string, std::uint64_t>> entries_;
@@ -150,6 +163,31 @@ TEST_CASE("meta: a release or extend whose CAS id went stale compares the value,
   CHECK_FALSE(cache->erase_if_equals("job", "our-token"));
   CHECK_FALSE(cache->replace_if_equals("job", "our-token", "x", 60s));
   CHECK(server.raw_get(stored)->value == "their-token");
+}
+
+TEST_CASE("meta: a call whose write was carried out but whose reply was lost is made again, and done once") {
+  // The connection closes after the server did what was asked: the call is
+  // made again on a new connection, where the CAS id is not trusted, so it
+  // reads the value and must know its own.
+  MetaFake store;
+  test::FakeMemcached fake{[&](const std::string& command, const std::string& data) { return store(command, data); }};
+  auto cache = std::make_shared<MemcachedCache>(
+      MemcachedOptions{.servers = {fake.server()}, .connect_timeout = 300ms, .timeout = 300ms});
+  CHECK_FALSE(cache->get("warm").has_value());  // the connection has served a call: a close is a retry
+  store.drop_reply_to = "ms";
+  CHECK(cache->add("job", "token", 60s));  // stored by the first attempt, found by the retry
+  CHECK(cache->get("job") == "token");
+  store.drop_reply_to = "ms";
+  CHECK(cache->replace_if_equals("job", "token", "token-2", 60s));  // an extend: still ours
+  CHECK(cache->get("job") == "token-2");
+  CHECK(cache->erase_if_equals("job", "token-2"));
+  CHECK_FALSE(cache->get("job").has_value());
+  // A release whose delete was carried out reads nothing on its retry: it
+  // reports the key gone, and nothing is left held.
+  CHECK(cache->add("job", "token", 60s));
+  store.drop_reply_to = "md";
+  CHECK_FALSE(cache->erase_if_equals("job", "token"));
+  CHECK_FALSE(cache->get("job").has_value());
 }
 
 TEST_CASE("meta: a server older than 1.6.10 is asked add, gets and cas, on connections of our own") {
