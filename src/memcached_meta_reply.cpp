@@ -11,6 +11,12 @@ namespace cachelock::detail::memcached {
 
 namespace {
 
+// Why a value over meta_value_limit is refused (a lock's token is about a
+// hundred bytes; Cache::get() of a larger value meets the same limit).
+std::string too_long(std::uint64_t size) {
+  return fmt::format("a value of {} bytes, more than the {} cachelock reads from memcached", size, meta_value_limit);
+}
+
 // memcached's reply lines are short: a code and a few flags.
 constexpr std::size_t longest_line = 1024;
 
@@ -79,7 +85,7 @@ MetaParse parse_meta_reply(std::string_view in, std::string_view expected) {
     auto size = number(rest.substr(0, space));
     if (!size) return bad(fmt::format("a value reply with a bad length: {}", shown()));
     if (*size > meta_value_limit) {
-      return bad(fmt::format("a value of {} bytes, more than the {} a lock's value can be", *size, meta_value_limit));
+      return bad(too_long(*size));
     }
     length = static_cast<std::size_t>(*size);
     rest = space == std::string_view::npos ? std::string_view{} : rest.substr(space);
@@ -149,7 +155,7 @@ MetaParse parse_text_reply(std::string_view in, std::string_view expected, std::
     }
     if (words[0] != key) return bad(fmt::format("a value for another key: {}", shown(line)));
     if (*size > meta_value_limit) {
-      return bad(fmt::format("a value of {} bytes, more than the {} a lock's value can be", *size, meta_value_limit));
+      return bad(too_long(*size));
     }
     auto length = static_cast<std::size_t>(*size);
     if (in.size() < consumed + length + 7) return {};

@@ -26,7 +26,8 @@ struct MetaReply {
 
 /// A value longer than this is refused rather than buffered: a peer cannot
 /// make us hold more. memcached's largest item (its -I) is 1 GiB, its
-/// default 1 MiB; lock tokens are about a hundred bytes.
+/// default 1 MiB; lock tokens are about a hundred bytes. Cache::get() goes
+/// this way too, so it reads no value above 64 MiB (README says so).
 inline constexpr std::size_t meta_value_limit = 64 << 20;
 
 /// What reading the start of `in` found.

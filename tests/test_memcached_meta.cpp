@@ -292,7 +292,7 @@ TEST_CASE("meta: a wrong, cut or hostile reply fails the call, never aborts, and
       {"a value cut short, then a close", std::string{"VA 5 c1\r\nab"} + std::string{FakeMemcached::hang_up}},
       {"a value longer than it said", "VA 1 c1\r\nabc\r\n"},
       {"a huge value length", "VA 99999999999999999999999 c1\r\n"},
-      {"a value over the limit", "VA 2000000 c1\r\n"},
+      {"a value over the limit (64 MiB)", "VA 67108865 c1\r\n"},
       {"a CAS id that overflows", "HD c18446744073709551616\r\n"},
       {"a CAS id that is no number", "HD cabc\r\n"},
       {"two CAS ids", "HD c1 c2\r\n"},
