@@ -44,7 +44,6 @@ class Socket {
   /// Why the last connect() failed, as strerror() words it.
   std::string error() const;
 
-  bool is_open() const noexcept { return fd_ >= 0; }
 
   /// Whether the connection is open and nothing waits to be read on it,
   /// without waiting (see detail::quiet()).

@@ -1,4 +1,5 @@
-// The operations of RedisCache, one round trip each. The pool and its
+// The operations of RedisCache, one round trip each (a release that finds
+// no match reads the value: see erase_if_equals_). The pool and its
 // connections are in redis_pool.*, options are checked in redis_options.cpp,
 // the Lua scripts are in redis_scripts.hpp.
 #include "cachelock/redis_cache.hpp"
@@ -154,16 +155,18 @@ std::optional<std::int64_t> RedisCache::incr_(std::string_view key, std::int64_t
 
 bool RedisCache::erase_if_equals_(std::string_view key, std::string_view expected) {
   Connection connection{impl_->current(), "release", key};
-  if (flag(connection, *run(connection, detail::redis::release, key, {encode(expected)}))) return true;
+  const auto encoded = encode(expected);
+  if (flag(connection, *run(connection, detail::redis::release, key, {encoded}))) return true;
   // Not the bytes we would write: a value that reads back as `expected` all
   // the same (redis-py's raw token, a str Django pickled at another
   // protocol), as `cachelock release --force` shows it, is compared as
-  // stored. One round trip more, only when the first found no match.
+  // stored. Only when the first found no match: a GET, and on a match a
+  // second compare-and-delete.
   auto reply = connection.command({"GET", key});
   if (reply->type == REDIS_REPLY_NIL) return false;
   if (reply->type != REDIS_REPLY_STRING) connection.fail(*reply);
   std::string stored{reply->str, reply->len};
-  if (stored == encode(expected) || decode(stored) != expected) return false;
+  if (stored == encoded || decode(stored) != expected) return false;
   return flag(connection, *run(connection, detail::redis::release, key, {stored}));
 }
 

@@ -126,7 +126,13 @@ TEST_CASE("redis: a connection the server closed while idle is not used: a relea
   auto cache = cache_on(server, {.pool_size = 1});
   {
     cachelock::Lock lock{"idle", {.cache = cache, .ttl = 60s}};
-    std::this_thread::sleep_for(2500ms);  // the server closes the idle connection
+    // Until the server has closed the idle connection: then the only client
+    // left is the one that asks.
+    auto deadline = Clock::now() + test::slow(std::chrono::milliseconds{5000});
+    while (server.info("connected_clients", "clients") != "1" && Clock::now() < deadline) {
+      std::this_thread::sleep_for(100ms);
+    }
+    REQUIRE(server.info("connected_clients", "clients") == "1");
     CHECK(lock.release());
   }
   CHECK_FALSE(server.raw_get(cache->make_key("idle")).has_value());
