@@ -156,7 +156,7 @@ std::optional<bool> MemcachedCache::Impl::meta_erase_if_equals(std::string_view 
 
 std::optional<bool> MemcachedCache::Impl::meta_replace_if_equals(std::string_view key, std::string_view expected,
                                                                  std::string_view value, Timeout timeout) {
-  return with_meta("cas", key, [&](MetaCall& call, bool) {
+  return with_meta("cas", key, [&](MetaCall& call, bool retrying) {
     Requests requests{call, key};
     auto& server = call.server();
     auto store = [&](std::uint64_t cas) {
@@ -177,9 +177,10 @@ std::optional<bool> MemcachedCache::Impl::meta_replace_if_equals(std::string_vie
     }
     server.forget(key, expected);
     auto found = read(call, key);
-    if (found && found->first == value) {
-      // A retry whose first attempt stored our new token before its
-      // connection closed: done (an owner token is unique), as meta_add.
+    if (retrying && value != expected && found && found->first == value) {
+      // The first attempt stored our new token before its connection
+      // closed: done (an owner token is unique), as meta_add. (A rewrite
+      // of the same value is simply made again below, for its new ttl.)
       server.remember(key, value, found->second, call.sent());
       return true;
     }
